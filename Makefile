@@ -1,0 +1,71 @@
+# Two commands set Fixproof up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MANAGE := $(PY) manage.py
+
+.PHONY: run test install env services db messages extract-messages chromium lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Fixproof needs Python 3.11 (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+env: .env
+
+.env: | .env.example
+	$(PYTHON) bin/init-env
+
+services: install env
+	$(MANAGE) ensure_services
+
+db: services
+	$(MANAGE) ensure_database
+	$(MANAGE) migrate --noinput
+
+# The French catalogue is compiled here, never committed as a .mo file.
+messages: install
+	$(VENV)/bin/pybabel compile --use-fuzzy -d locale -D django
+
+# Refresh the catalogue after changing texts: extract, then merge into the .po.
+extract-messages: install
+	$(VENV)/bin/pybabel extract -F babel.cfg -k gettext_lazy -k ngettext_lazy -k pgettext:1c,2 \
+		--no-location --sort-output -o locale/django.pot --ignore-dirs='.venv .* tests' .
+	$(VENV)/bin/pybabel update -i locale/django.pot -d locale -D django --no-fuzzy-matching
+
+# Browser tests drive Debian's Chromium through Playwright, never a downloaded browser.
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "Chromium is missing: sudo apt-get install chromium" >&2; exit 1; \
+		fi; }
+
+run: db messages
+	$(MANAGE) ensure_admin
+	$(MANAGE) load_demo
+	@echo
+	@echo "Fixproof is starting: $$($(MANAGE) shell -c 'from django.conf import settings; print(settings.SITE_URL)')/"
+	@echo "(web, Celery worker and beat; Ctrl-C stops all three)"
+	$(VENV)/bin/honcho start
+
+test: services messages chromium
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) locale/*/LC_MESSAGES/*.mo .pytest_cache

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.messages import get_messages
+from django.templatetags.static import static
+from django.urls import reverse
+from django.utils import formats, timezone, translation
+from django.utils.translation import gettext, ngettext
+from jinja2 import Environment
+
+
+def url(name: str, *args: Any, **kwargs: Any) -> str:
+    return reverse(name, args=args or None, kwargs=kwargs or None)
+
+
+def localtime(value: Any) -> Any:
+    return timezone.localtime(value) if value else value
+
+
+def date_format(value: Any, fmt: str = "DATE_FORMAT") -> str:
+    if not value:
+        return ""
+    if hasattr(value, "tzinfo") and value.tzinfo is not None:
+        value = timezone.localtime(value)
+    return formats.date_format(value, fmt)
+
+
+def environment(**options: Any) -> Environment:
+    options.setdefault("extensions", []).append("jinja2.ext.i18n")
+    env = Environment(**options)
+    env.install_gettext_callables(gettext, ngettext, newstyle=True)
+    env.globals.update(
+        {
+            "url": url,
+            "static": static,
+            "get_messages": get_messages,
+            "get_current_language": translation.get_language,
+            "LANGUAGES": settings.LANGUAGES,
+        }
+    )
+    env.filters.update({"localtime": localtime, "date": date_format})
+    return env

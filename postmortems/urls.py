@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+app_name = "postmortems"
+
+urlpatterns = [
+    path("", views.postmortem_list, name="list"),
+    path("new/", views.postmortem_create, name="create"),
+    path("import/", views.postmortem_import, name="import"),
+    path("<int:pk>/", views.postmortem_detail, name="detail"),
+    path("<int:pk>/edit/", views.postmortem_edit, name="edit"),
+    path("<int:pk>/status/", views.postmortem_transition, name="transition"),
+    path("<int:pk>/export.md", views.postmortem_export, name="export"),
+    path("<int:pk>/actions/<int:action_pk>/", views.action_manage, name="action"),
+]

@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Prefetch, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.text import slugify
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import access, markdown, services
+from .forms import (
+    ActionFormSet,
+    ActionManageForm,
+    ImpactFormSet,
+    ImportForm,
+    PostMortemForm,
+    RootCauseFormSet,
+    SearchForm,
+    TimelineFormSet,
+    TransitionForm,
+    initial_rows,
+)
+from .models import (
+    OPEN_ACTION_STATUSES,
+    Action,
+    HistoryEntry,
+    PostMortem,
+    PostMortemStatus,
+)
+from .services import ACTION_FIELDS, IMPACT_FIELDS, ROOT_CAUSE_FIELDS, TIMELINE_FIELDS
+
+PAGE_SIZE = 50
+HISTORY_SHOWN = 100
+
+
+@require_GET
+def postmortem_list(request: HttpRequest) -> HttpResponse:
+    access.require_role(request.user)
+    form = SearchForm(request.GET or None)
+    qs = access.visible_postmortems(request.user).select_related("team")
+    today = timezone.localdate()
+    qs = qs.annotate(
+        open_actions=Count("actions", filter=Q(actions__status__in=OPEN_ACTION_STATUSES)),
+        overdue_actions=Count(
+            "actions",
+            filter=Q(actions__status__in=OPEN_ACTION_STATUSES, actions__due_date__lt=today),
+        ),
+    ).order_by("-created_at", "-id")
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["q"]:
+            query = (
+                SearchQuery(data["q"], config="english", search_type="websearch")
+                | SearchQuery(data["q"], config="french", search_type="websearch")
+                | SearchQuery(data["q"], config="simple", search_type="websearch")
+            )
+            qs = qs.filter(search_vector=query).annotate(rank=SearchRank(F("search_vector"), query))
+        if data["status"]:
+            qs = qs.filter(status=data["status"])
+        if data["severity"]:
+            qs = qs.filter(severity=data["severity"])
+        if data["team"]:
+            qs = qs.filter(team=data["team"])
+        # The incident's own date when known, else the post-mortem's date.
+        if data["since"]:
+            since = timezone.make_aware(dt.datetime.combine(data["since"], dt.time.min))
+            qs = qs.filter(
+                Q(started_at__gte=since) | Q(started_at__isnull=True, written_on__gte=data["since"])
+            )
+        if data["until"]:
+            until = timezone.make_aware(
+                dt.datetime.combine(data["until"] + dt.timedelta(days=1), dt.time.min)
+            )
+            qs = qs.filter(
+                Q(started_at__lt=until) | Q(started_at__isnull=True, written_on__lte=data["until"])
+            )
+        if data["q"]:
+            qs = qs.order_by("-rank", "-created_at")
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "postmortems/list.html",
+        {
+            "form": form,
+            "page": page,
+            "can_write": access.can_write(request.user),
+            "querystring": _querystring_without_page(request),
+        },
+    )
+
+
+def _querystring_without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+def _detail_queryset():
+    return PostMortem.objects.select_related("team", "created_by").prefetch_related(
+        "authors",
+        "impacts",
+        "root_causes",
+        "timeline",
+        "extra_sections",
+        Prefetch("actions", queryset=Action.objects.select_related("owner")),
+    )
+
+
+@require_GET
+def postmortem_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk, _detail_queryset())
+    history = HistoryEntry.objects.filter(postmortem=pm).select_related("actor")[:HISTORY_SHOWN]
+    can_manage = access.can_manage_actions(request.user)
+    return render(
+        request,
+        "postmortems/detail.html",
+        {
+            "pm": pm,
+            "checklist": pm.publish_checklist(),
+            "history": history,
+            "can_write": access.can_write(request.user),
+            "can_manage": can_manage,
+            "action_forms": {
+                a.pk: ActionManageForm(instance=a, prefix=f"a{a.pk}") for a in pm.actions.all()
+            }
+            if can_manage
+            else {},
+            "transitions": _transitions_for(pm),
+        },
+    )
+
+
+def _transitions_for(pm: PostMortem) -> list[tuple[str, str]]:
+    labels = {
+        PostMortemStatus.IN_REVIEW: _("Send to review"),
+        PostMortemStatus.PUBLISHED: _("Publish"),
+        PostMortemStatus.DRAFT: _("Back to draft"),
+    }
+    return [
+        (to, labels[to]) for (frm, to) in sorted(services.ALLOWED_TRANSITIONS) if frm == pm.status
+    ]
+
+
+def _formsets(request: HttpRequest, pm: PostMortem | None) -> dict[str, Any]:
+    data = request.POST if request.method == "POST" else None
+    if pm is None:
+        initial: dict[str, list[dict[str, Any]]] = {
+            "impacts": [],
+            "root_causes": [],
+            "timeline": [],
+            "actions": [],
+        }
+    else:
+        initial = {
+            "impacts": initial_rows(pm.impacts.all(), IMPACT_FIELDS),
+            "root_causes": initial_rows(pm.root_causes.all(), ROOT_CAUSE_FIELDS),
+            "timeline": initial_rows(pm.timeline.all(), TIMELINE_FIELDS),
+            "actions": initial_rows(pm.actions.all(), ACTION_FIELDS),
+        }
+    return {
+        "impacts": ImpactFormSet(data, initial=initial["impacts"], prefix="impacts"),
+        "root_causes": RootCauseFormSet(data, initial=initial["root_causes"], prefix="causes"),
+        "timeline": TimelineFormSet(data, initial=initial["timeline"], prefix="timeline"),
+        "actions": ActionFormSet(data, initial=initial["actions"], prefix="actions"),
+    }
+
+
+def _edit(request: HttpRequest, pm: PostMortem | None) -> HttpResponse:
+    form = PostMortemForm(request.POST or None, instance=pm)
+    formsets = _formsets(request, pm)
+    if (
+        request.method == "POST"
+        and form.is_valid()
+        and all(f.is_valid() for f in formsets.values())
+    ):
+        fields = {name: form.cleaned_data[name] for name in form.Meta.fields if name != "authors"}
+        content = services.PostMortemContent(
+            fields=fields,
+            authors=list(form.cleaned_data["authors"]),
+            impacts=formsets["impacts"].rows(),
+            root_causes=formsets["root_causes"].rows(),
+            timeline=formsets["timeline"].rows(),
+            actions=formsets["actions"].rows(),
+        )
+        saved = services.postmortem_save(actor=request.user, content=content, postmortem=pm)
+        messages.success(request, _("Post-mortem saved."))
+        return redirect(saved)
+    return render(
+        request,
+        "postmortems/edit.html",
+        {"form": form, "formsets": formsets, "pm": pm, "invalid": request.method == "POST"},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def postmortem_create(request: HttpRequest) -> HttpResponse:
+    access.require_write(request.user)
+    return _edit(request, None)
+
+
+@require_http_methods(["GET", "POST"])
+def postmortem_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk, _detail_queryset())
+    access.require_write(request.user)
+    return _edit(request, pm)
+
+
+@require_POST
+def postmortem_transition(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk)
+    access.require_write(request.user)
+    form = TransitionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Unknown status."))
+        return redirect(pm)
+    try:
+        services.postmortem_transition(
+            postmortem=pm, actor=request.user, to=form.cleaned_data["to"]
+        )
+    except services.TransitionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Status changed."))
+    return redirect(pm)
+
+
+@require_POST
+def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk)
+    if not access.can_manage_actions(request.user):
+        from django.core.exceptions import PermissionDenied
+
+        raise PermissionDenied(_("Only managers and engineers can change actions."))
+    action = get_object_or_404(Action, pk=action_pk, postmortem=pm)
+    form = ActionManageForm(request.POST, instance=action, prefix=f"a{action.pk}")
+    if not form.is_valid():
+        errors = "; ".join(f"{form.fields[f].label}: {' '.join(e)}" for f, e in form.errors.items())
+        messages.error(
+            request,
+            _("Action %(n)d was not changed: %(errors)s") % {"n": action.number, "errors": errors},
+        )
+        return redirect(pm)
+    try:
+        services.action_update(
+            action=action,
+            actor=request.user,
+            status=form.cleaned_data["status"],
+            owner=form.cleaned_data["owner"],
+            due_date=form.cleaned_data["due_date"],
+        )
+    except services.TransitionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Action %(n)d updated.") % {"n": action.number})
+    return redirect(f"{reverse('postmortems:detail', args=[pm.pk])}#action-{action.number}")
+
+
+@require_GET
+def postmortem_export(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk, _detail_queryset())
+    language = request.GET.get("lang") or translation.get_language() or "en"
+    text = markdown.export(pm, language=language[:2])
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    name = slugify(pm.title)[:60] or "postmortem"
+    response["Content-Disposition"] = f'attachment; filename="postmortem-{pm.pk}-{name}.md"'
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def postmortem_import(request: HttpRequest) -> HttpResponse:
+    access.require_write(request.user)
+    form = ImportForm(request.POST or None, request.FILES or None)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            result = services.postmortem_import(
+                data=upload.read(), actor=request.user, title=form.cleaned_data["title"] or None
+            )
+        except markdown.MarkdownError as exc:
+            error = exc
+        else:
+            for warning in result.warnings:
+                messages.warning(request, warning)
+            messages.success(request, _("Post-mortem imported."))
+            return redirect(result.postmortem)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "postmortems/import.html", {"form": form, "error": error}, status=status)
