@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+
+from postmortems import services
+from postmortems.models import PostMortem
+
+
+def _user(username: str, role: str | None, **extra) -> User:
+    user = User.objects.create_user(
+        username=username, password="correct horse battery", first_name=username.title(), **extra
+    )
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def engineer(db) -> User:
+    return _user("emma", "engineer", last_name="Martin")
+
+
+@pytest.fixture
+def other_engineer(db) -> User:
+    return _user("karim", "engineer", last_name="Haddad")
+
+
+@pytest.fixture
+def manager(db) -> User:
+    return _user("marc", "manager", last_name="Lefebvre")
+
+
+@pytest.fixture
+def viewer(db) -> User:
+    return _user("vera", "viewer", last_name="Nowak")
+
+
+@pytest.fixture
+def nobody(db) -> User:
+    """Logged in, but with no role."""
+    return _user("nina", None)
+
+
+def make_content(title: str = "Pool exhausted", **fields) -> services.PostMortemContent:
+    """A complete post-mortem, ready to publish unless the caller removes parts."""
+    day = dt.date(2026, 3, 13)
+    start = timezone.make_aware(dt.datetime.combine(day, dt.time(12, 2)), dt.UTC)
+    base = {
+        "title": title,
+        "severity": "sev3",
+        "written_on": dt.date(2026, 3, 14),
+        "started_at": start,
+        "ended_at": start + dt.timedelta(minutes=38),
+        "summary": "The checkout API returned 502s.",
+        "trigger": "Lunch peak.",
+        "resolution": "Traffic dropped.",
+        "detection": "Error-rate alert.",
+    }
+    base.update(fields)
+    return services.PostMortemContent(
+        fields=base,
+        authors=[],
+        impacts=[{"label": "failed requests", "value": Decimal(270), "unit": "", "window": ""}],
+        root_causes=[{"category": "database", "description": "A slow join on order_events."}],
+        timeline=[{"occurred_at": start, "text": "p95 passes 2 s."}],
+        actions=[
+            {
+                "kind": "detect",
+                "title": "Weekly load test",
+                "description": "",
+                "owner": None,
+                "due_date": None,
+                "status": "todo",
+                "ticket_url": "",
+            },
+            {
+                "kind": "prevent",
+                "title": "Index order_events",
+                "description": "",
+                "owner": None,
+                "due_date": None,
+                "status": "todo",
+                "ticket_url": "",
+            },
+        ],
+    )
+
+
+@pytest.fixture
+def make_postmortem(db):
+    def make(actor=None, authors=(), **fields) -> PostMortem:
+        content = make_content(**fields)
+        content.authors = list(authors)
+        return services.postmortem_save(actor=actor, content=content)
+
+    return make
