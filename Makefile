@@ -48,6 +48,7 @@ chromium:
 		fi; }
 
 run: db messages
+	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) ensure_admin
 	$(MANAGE) load_demo
 	@echo
