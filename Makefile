@@ -52,7 +52,7 @@ run: db messages
 	$(MANAGE) ensure_admin
 	$(MANAGE) load_demo
 	@echo
-	@echo "Fixproof is starting: $$($(MANAGE) shell -c 'from django.conf import settings; print(settings.SITE_URL)')/"
+	@echo "Fixproof is starting: $$($(MANAGE) shell --no-imports -c 'from django.conf import settings; print(settings.SITE_URL)')/"
 	@echo "(web, Celery worker and beat; Ctrl-C stops all three)"
 	$(VENV)/bin/honcho start
 
