@@ -13,6 +13,7 @@ does not know are kept verbatim and written back where they stood.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import re
 import unicodedata
@@ -23,12 +24,16 @@ from typing import Any
 from django.utils import timezone
 
 from .models import (
+    Action,
     ActionKind,
     ActionStatus,
+    ExtraSection,
+    ImpactFigure,
     PostMortem,
     PostMortemStatus,
     RootCauseCategory,
     Severity,
+    Team,
 )
 
 # Canonical section order; an unknown section is written back after the
@@ -234,12 +239,20 @@ _ACTION_HEAD = re.compile(
 )
 _FIELD_LINE = re.compile(r"^\s*(?:[-*]\s+)?(?P<name>[^:\n]{2,20}?)\s*:\s*(?P<value>.*?)\s*$")
 _BULLET = re.compile(r"^\s*[-*+]\s+(?P<text>.*)$")
-# A number that is not part of a clock time (12:05) nor a date.
-_NUMBER = re.compile(r"(?<![\d:.,/-])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)(?![\d:/])")
+# A number that is not part of a clock time (12:05, 12h05), a date (13/03/2026,
+# 2026-03-13) nor a name (p95, SEV1). Thousands are grouped with commas
+# (1,904) or, as French writers do, with spaces (2 318, 12 000,5).
+_NUMBER = re.compile(
+    r"(?<![\w:.,/-])"
+    r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:,\d+)?|\d+(?:[.,]\d+)?)"
+    r"(?![\d:/]|h\d|-\d{1,2}-\d)"
+)
+# "(?!\w)" rather than "\b": after "%" a word boundary needs a letter, so
+# "58% of requests" would lose its unit.
 _UNIT = re.compile(
     r"^\s?(%|ms|s|sec|secs|seconds?|secondes?|min|mins|minutes?|h|hours?|heures?|"
     r"[kmgt]i?b|bytes|octets|rps|req/s|requests?|requêtes?|users?|utilisateurs?|"
-    r"errors?|erreurs?|orders?|commandes?|rows|lignes)\b",
+    r"errors?|erreurs?|orders?|commandes?|rows|lignes)(?!\w)",
     re.IGNORECASE,
 )
 _TIME_ONLY = re.compile(r"^(\d{1,2})[:h](\d{2})$")
@@ -252,6 +265,22 @@ class MarkdownError(ValueError):
         self.message = message
         self.line = line
         super().__init__(f"line {line}: {message}" if line else message)
+
+
+def _max_length(model: type, name: str) -> int:
+    field = model._meta.get_field(name)
+    return getattr(field, "base_field", field).max_length
+
+
+def _check_length(text: str, model: type, name: str, what: str, line: int | None) -> str:
+    """Refuse a value longer than its column: PostgreSQL would reject it with a
+    DataError (a crash, not a message), or silently cut it in an array column."""
+    limit = _max_length(model, name)
+    if len(text) > limit:
+        raise MarkdownError(
+            f"{what} '{text[:40]}…' is longer than {limit} characters; shorten it.", line
+        )
+    return text
 
 
 @dataclass
@@ -290,6 +319,16 @@ def decode(data: bytes) -> str:
     """Bytes of an uploaded file to text, or a MarkdownError naming the problem."""
     if not data or not data.strip():
         raise MarkdownError("The file is empty.")
+    # A NUL byte means an image, an archive or a PDF (git and grep use the same
+    # test); checked before decoding so such a file is not reported as "not
+    # UTF-8", which would send its author to re-save it. UTF-16 text also holds
+    # NULs but starts with its byte-order mark and is reported as not UTF-8.
+    nul = data.find(b"\x00", 0, 8192)
+    if nul != -1 and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise MarkdownError(
+            "The file is not Markdown: it holds binary data (an image, an archive or a PDF?).",
+            data[:nul].count(b"\n") + 1,
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -315,7 +354,7 @@ def _check_markdown(text: str) -> list[str]:
         raise MarkdownError("The file is not Markdown: it is an HTML or XML document.", first[0])
     if head.startswith(("{", "[")) and not head.startswith("[!"):
         raise MarkdownError("The file is not Markdown: it looks like JSON.", first[0])
-    if not any(_HEADING.match(line) for line in lines):
+    if not _heading_lines(lines):
         raise MarkdownError(
             "The file is not a Markdown post-mortem: it has no '#' headings "
             "(expected a title and sections such as '### Summary')."
@@ -323,13 +362,29 @@ def _check_markdown(text: str) -> list[str]:
     return lines
 
 
+_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+
+
+def _heading_lines(lines: list[str]) -> list[tuple[int, re.Match[str]]]:
+    """The headings (line number, match), skipping fenced code blocks: a
+    "# pgbouncer.ini" comment in a config snippet is not a section."""
+    headings = []
+    fence = ""
+    for number, line in enumerate(lines, start=1):
+        m = _FENCE.match(line)
+        if fence:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                fence = ""
+        elif m:
+            fence = m.group(1)
+        elif h := _HEADING.match(line):
+            headings.append((number, h))
+    return headings
+
+
 def _split_sections(lines: list[str]) -> tuple[tuple[int, str] | None, list[Section]]:
     """The title heading (line, text) and the sections under it."""
-    headings = [
-        (n, len(m.group(1)), m.group(2))
-        for n, line in enumerate(lines, start=1)
-        if (m := _HEADING.match(line))
-    ]
+    headings = [(n, len(m.group(1)), m.group(2)) for n, m in _heading_lines(lines)]
     title: tuple[int, str] | None = None
     first = headings[0]
     if _fold(first[2]) not in SECTION_BY_NAME:
@@ -375,14 +430,14 @@ def _parse_number(raw: str) -> Decimal | None:
     if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", raw):
         raw = raw.replace(",", "")
     else:
-        raw = raw.replace(",", ".")
+        raw = re.sub(r"[ \u00a0\u202f]", "", raw).replace(",", ".")
     try:
         return Decimal(raw)
     except InvalidOperation:
         return None
 
 
-def parse_impact(text: str, window: str) -> dict[str, Any]:
+def parse_impact(text: str, window: str, line: int | None = None) -> dict[str, Any]:
     """'in total 1,904 of 6,140 requests failed' -> label (as written), value 1904."""
     value = None
     unit = ""
@@ -391,23 +446,33 @@ def parse_impact(text: str, window: str) -> dict[str, Any]:
         value = _parse_number(m.group(1))
         unit_match = _UNIT.match(text[m.end() :])
         unit = unit_match.group(1) if unit_match else ""
-    return {"label": text.strip(), "value": value, "unit": unit, "window": window}
+    column = ImpactFigure._meta.get_field("value")
+    if value is not None and value.adjusted() >= column.max_digits - column.decimal_places:
+        raise MarkdownError(
+            f"The figure {m.group(1)} is too large to store (at most "
+            f"{column.max_digits - column.decimal_places} digits before the decimal point).",
+            line,
+        )
+    label = _check_length(text.strip(), ImpactFigure, "label", "The impact", line)
+    return {"label": label, "value": value, "unit": unit, "window": window}
 
 
 def _parse_impacts(section: Section) -> list[dict[str, Any]]:
     impacts: list[dict[str, Any]] = []
     window = ""
-    for _, line in section.lines:
+    for number, line in section.lines:
         stripped = line.strip()
         if not stripped:
             continue
         bullet = _BULLET.match(line)
         if bullet:
-            impacts.append(parse_impact(bullet.group("text"), window))
+            impacts.append(parse_impact(bullet.group("text"), window, number))
         elif stripped.endswith(":"):
-            window = stripped[:-1].strip()
+            window = _check_length(
+                stripped[:-1].strip(), ImpactFigure, "window", "The impact window", number
+            )
         else:
-            impacts.append(parse_impact(stripped, window))
+            impacts.append(parse_impact(stripped, window, number))
     return impacts
 
 
@@ -514,6 +579,8 @@ def _parse_timeline(section: Section, day: dt.date | None) -> list[dict[str, Any
 
 def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    anchor = day
     for number, line in section.content_lines():
         m = _FIELD_LINE.match(line)
         name = FIELD_BY_WORD.get(_fold(m.group("name"))) if m else None
@@ -521,7 +588,22 @@ def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
             raise MarkdownError(
                 "Expected 'Started:', 'Detected:', 'Resolved:' or 'Ended:' with a time.", number
             )
-        values[name] = parse_datetime(m.group("value"), number, m.group("name"), day)
+        values[name] = parse_datetime(m.group("value"), number, m.group("name"), anchor)
+        lines[name] = number
+        if name == "started_at":
+            # "Detected: 12:10" below a full start time is on the incident's day,
+            # not on the Date the page was written.
+            anchor = timezone.localtime(values[name]).date()
+    # The database holds this rule too (postmortem_ends_after_start), but there
+    # it would surface as an IntegrityError with no line to point the author to.
+    if "started_at" in values and "ended_at" in values:
+        if values["ended_at"] < values["started_at"]:
+            raise MarkdownError(
+                "The incident cannot end before it starts: Ended "
+                f"{_format_datetime(values['ended_at'])} is before Started "
+                f"{_format_datetime(values['started_at'])}.",
+                lines["ended_at"],
+            )
     return values
 
 
@@ -556,7 +638,9 @@ def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[i
             current = {
                 "number": n,
                 "kind": ACTION_KIND_BY_WORD[kind_word],
-                "title": head.group("title").strip(),
+                "title": _check_length(
+                    head.group("title").strip(), Action, "title", f"Action {n} title", number
+                ),
                 "status": ActionStatus.TODO,
                 "owner_name": "",
                 "due_date": None,
@@ -584,7 +668,9 @@ def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[i
                     )
                 current["status"] = status
             elif name == "owner":
-                current["owner_name"] = value
+                current["owner_name"] = _check_length(
+                    value, Action, "owner_name", f"Action {current['number']} owner", number
+                )
             elif name == "due_date":
                 current["due_date"] = parse_date(value, number, "Due date") if value else None
             elif name == "done_at":
@@ -595,7 +681,9 @@ def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[i
                         f"Action {current['number']} ticket '{value}' is not an http(s) URL.",
                         number,
                     )
-                current["ticket_url"] = value
+                current["ticket_url"] = _check_length(
+                    value, Action, "ticket_url", f"Action {current['number']} ticket", number
+                )
             continue
         current["_lines"].append(line.rstrip())
     for action in actions:
@@ -609,6 +697,15 @@ def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[i
 def _list_of_names(text: str) -> list[str]:
     parts = re.split(r",|;|\band\b|\bet\b|\n", text)
     return [re.sub(r"^[-*+]\s+", "", p).strip() for p in parts if p.strip(" -*+")]
+
+
+def _names_in(section: Section, name: str, what: str) -> list[str]:
+    """The names listed in an Authors or Services section, each short enough to store."""
+    names = _list_of_names(section.text)
+    for item in names:
+        line = next((n for n, t in section.lines if item in t), section.line)
+        _check_length(item, PostMortem, name, what, line)
+    return names
 
 
 def _single_value(section: Section, what: str) -> tuple[int, str]:
@@ -644,8 +741,11 @@ def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
     last_known = 0
     for section in sections:
         if section.key is None:
+            heading = _check_length(
+                section.heading, ExtraSection, "heading", "The heading", section.line
+            )
             parsed.extra_sections.append(
-                {"heading": section.heading, "body": section.text, "position": last_known}
+                {"heading": heading, "body": section.text, "position": last_known}
             )
             continue
         if section.key in seen:
@@ -683,7 +783,7 @@ def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
         day = parse_date(value, number, "Date")
         fields["written_on"] = day
     if "authors" in by_key:
-        parsed.author_names = _list_of_names(by_key["authors"].text)
+        parsed.author_names = _names_in(by_key["authors"], "external_authors", "The author")
     if "status" in by_key:
         number, value = _single_value(by_key["status"], "Status")
         status = POSTMORTEM_STATUS_BY_WORD.get(_fold(value))
@@ -699,9 +799,10 @@ def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
             raise MarkdownError(f"Severity '{value}' is not one of SEV1, SEV2, SEV3, SEV4.", number)
         fields["severity"] = Severity(f"sev{m.group(1)}")
     if "team" in by_key:
-        parsed.team_name = _single_value(by_key["team"], "Team")[1]
+        number, value = _single_value(by_key["team"], "Team")
+        parsed.team_name = _check_length(value, Team, "name", "The team", number)
     if "services" in by_key:
-        fields["services"] = _list_of_names(by_key["services"].text)
+        fields["services"] = _names_in(by_key["services"], "services", "The service")
     if "when" in by_key:
         fields.update(_parse_when(by_key["when"], day))
     for key in ("summary", "trigger", "resolution", "detection", "lessons_learned"):
@@ -712,7 +813,9 @@ def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
     if "root_causes" in by_key:
         parsed.root_causes = _parse_root_causes(by_key["root_causes"])
     if "timeline" in by_key:
-        parsed.timeline = _parse_timeline(by_key["timeline"], day or _day_of(fields))
+        # A bare "12:05" happened on the incident's day; the Date section is the
+        # day the page was written, usually the day after.
+        parsed.timeline = _parse_timeline(by_key["timeline"], _day_of(fields) or day)
     if "actions" in by_key:
         parsed.actions, before = _parse_actions(by_key["actions"])
         if any(t.strip() for _, t in before):

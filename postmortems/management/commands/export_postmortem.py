@@ -21,7 +21,11 @@ class Command(BaseCommand):
             raise CommandError(f"No post-mortem with id {options['id']}.") from None
         text = markdown.export(pm, language=options["language"])
         if options["output"]:
-            with open(options["output"], "w", encoding="utf-8") as fh:
-                fh.write(text)
+            try:
+                with open(options["output"], "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            except OSError as exc:
+                # A message, not a traceback, like import_postmortem's unreadable file.
+                raise CommandError(f"Cannot write {options['output']}: {exc.strerror}.") from None
         else:
             self.stdout.write(text, ending="")
