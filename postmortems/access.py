@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
+from django.utils.translation import gettext as _
 
 from .models import PostMortem
 
@@ -59,12 +60,12 @@ def visible_postmortems(user: AnyUser) -> QuerySet[PostMortem]:
 
 def require_role(user: AnyUser) -> None:
     if not has_role(user):
-        raise PermissionDenied("Your account has no role yet: ask an administrator for one.")
+        raise PermissionDenied(_("Your account has no role yet: ask an administrator for one."))
 
 
 def require_write(user: AnyUser) -> None:
     if not can_write(user):
-        raise PermissionDenied("Only engineers can write post-mortems.")
+        raise PermissionDenied(_("Only engineers can write post-mortems."))
 
 
 def get_visible_or_404(user: AnyUser, pk: int, queryset: QuerySet[PostMortem] | None = None):

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.forms import formset_factory
+from django.utils.choices import BaseChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
 from .models import (
@@ -103,6 +106,8 @@ class PostMortemForm(forms.ModelForm):
             "detection",
             "lessons_learned",
         ]
+        # Team has no verbose_name on the model; without this the label stays English.
+        labels = {"team": _("Team")}
         widgets = {
             "written_on": DATE_WIDGET,
             "summary": forms.Textarea(attrs={"rows": 5}),
@@ -183,33 +188,102 @@ class BaseRowFormSet(forms.BaseFormSet):
         return kept
 
 
-def _formset(form: type[forms.Form]) -> type[forms.BaseFormSet]:
-    return formset_factory(form, formset=BaseRowFormSet, extra=1, can_delete=True, max_num=200)
+class SharedChoices(BaseChoiceIterator):
+    """The options of one ModelChoiceField, shared by every form on a page.
+
+    A ModelChoiceField queries its options each time it renders: a page with an
+    owner <select> per action would run one users query per action. These are
+    queried on the first render only (a POST that saves renders nothing), then
+    reused. Validation still reads each field's queryset.
+    """
+
+    def __init__(self) -> None:
+        self._source: Any = None
+        self._items: list[Any] | None = None
+
+    def share(self, field: forms.ModelChoiceField) -> None:
+        if self._source is None:
+            self._source = field.choices
+        field.choices = self
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._items is None:
+            # iter() first: list() would ask the iterator's len(), a COUNT query.
+            self._items = list(iter(self._source))
+        yield from self._items
+
+
+class BaseActionFormSet(BaseRowFormSet):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owners = SharedChoices()
+
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        self._owners.share(form.fields["owner"])
+
+
+def _formset(
+    form: type[forms.Form], formset: type[BaseRowFormSet] = BaseRowFormSet
+) -> type[forms.BaseFormSet]:
+    return formset_factory(form, formset=formset, extra=1, can_delete=True, max_num=200)
 
 
 ImpactFormSet = _formset(ImpactForm)
 RootCauseFormSet = _formset(RootCauseForm)
 TimelineFormSet = _formset(TimelineForm)
-ActionFormSet = _formset(ActionForm)
+ActionFormSet = _formset(ActionForm, BaseActionFormSet)
+
+
+def _initial(value: Any) -> Any:
+    # A stored Decimal("270.0000") is shown as 270, as the person typed it.
+    if isinstance(value, Decimal):
+        return Decimal(format(value.normalize(), "f"))
+    return value
 
 
 def initial_rows(queryset, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [{"id": obj.pk, **{name: getattr(obj, name) for name in fields}} for obj in queryset]
+    return [
+        {"id": obj.pk, **{name: _initial(getattr(obj, name)) for name in fields}}
+        for obj in queryset
+    ]
 
 
 class ActionManageForm(forms.ModelForm):
     """What a manager may change on an action."""
 
     owner = UserChoiceField(queryset=active_users(), required=False, label=_("Owner"))
+    # The status shown on the page: a change since then is a lost race.
+    seen_status = forms.ChoiceField(
+        choices=ActionStatus.choices, required=False, widget=forms.HiddenInput
+    )
 
     class Meta:
         model = Action
         fields = ["status", "owner", "due_date"]
         widgets = {"due_date": DATE_WIDGET}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["seen_status"].initial = self.instance.status
+
+
+def action_manage_forms(actions: Iterable[Action]) -> dict[int, ActionManageForm]:
+    """One form per action on the detail page, all rendered from one users query."""
+    owners = SharedChoices()
+    forms_by_pk = {}
+    for action in actions:
+        form = ActionManageForm(instance=action, prefix=f"a{action.pk}")
+        owners.share(form.fields["owner"])
+        forms_by_pk[action.pk] = form
+    return forms_by_pk
+
 
 class TransitionForm(forms.Form):
     to = forms.ChoiceField(choices=PostMortemStatus.choices)
+    # The status shown on the page the button was on: a change since then is a
+    # lost race (see services.postmortem_transition).
+    current = forms.ChoiceField(choices=PostMortemStatus.choices, required=False)
 
 
 class ImportForm(forms.Form):

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -130,12 +131,14 @@ class PostMortem(models.Model):
 
         Reads through the related managers so a prefetch on the page is reused.
         """
-        kinds = {a.kind for a in self.actions.all() if a.status != ActionStatus.WONT_DO}
+        # One read of the actions: without a prefetch each .all() is a query.
+        actions = list(self.actions.all())
+        kinds = {a.kind for a in actions if a.status != ActionStatus.WONT_DO}
         items = [
             (str(_("A summary")), bool(self.summary.strip())),
             (str(_("At least one quantified impact")), bool(self.impacts.all())),
             (str(_("At least one root cause")), bool(self.root_causes.all())),
-            (str(_("At least one action")), bool(self.actions.all())),
+            (str(_("At least one action")), bool(actions)),
         ]
         if self.severity in (Severity.SEV1, Severity.SEV2):
             items += [
@@ -332,3 +335,45 @@ class HistoryEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.subject} {self.verb}"
+
+    # Rows store plain English keys; whole phrases are translated, so French
+    # grammar ("du post-mortem") is the translator's, not string glue.
+    PHRASES = {
+        ("created", "post-mortem"): _("created the post-mortem"),
+        ("imported", "post-mortem"): _("imported the post-mortem"),
+        ("updated", "post-mortem"): _("updated the post-mortem"),
+        ("status", "post-mortem"): _("changed the status of the post-mortem"),
+        ("updated", "impacts"): _("updated the impacts"),
+        ("updated", "root causes"): _("updated the root causes"),
+        ("updated", "timeline"): _("updated the timeline"),
+        ("updated", "other sections"): _("updated the other sections"),
+        ("created", "action"): _("created action %(n)s"),
+        ("updated", "action"): _("updated action %(n)s"),
+        ("removed", "action"): _("removed action %(n)s"),
+    }
+
+    @property
+    def description(self) -> str:
+        number = self.subject.removeprefix("Action ")
+        subject = "action" if number != self.subject else self.subject
+        phrase = self.PHRASES.get((self.verb, subject))
+        if phrase is None:
+            return f"{self.verb} {self.subject}"
+        return str(phrase) % {"n": number} if subject == "action" else str(phrase)
+
+    def changes_display(self) -> list[tuple[str, str, str]]:
+        """(field label, old, new) for each change, labels and statuses translated."""
+        model = Action if self.subject.startswith("Action ") else PostMortem
+        statuses = dict(ActionStatus.choices if model is Action else PostMortemStatus.choices)
+        rows = []
+        for change in self.changes:
+            name = change.get("field", "")
+            try:
+                label = str(model._meta.get_field(name).verbose_name)
+            except FieldDoesNotExist:
+                label = name
+            old, new = change.get("old", ""), change.get("new", "")
+            if name == "status":
+                old, new = str(statuses.get(old, old)), str(statuses.get(new, new))
+            rows.append((label, old, new))
+        return rows

@@ -59,7 +59,9 @@ ACTION_FIELDS = (
 IMPACT_FIELDS = ("label", "value", "unit", "window")
 ROOT_CAUSE_FIELDS = ("category", "description")
 TIMELINE_FIELDS = ("occurred_at", "text")
-EXTRA_FIELDS = ("heading", "body")
+# An extra section's position is not its index in the list: it names the known
+# section it followed in the page (see markdown.SECTIONS), so export puts it back there.
+EXTRA_FIELDS = ("heading", "body", "position")
 
 
 class TransitionError(Exception):
@@ -164,7 +166,8 @@ def _sync_actions(
     now = timezone.now()
     for row in rows:
         values = {name: row[name] for name in ACTION_FIELDS if name in row}
-        values.setdefault("owner_name", "")
+        # A row without owner_name (the edit form has no field for it) keeps the
+        # name an imported page gave; choosing an account replaces it.
         if values.get("owner") is not None:
             values["owner_name"] = ""
         action = existing.get(row.get("id")) if row.get("id") else None
@@ -299,7 +302,7 @@ def postmortem_save(
     ]
     if content.extra_sections is not None:
         children.append(
-            ("other sections", ExtraSection, content.extra_sections, EXTRA_FIELDS, True)
+            ("other sections", ExtraSection, content.extra_sections, EXTRA_FIELDS, False)
         )
     for subject, model, rows, names, positioned in children:
         added, changed, removed = _sync_children(
@@ -333,13 +336,19 @@ def postmortem_save(
 def postmortem_transition(
     *, postmortem: PostMortem, actor: AbstractBaseUser | None, to: str
 ) -> PostMortem:
-    """Move a post-mortem along draft -> in review -> published (and back to draft)."""
+    """Move a post-mortem along draft -> in review -> published (and back to draft).
+
+    ``postmortem.status`` is the status the caller saw. If the row's status has
+    changed since, the move is refused rather than applied to a status nobody
+    looked at (unpublishing what someone else just published).
+    """
+    seen = postmortem.status
     current = PostMortem.objects.select_for_update().get(pk=postmortem.pk)
-    if (current.status, to) not in ALLOWED_TRANSITIONS:
+    if (seen, to) not in ALLOWED_TRANSITIONS:
         raise TransitionError(
             _("A post-mortem cannot go from %(old)s to %(new)s.")
             % {
-                "old": PostMortemStatus(current.status).label,
+                "old": PostMortemStatus(seen).label,
                 "new": PostMortemStatus(to).label if to in PostMortemStatus.values else to,
             }
         )
@@ -352,7 +361,8 @@ def postmortem_transition(
             )
     published_at = timezone.now() if to == PostMortemStatus.PUBLISHED else None
     # The conditional UPDATE is the transition: it changes one row or none.
-    updated = PostMortem.objects.filter(pk=current.pk, status=current.status).update(
+    # It checks the status the caller saw, not the one just read under the lock.
+    updated = PostMortem.objects.filter(pk=current.pk, status=seen).update(
         status=to, published_at=published_at, updated_at=timezone.now()
     )
     if updated != 1:
@@ -362,7 +372,7 @@ def postmortem_transition(
         actor=actor,
         subject="post-mortem",
         verb="status",
-        changes=[{"field": "status", "old": current.status, "new": to}],
+        changes=[{"field": "status", "old": seen, "new": to}],
     )
     current.refresh_from_db()
     return current
@@ -376,9 +386,15 @@ def action_update(
     status: str,
     owner: AbstractBaseUser | None,
     due_date: dt.date | None,
+    seen_status: str | None = None,
 ) -> Action:
-    """What a manager changes on an action: its status, owner and due date."""
+    """What a manager changes on an action: its status, owner and due date.
+
+    ``seen_status`` is the status the person saw; when the action's status has
+    changed since, the change is refused instead of overwriting someone else's.
+    """
     current = Action.objects.select_for_update().get(pk=action.pk)
+    seen = seen_status or current.status
     values: dict[str, Any] = {"status": status, "owner": owner, "due_date": due_date}
     if owner is not None:
         values["owner_name"] = ""
@@ -389,7 +405,7 @@ def action_update(
         values["done_at"] = current.done_at or timezone.now()
     else:
         values["done_at"] = None
-    updated = Action.objects.filter(pk=current.pk, status=current.status).update(
+    updated = Action.objects.filter(pk=current.pk, status=seen).update(
         updated_at=timezone.now(), **values
     )
     if updated != 1:
@@ -454,9 +470,14 @@ def postmortem_import(
         if fields["team"] is None:
             from django.utils.text import slugify
 
-            fields["team"] = Team.objects.create(
-                name=parsed.team_name, slug=slugify(parsed.team_name)[:100] or "team"
-            )
+            # "Data Platform" and an existing "Data-Platform" share a slug, and
+            # slugs are unique: suffix it rather than fail on the constraint.
+            base = slugify(parsed.team_name)[:90] or "team"
+            slug, n = base, 1
+            while Team.objects.filter(slug=slug).exists():
+                n += 1
+                slug = f"{base}-{n}"
+            fields["team"] = Team.objects.create(name=parsed.team_name, slug=slug)
     actions = []
     for row in parsed.actions:
         row = dict(row)

@@ -26,6 +26,7 @@ from .forms import (
     SearchForm,
     TimelineFormSet,
     TransitionForm,
+    action_manage_forms,
     initial_rows,
 )
 from .models import (
@@ -129,11 +130,7 @@ def postmortem_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "history": history,
             "can_write": access.can_write(request.user),
             "can_manage": can_manage,
-            "action_forms": {
-                a.pk: ActionManageForm(instance=a, prefix=f"a{a.pk}") for a in pm.actions.all()
-            }
-            if can_manage
-            else {},
+            "action_forms": action_manage_forms(pm.actions.all()) if can_manage else {},
             "transitions": _transitions_for(pm),
         },
     )
@@ -225,6 +222,9 @@ def postmortem_transition(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, _("Unknown status."))
         return redirect(pm)
+    if form.cleaned_data["current"]:
+        # The status the person saw: if it changed since, the service refuses.
+        pm.status = form.cleaned_data["current"]
     try:
         services.postmortem_transition(
             postmortem=pm, actor=request.user, to=form.cleaned_data["to"]
@@ -260,6 +260,7 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
             status=form.cleaned_data["status"],
             owner=form.cleaned_data["owner"],
             due_date=form.cleaned_data["due_date"],
+            seen_status=form.cleaned_data["seen_status"] or None,
         )
     except services.TransitionError as exc:
         messages.error(request, str(exc))

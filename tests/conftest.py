@@ -5,10 +5,18 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from postmortems import services
 from postmortems.models import PostMortem
+
+
+@pytest.fixture(autouse=True)
+def english_by_default():
+    """LocaleMiddleware leaves a request's language active in the thread: reset it."""
+    translation.activate("en")
+    yield
+    translation.deactivate()
 
 
 def _user(username: str, role: str | None, **extra) -> User:

@@ -219,7 +219,8 @@ class Command(BaseCommand):
             ],
         )
         pm = services.postmortem_save(actor=people["karim"], content=content)
-        services.postmortem_transition(
+        # The transition checks the status it is given: pass on the returned row.
+        pm = services.postmortem_transition(
             postmortem=pm, actor=people["karim"], to=PostMortemStatus.IN_REVIEW
         )
         services.postmortem_transition(

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from postmortems import services
+from postmortems.models import PostMortem
+
+
+def url(pm: PostMortem) -> str:
+    return reverse("postmortems:export", args=[pm.pk])
+
+
+def test_it_downloads_the_post_mortem_as_markdown(
+    client, engineer, viewer, make_postmortem, django_assert_num_queries
+):
+    pm = make_postmortem(actor=engineer, authors=[engineer], title="Pool exhausted!")
+    updated_at = pm.updated_at
+    client.force_login(viewer)
+
+    # session, user, groups, the visible post-mortem, then its 6 prefetches:
+    # authors, impacts, root causes, timeline, other sections, actions with owners.
+    with django_assert_num_queries(10):
+        response = client.get(url(pm))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/markdown; charset=utf-8"
+    assert (
+        response["Content-Disposition"]
+        == f'attachment; filename="postmortem-{pm.pk}-pool-exhausted.md"'
+    )
+    text = response.content.decode()
+    assert text.startswith("## POST MORTEM: Pool exhausted!\n")
+    for part in (
+        "### Authors\nEmma Martin",
+        "### Summary\nThe checkout API returned 502s.",
+        "### Root Causes\nCategory: database\nA slow join on order_events.",
+        "**Action 1 (detect): Weekly load test**",
+        "**Action 2 (prevent): Index order_events**",
+    ):
+        assert part in text, part
+    # A download writes nothing.
+    pm.refresh_from_db()
+    assert pm.updated_at == updated_at
+    assert pm.history.count() == 3
+
+
+def test_it_writes_french_headings_on_request(client, viewer, make_postmortem):
+    pm = make_postmortem()
+    client.force_login(viewer)
+
+    text = client.get(url(pm), {"lang": "fr"}).content.decode()
+
+    assert "### Résumé\n" in text
+    assert "### Causes racines\n" in text
+    assert "### Summary" not in text
+
+
+def test_it_writes_in_the_readers_language_by_default(client, viewer, make_postmortem):
+    pm = make_postmortem()
+    client.force_login(viewer)
+
+    text = client.get(url(pm), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+
+    assert "### Résumé\n" in text
+
+
+def test_it_falls_back_to_english_for_an_unknown_language(client, viewer, make_postmortem):
+    pm = make_postmortem()
+    client.force_login(viewer)
+
+    response = client.get(url(pm), {"lang": "xx"})
+
+    assert response.status_code == 200
+    assert "### Summary\n" in response.content.decode()
+
+
+def test_an_export_imports_back_to_the_same_post_mortem(client, engineer, make_postmortem):
+    pm = make_postmortem(actor=engineer, authors=[engineer])
+    client.force_login(engineer)
+    data = client.get(url(pm)).content
+
+    copy = services.postmortem_import(data=data, actor=engineer).postmortem
+
+    for name in ("title", "severity", "written_on", "started_at", "ended_at", "summary"):
+        assert getattr(copy, name) == getattr(pm, name), name
+    assert list(copy.authors.all()) == [engineer]
+    assert [(a.number, a.kind, a.title) for a in copy.actions.all()] == [
+        (a.number, a.kind, a.title) for a in pm.actions.all()
+    ]
+
+
+def test_it_names_a_title_without_letters_by_its_id(client, viewer, make_postmortem):
+    pm = make_postmortem(title="!!!")
+    client.force_login(viewer)
+
+    response = client.get(url(pm))
+
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="postmortem-{pm.pk}-postmortem.md"'
+    )
+
+
+def test_it_rejects_a_post(client, engineer, make_postmortem):
+    pm = make_postmortem()
+    client.force_login(engineer)
+
+    response = client.post(url(pm))
+
+    assert response.status_code == 405
+
+
+def test_it_forbids_a_user_without_a_role(client, nobody, make_postmortem):
+    pm = make_postmortem()
+    client.force_login(nobody)
+
+    response = client.get(url(pm))
+
+    assert response.status_code == 403
+    assert b"Pool exhausted" not in response.content
+
+
+@pytest.mark.parametrize("role", ["viewer", "other_engineer"])
+def test_it_hides_a_private_post_mortem_from_outsiders(
+    request, client, engineer, make_postmortem, role
+):
+    pm = make_postmortem(actor=engineer, authors=[engineer], is_private=True)
+    client.force_login(request.getfixturevalue(role))
+
+    response = client.get(url(pm))
+
+    assert response.status_code == 404
+    assert b"slow join" not in response.content
+
+
+def test_it_sends_an_anonymous_visitor_to_the_login_page(client, make_postmortem):
+    pm = make_postmortem()
+
+    response = client.get(url(pm))
+
+    assert response.status_code == 302
+    assert response.url == f"/login/?next={url(pm)}"
