@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,14 @@ def date_format(value: Any, fmt: str = "DATE_FORMAT") -> str:
     return formats.date_format(value, fmt)
 
 
+def number(value: Decimal | None) -> str:
+    """A figure as written, in the reader's language: 270, 2.5 or 2,5; never 2.7E+2."""
+    if value is None:
+        return ""
+    # normalize() alone gives 2.7E+2 for 270; going through "f" drops the exponent.
+    return formats.number_format(Decimal(format(value.normalize(), "f")))
+
+
 def environment(**options: Any) -> Environment:
     options.setdefault("extensions", []).append("jinja2.ext.i18n")
     env = Environment(**options)
@@ -40,5 +49,5 @@ def environment(**options: Any) -> Environment:
             "LANGUAGES": settings.LANGUAGES,
         }
     )
-    env.filters.update({"localtime": localtime, "date": date_format})
+    env.filters.update({"localtime": localtime, "date": date_format, "number": number})
     return env

@@ -1,0 +1,160 @@
+"""An engineer writes a post-mortem in a real browser, from login to the Markdown download.
+
+Playwright drives Debian's Chromium (`make test` installs it), never a browser
+Playwright downloaded itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from postmortems.models import Action, PostMortem
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOT = Path("/tmp/fixproof-detail.png")
+TITLE = "Checkout pool exhausted at lunch"
+
+pytestmark = [
+    pytest.mark.browser,
+    # The live server reads what the test wrote, so no wrapping transaction; the
+    # serialized rollback brings back the role groups that the flush removes.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def migrated_data_back(django_db_setup, django_db_blocker) -> Iterator[None]:
+    yield
+    # A transactional test ends with a flush that empties every table, the role
+    # groups of migration 0002 included, and pytest-django runs the tests that
+    # only reach the database through getfixturevalue() after it: put back what
+    # the migrations wrote, as serialized when the test database was created.
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            contents = getattr(connection, "_test_serialized_contents", None)
+            if contents:
+                connection.creation.deserialize_db_from_string(contents)
+
+
+@pytest.fixture
+def browser(monkeypatch) -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"Chromium is missing at {CHROMIUM}: run `make chromium` "
+            "(or `sudo apt-get install chromium`).",
+            pytrace=False,
+        )
+    # Playwright's sync API runs an event loop in this thread; Django would
+    # otherwise refuse the ORM calls the test makes around it.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+            # Inside this block the ORM runs in Playwright's context, so on a
+            # connection of its own that pytest-django never sees: left open,
+            # it stops the test database from being dropped.
+            connections.close_all()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(
+        locale="en-US", viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_an_engineer_writes_publishes_and_downloads_a_postmortem(
+    live_server, page: Page, engineer: User
+):
+    # Asking for the form first goes through the login page and back.
+    page.goto(f"{live_server.url}/postmortems/new/")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.get_by_label("Username").fill("emma")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="New post-mortem")).to_be_visible()
+
+    page.locator("#id_title").fill(TITLE)
+    page.locator("#id_severity").select_option("sev2")
+    page.locator("#id_summary").fill("The checkout API returned 502s for 38 minutes.")
+    page.locator("#id_impacts-0-label").fill("failed requests")
+    page.locator("#id_impacts-0-value").fill("270")
+    page.locator("#id_causes-0-category").select_option("database")
+    page.locator("#id_causes-0-description").fill("A slow join on order_events held connections.")
+    page.locator("#id_actions-0-kind").select_option("detect")
+    page.locator("#id_actions-0-title").fill("Weekly load test of checkout")
+    page.locator("#id_actions-0-status").select_option("todo")
+
+    # The second action row only exists once "Add an action" has cloned it.
+    expect(page.locator("#id_actions-1-title")).to_have_count(0)
+    page.get_by_role("button", name="Add an action").click()
+    expect(page.locator("#id_actions-TOTAL_FORMS")).to_have_value("2")
+    page.locator("#id_actions-1-kind").select_option("prevent")
+    page.locator("#id_actions-1-title").fill("Index order_events")
+    page.locator("#id_actions-1-status").select_option("in_progress")
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.get_by_role("status")).to_have_text("Post-mortem saved.")
+    expect(page.get_by_role("heading", level=1)).to_have_text(TITLE)
+    expect(page.locator(".action")).to_have_count(2)
+
+    page.get_by_role("button", name="Send to review").click()
+    expect(page.get_by_role("status")).to_have_text("Status changed.")
+    expect(page.locator(".heading-row .status-in_review")).to_have_text("In review")
+    page.get_by_role("button", name="Publish").click()
+    expect(page.get_by_role("status")).to_have_text("Status changed.")
+    expect(page.locator(".heading-row .status-published")).to_have_text("Published")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download Markdown").click()
+    download = download_info.value
+    assert download.suggested_filename.endswith(".md")
+    text = Path(download.path()).read_text(encoding="utf-8")
+
+    assert f"## POST MORTEM: {TITLE}" in text
+    assert "### Status\nPublished" in text
+    first, second = text.split("**Action 1 (detect): Weekly load test of checkout**")[1].split(
+        "**Action 2 (prevent): Index order_events**"
+    )
+    assert "\nStatus: to do" in first
+    assert "\nStatus: in progress" in second
+
+    # Read back from the database, not from anything the pages showed.
+    pm = PostMortem.objects.get(title=TITLE)
+    assert pm.status == "published"
+    assert pm.published_at is not None
+    assert pm.created_by == engineer
+    assert list(pm.actions.values_list("number", "kind", "title", "status")) == [
+        (1, "detect", "Weekly load test of checkout", "todo"),
+        (2, "prevent", "Index order_events", "in_progress"),
+    ]
+    assert pm.impacts.count() == 1
+    assert pm.root_causes.count() == 1
+    assert Action.objects.filter(postmortem=pm).count() == 2
