@@ -1,0 +1,588 @@
+"""The anonymization policy: YAML in, a checked `Policy` out.
+
+Parsing checks the shape of the YAML on its own (and says on which line a mistake
+is); `validate` then checks it against a real database schema, because whether
+`fake: email` fits a column depends on that column's type and length.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from perfruns.masking.schema import ColumnInfo, Schema, TableInfo
+
+STRATEGIES = (
+    "keep",
+    "null",
+    "constant",
+    "fake",
+    "hash",
+    "mask",
+    "date_shift",
+    "json_drop",
+    "json_mask",
+)
+FAKE_KINDS = (
+    "email",
+    "name",
+    "first_name",
+    "last_name",
+    "phone",
+    "address",
+    "company",
+    "text",
+    "ip",
+)
+DICTIONARY_FAKES = ("name", "first_name", "last_name", "address", "company", "text")
+TOP_LEVEL_KEYS = ("strict", "tables")
+WHERE_KEY = "_where"
+MAX_SHIFT_DAYS = 36500
+
+# Shortest column that can hold each output without losing the HMAC bits that keep
+# it unique; longer outputs are cut from their readable part, never from those bits.
+MIN_LENGTH = {
+    "email": 34,  # 1 letter + "." + 16 hex + "@example.invalid"
+    "phone": 20,  # 20 decimal digits = 64 bits
+    "ip": 29,  # "2001:db8::" + 4 groups of 4 hex digits
+    "hash": 16,  # 16 hex digits = 64 bits
+    "unique_dictionary": 18,  # 1 letter + " " + 16 hex
+}
+INTEGER_TYPES = ("int2", "int4", "int8", "numeric", "float4", "float8", "money")
+
+
+class PolicyError(ValueError):
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    kind: str
+    line: int | None = field(default=None, compare=False)
+    reason: str = ""  # keep
+    value: Any = None  # constant
+    fake: str = ""  # fake
+    first: int = 0  # mask
+    last: int = 0  # mask
+    days: int = 0  # date_shift
+    keys: tuple[str, ...] = ()  # json_drop, dotted paths allowed: "address.street"
+    fields: tuple[tuple[str, Strategy], ...] = ()  # json_mask
+
+    def to_data(self) -> Any:
+        """The canonical, JSON-ready form (what policy_hash hashes)."""
+        match self.kind:
+            case "keep":
+                return {"keep": self.reason}
+            case "null":
+                return None
+            case "hash":
+                return "hash"
+            case "constant":
+                return {"constant": self.value}
+            case "fake":
+                return {"fake": self.fake}
+            case "mask":
+                return {"mask": {"first": self.first, "last": self.last}}
+            case "date_shift":
+                return {"date_shift": self.days}
+            case "json_drop":
+                return {"json_drop": sorted(self.keys)}
+            case "json_mask":
+                return {"json_mask": {key: rule.to_data() for key, rule in self.fields}}
+        raise AssertionError(self.kind)
+
+    def describe(self) -> str:
+        if self.kind == "fake":
+            return f"fake: {self.fake}"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    schema: str
+    name: str
+    truncate: bool = False
+    where: str | None = None
+    columns: dict[str, Strategy] = field(default_factory=dict)
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def to_data(self) -> Any:
+        if self.truncate:
+            return "truncate"
+        data: dict[str, Any] = {name: rule.to_data() for name, rule in self.columns.items()}
+        if self.where is not None:
+            data[WHERE_KEY] = self.where
+        return data
+
+
+@dataclass(frozen=True)
+class Policy:
+    strict: bool = False
+    tables: dict[str, TablePolicy] = field(default_factory=dict)  # by "schema.table"
+
+    def table(self, schema: str, name: str) -> TablePolicy | None:
+        return self.tables.get(f"{schema}.{name}")
+
+    def covers(self, schema: str, table: str, column: str) -> bool:
+        """Whether the policy decides what happens to this column's values."""
+        rule = self.table(schema, table)
+        return rule is not None and (rule.truncate or column in rule.columns)
+
+    def strategy(self, schema: str, table: str, column: str) -> Strategy | None:
+        rule = self.table(schema, table)
+        return None if rule is None else rule.columns.get(column)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "strict": self.strict,
+            "tables": {name: self.tables[name].to_data() for name in sorted(self.tables)},
+        }
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """The Python value of a node, with the safe loader's types (int, bool, None...)."""
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _shown(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return repr(node.value)
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _pairs(node: yaml.MappingNode, where: str) -> list[tuple[str, int, yaml.Node]]:
+    """(key, key's line, value) with keys as written: a column named `on` stays a string."""
+    seen: set[str] = set()
+    pairs = []
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise PolicyError(f"{where}: keys must be plain names", line=_line(key_node))
+        key = key_node.value
+        if key in seen:
+            raise PolicyError(f"{where}: '{key}' is listed twice", line=_line(key_node))
+        seen.add(key)
+        pairs.append((key, _line(key_node), value_node))
+    return pairs
+
+
+def _split_table_name(name: str, *, line: int) -> tuple[str, str]:
+    parts = name.split(".")
+    if len(parts) == 1 and parts[0]:
+        return "public", parts[0]
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1]
+    raise PolicyError(f"'{name}' is not a table name (use 'table' or 'schema.table')", line=line)
+
+
+def _parse_strategy(node: yaml.Node, *, where: str, in_json: bool = False) -> Strategy:
+    line = _line(node)
+    if _is_null(node):
+        return Strategy(kind="null", line=line)
+    if isinstance(node, yaml.ScalarNode):
+        word = node.value.strip()
+        if word in ("hash", "null"):
+            return Strategy(kind=word, line=line)
+        if word == "keep":
+            raise PolicyError(f'{where}: keep needs a reason, e.g. keep: "no PII"', line=line)
+        if word == "truncate":
+            raise PolicyError(
+                f"{where}: truncate applies to a whole table, not a column", line=line
+            )
+        if word in STRATEGIES:
+            raise PolicyError(f"{where}: {word} needs a value, e.g. {{{word}: ...}}", line=line)
+        raise PolicyError(
+            f"{where}: unknown strategy '{word}'; expected one of {', '.join(STRATEGIES)}",
+            line=line,
+        )
+    if not isinstance(node, yaml.MappingNode):
+        raise PolicyError(f"{where}: a strategy is a word or a one-key mapping", line=line)
+    pairs = _pairs(node, where)
+    if len(pairs) != 1:
+        names = ", ".join(key for key, _, _ in pairs) or "nothing"
+        raise PolicyError(f"{where}: give exactly one strategy, not {names}", line=line)
+    kind, _, arg = pairs[0]
+    line = _line(arg)
+    if kind not in STRATEGIES:
+        raise PolicyError(
+            f"{where}: unknown strategy '{kind}'; expected one of {', '.join(STRATEGIES)}",
+            line=line,
+        )
+    if in_json and kind == "date_shift":
+        raise PolicyError(f"{where}: date_shift is not supported inside json_mask", line=line)
+    value = None if isinstance(arg, yaml.MappingNode | yaml.SequenceNode) else _scalar(arg)
+    if kind == "keep":
+        if not isinstance(value, str) or not value.strip():
+            raise PolicyError(f'{where}: keep needs a reason, e.g. keep: "no PII"', line=line)
+        return Strategy(kind="keep", reason=value.strip(), line=line)
+    if kind in ("null", "hash"):
+        if not _is_null(arg):
+            raise PolicyError(f"{where}: {kind} takes no value", line=line)
+        return Strategy(kind=kind, line=line)
+    if kind == "constant":
+        if _is_null(arg):
+            raise PolicyError(f"{where}: constant needs a value (for NULL use null)", line=line)
+        return Strategy(kind="constant", value=_scalar(arg), line=line)
+    if kind == "fake":
+        if value not in FAKE_KINDS:
+            raise PolicyError(
+                f"{where}: fake kind {_shown(arg)} is not one of {', '.join(FAKE_KINDS)}",
+                line=line,
+            )
+        return Strategy(kind="fake", fake=value, line=line)
+    if kind == "date_shift":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SHIFT_DAYS:
+            raise PolicyError(
+                f"{where}: date_shift must be a positive whole number of days "
+                f"(1 to {MAX_SHIFT_DAYS}), not {_shown(arg)}",
+                line=line,
+            )
+        return Strategy(kind="date_shift", days=value, line=line)
+    if kind == "mask":
+        return _parse_mask(arg, where=where)
+    if kind == "json_drop":
+        return _parse_json_drop(arg, where=where)
+    return _parse_json_mask(arg, where=where)
+
+
+def _parse_mask(node: yaml.Node, *, where: str) -> Strategy:
+    line = _line(node)
+    problem = (
+        f"{where}: mask needs whole numbers first and last, e.g. {{mask: {{first: 0, last: 4}}}}"
+    )
+    if not isinstance(node, yaml.MappingNode):
+        raise PolicyError(problem, line=line)
+    values = {key: _scalar(value) for key, _, value in _pairs(node, where)}
+    if set(values) != {"first", "last"} or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values.values()
+    ):
+        raise PolicyError(problem, line=line)
+    return Strategy(kind="mask", first=values["first"], last=values["last"], line=line)
+
+
+def _parse_json_drop(node: yaml.Node, *, where: str) -> Strategy:
+    line = _line(node)
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        raise PolicyError(f"{where}: json_drop needs a list of keys, e.g. [ip, iban]", line=line)
+    keys = []
+    for item in node.value:
+        key = _scalar(item) if isinstance(item, yaml.ScalarNode) else None
+        if not isinstance(key, str) or not key or "" in key.split("."):
+            raise PolicyError(f"{where}: json_drop keys must be non-empty names", line=_line(item))
+        keys.append(key)
+    return Strategy(kind="json_drop", keys=tuple(keys), line=line)
+
+
+def _parse_json_mask(node: yaml.Node, *, where: str) -> Strategy:
+    line = _line(node)
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        raise PolicyError(
+            f"{where}: json_mask needs a mapping of key: strategy, e.g. {{ip: {{fake: ip}}}}",
+            line=line,
+        )
+    fields = tuple(
+        (key, _parse_strategy(value, where=f"{where}.{key}", in_json=True))
+        for key, _, value in _pairs(node, where)
+    )
+    return Strategy(kind="json_mask", fields=fields, line=line)
+
+
+def _parse_table(name: str, node: yaml.Node, *, key_line: int) -> TablePolicy:
+    schema, table = _split_table_name(name, line=key_line)
+    line = _line(node)
+    if isinstance(node, yaml.ScalarNode) and node.value == "truncate" and not _is_null(node):
+        return TablePolicy(schema=schema, name=table, truncate=True, line=key_line)
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        raise PolicyError(
+            f"{name}: expected 'truncate' or a mapping of column: strategy", line=line
+        )
+    columns: dict[str, Strategy] = {}
+    where: str | None = None
+    for column, _, value in _pairs(node, name):
+        if column == WHERE_KEY:
+            where = _scalar(value) if isinstance(value, yaml.ScalarNode) else None
+            if not isinstance(where, str) or not where.strip():
+                raise PolicyError(
+                    f"{name}: {WHERE_KEY} must be a SQL boolean expression", line=_line(value)
+                )
+            # The filter is inlined as SQL: refuse anything that could end the statement.
+            if ";" in where:
+                raise PolicyError(f"{name}: {WHERE_KEY} must not contain ';'", line=_line(value))
+            where = where.strip()
+            continue
+        columns[column] = _parse_strategy(value, where=f"{name}.{column}")
+    return TablePolicy(schema=schema, name=table, where=where, columns=columns, line=key_line)
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse a policy; PolicyError names the first problem and its line."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise PolicyError(
+            f"not valid YAML: {exc.problem or exc.context}",
+            line=mark.line + 1 if mark else None,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML: {exc}") from exc
+    if root is None or _is_null(root):
+        raise PolicyError("the policy is empty; it needs at least a 'tables:' mapping")
+    if not isinstance(root, yaml.MappingNode):
+        raise PolicyError("the policy must be a mapping with a 'tables:' key", line=_line(root))
+    strict = False
+    tables: dict[str, TablePolicy] = {}
+    seen_tables = False
+    for key, key_line, value in _pairs(root, "policy"):
+        if key == "strict":
+            strict = _scalar(value) if isinstance(value, yaml.ScalarNode) else None
+            if not isinstance(strict, bool):
+                raise PolicyError("strict must be true or false", line=_line(value))
+        elif key == "tables":
+            seen_tables = True
+            if not isinstance(value, yaml.MappingNode):
+                raise PolicyError("tables must be a mapping of table: columns", line=_line(value))
+            for name, table_line, table_node in _pairs(value, "tables"):
+                table = _parse_table(name, table_node, key_line=table_line)
+                if table.qualified in tables:
+                    raise PolicyError(f"{table.qualified} is listed twice", line=table_line)
+                tables[table.qualified] = table
+        else:
+            raise PolicyError(
+                f"unknown top-level key '{key}'; expected {' or '.join(TOP_LEVEL_KEYS)}",
+                line=key_line,
+            )
+    if not seen_tables:
+        raise PolicyError("the policy has no 'tables:' key")
+    return Policy(strict=strict, tables=tables)
+
+
+def policy_hash(text: str) -> str:
+    """sha256 of the normalized policy: comments, order and spacing do not change it."""
+    canonical = json.dumps(
+        parse_policy(text).to_data(), sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- validation against a schema ------------------------------------------------------------
+
+
+def _at(rule: Strategy | TablePolicy) -> str:
+    return f" (policy line {rule.line})" if rule.line else ""
+
+
+def _length_needed(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> int:
+    if rule.kind == "hash":
+        return MIN_LENGTH["hash"]
+    if rule.kind == "fake" and rule.fake in MIN_LENGTH:
+        return MIN_LENGTH[rule.fake]
+    if rule.kind == "fake" and table.in_any_unique(column.name):
+        return MIN_LENGTH["unique_dictionary"]
+    if rule.kind == "constant":
+        return len(str(rule.value))
+    return 1
+
+
+def _constant_problem(value: Any, *, column: ColumnInfo) -> str | None:
+    if column.category == "json":
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            return "constant is not a JSON value"
+        return None
+    if isinstance(value, dict | list):
+        return f"constant is a mapping or list, which only fits json columns, not {column.type}"
+    if column.base_type == "bool" and not isinstance(value, bool):
+        return f"constant {value!r} is not true or false, which the {column.type} column needs"
+    if column.base_type in INTEGER_TYPES and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        return f"constant {value!r} is not a number, which the {column.type} column needs"
+    if column.category == "date":
+        parse = dt.date.fromisoformat if column.base_type == "date" else dt.datetime.fromisoformat
+        try:
+            parse(str(value))
+        except ValueError:
+            return f"constant {value!r} is not an ISO date, which the {column.type} column needs"
+    return None
+
+
+def _strategy_problems(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> list[str]:
+    name = f"{table.qualified}.{column.name}"
+    at = _at(rule)
+    what = rule.describe()
+    if rule.kind == "keep":
+        return []
+    if column.generated:
+        return [f"{name} is a generated column: mask the columns it is computed from instead{at}."]
+    if column.feeds_generated:
+        # PostgreSQL refuses ALTER COLUMN ... TYPE on a column a generated column reads.
+        return [
+            f"{name} is used by a generated column of {table.qualified}, which PostgreSQL "
+            f"cannot rewrite; drop the generated column in the review copy or keep {name}{at}."
+        ]
+    if column.partition_key:
+        return [
+            f"{name} is part of the partition key of {table.qualified}, which PostgreSQL "
+            f"cannot rewrite; keep it{at}."
+        ]
+    problems = []
+    category = column.category
+    fits = True
+    if rule.kind == "null":
+        if column.not_null:
+            problems.append(f"{name}: null does not fit a NOT NULL column{at}.")
+    elif rule.kind == "constant":
+        problem = _constant_problem(rule.value, column=column)
+        if problem:
+            problems.append(f"{name}: {problem}{at}.")
+        if column.name in table.unique_columns:
+            problems.append(
+                f"{name}: constant on a unique column would repeat one value; "
+                f"use hash or a fake{at}."
+            )
+    elif rule.kind == "fake":
+        fits = category == "text" or (rule.fake == "ip" and category == "inet")
+        if not fits:
+            kinds = "a text or inet" if rule.fake == "ip" else "a text"
+            problems.append(f"{name}: {what} needs {kinds} column, but it is {column.type}{at}.")
+    elif rule.kind == "hash":
+        if column.base_type in ("int2", "int4"):
+            fits = False
+            problems.append(
+                f"{name}: hash needs 64 bits to stay collision-free, so a bigint, text or "
+                f"uuid column, but it is {column.type}{at}."
+            )
+        elif category != "text" and column.base_type not in ("int8", "uuid"):
+            fits = False
+            problems.append(
+                f"{name}: hash needs a text, bigint or uuid column, but it is {column.type}{at}."
+            )
+    elif rule.kind == "mask":
+        if category != "text":
+            fits = False
+            problems.append(f"{name}: mask needs a text column, but it is {column.type}{at}.")
+        elif column.name in table.unique_columns:
+            problems.append(
+                f"{name}: mask on a unique column would make equal values; use hash{at}."
+            )
+    elif rule.kind == "date_shift":
+        if category != "date":
+            problems.append(
+                f"{name}: date_shift needs a date or timestamp column, but it is {column.type}{at}."
+            )
+        if not table.primary_key:
+            problems.append(
+                f"{name}: date_shift needs a primary key on {table.qualified} "
+                f"to derive each row's shift, and it has none{at}."
+            )
+    elif rule.kind in ("json_drop", "json_mask"):
+        if category != "json":
+            problems.append(
+                f"{name}: {what} needs a json or jsonb column, but it is {column.type}{at}."
+            )
+    if fits and category == "text" and column.max_length is not None:
+        needed = _length_needed(rule, table=table, column=column)
+        if needed > column.max_length and rule.kind == "constant":
+            problems.append(
+                f"{name}: constant is {needed} characters, longer than {column.type}{at}."
+            )
+        elif needed > column.max_length:
+            # Longer outputs are cut from their readable part; the HMAC part cannot be cut.
+            problems.append(
+                f"{name}: {what} needs at least {needed} characters to keep the HMAC part "
+                f"that makes it unique, but the column is {column.type}{at}."
+            )
+    return problems
+
+
+def _join_key(rule: Strategy | None) -> tuple[str, ...] | None:
+    """What makes two masked columns hold equal values for equal inputs (None: nothing)."""
+    if rule is None or rule.kind == "keep":
+        return ("keep",)
+    if rule.kind == "hash":
+        return ("hash",)
+    if rule.kind == "fake":
+        return ("fake", rule.fake)
+    return None
+
+
+def _foreign_key_problems(policy: Policy, schema: Schema) -> list[str]:
+    problems = []
+    for table in schema.tables.values():
+        child_rules = policy.table(table.schema, table.name)
+        if child_rules is not None and child_rules.truncate:
+            continue
+        for fk in table.foreign_keys:
+            parent = schema.tables.get(fk.parent)
+            parent_rules = policy.tables.get(fk.parent)
+            if parent is None or (parent_rules is not None and parent_rules.truncate):
+                continue  # an emptied parent is handled by the orphan clean-up
+            for column, parent_column in zip(fk.columns, fk.parent_columns, strict=True):
+                child_rule = policy.strategy(table.schema, table.name, column)
+                parent_rule = policy.strategy(parent.schema, parent.name, parent_column)
+                if child_rule is not None and child_rule.kind == "null":
+                    continue  # a NULL reference is always valid
+                child_key, parent_key = _join_key(child_rule), _join_key(parent_rule)
+                if child_key is not None and child_key == parent_key:
+                    continue
+                child_what = child_rule.describe() if child_rule else "not masked"
+                parent_what = parent_rule.describe() if parent_rule else "not masked"
+                problems.append(
+                    f"{table.qualified}.{column} references {parent.qualified}.{parent_column}"
+                    f" ({parent_what}) but is {child_what}: give both the same hash or fake, "
+                    f"or the foreign key breaks."
+                )
+    return problems
+
+
+def validate(policy: Policy, schema: Schema) -> list[str]:
+    """Every problem of the policy against this schema, one sentence each."""
+    problems: list[str] = []
+    for rules in policy.tables.values():
+        table = schema.tables.get(rules.qualified)
+        if table is None:
+            problems.append(f"{rules.qualified} does not exist in the database{_at(rules)}.")
+            continue
+        for name, rule in rules.columns.items():
+            column = table.column(name)
+            if column is None:
+                problems.append(
+                    f"{rules.qualified}.{name} does not exist: {rules.qualified} has no "
+                    f"column {name!r}{_at(rule)}."
+                )
+                continue
+            problems.extend(_strategy_problems(rule, table=table, column=column))
+    problems.extend(_foreign_key_problems(policy, schema))
+    if policy.strict:
+        for table in schema.tables.values():
+            for column in table.columns:
+                if not policy.covers(table.schema, table.name, column.name):
+                    problems.append(f"strict policy: {table.qualified}.{column.name} is not listed")
+    return problems

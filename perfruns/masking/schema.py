@@ -1,0 +1,271 @@
+"""What the masking needs to know about a database, read from pg_catalog.
+
+One pass over the catalog per call: tables, columns, keys and foreign keys of the
+connected database, without system schemas, extension-owned objects or our own
+`fixproof_mask` helper schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+HELPER_SCHEMA = "fixproof_mask"
+
+CATEGORIES = ("text", "json", "date", "inet", "other")
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # format_type(), e.g. "character varying(120)"
+    category: str  # one of CATEGORIES
+    not_null: bool = False
+    max_length: int | None = None  # varchar(n) / char(n), also through a domain
+    base_type: str = ""  # typname after resolving domains: "int4", "varchar", "jsonb"...
+    is_array: bool = False
+    generated: bool = False
+    array_category: str = ""  # category of the element type when is_array
+    # What ALTER COLUMN ... TYPE resets and the rewrite must therefore set again:
+    collation: tuple[str, str] | None = None  # (schema, name) when not the type's default
+    storage: str = ""  # attstorage letter when not the type's default
+    compression: str = ""  # attcompression letter when set
+    feeds_generated: bool = False  # used by a stored generated column
+    partition_key: bool = False  # ALTER ... TYPE refuses partition key columns too
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    columns: tuple[str, ...]
+    parent: str  # qualified "schema.table"
+    parent_columns: tuple[str, ...]
+    on_delete: str = "a"  # pg_constraint.confdeltype: a, r, c, n, d
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    columns: tuple[ColumnInfo, ...] = ()
+    primary_key: tuple[str, ...] = ()
+    unique_columns: frozenset[str] = frozenset()  # single-column unique constraints/indexes
+    unique_sets: tuple[tuple[str, ...], ...] = ()  # every unique index, by key columns
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    estimated_rows: float = -1.0
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def column(self, name: str) -> ColumnInfo | None:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        return None
+
+    def in_any_unique(self, name: str) -> bool:
+        return name in self.unique_columns or any(name in cols for cols in self.unique_sets)
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: dict[str, TableInfo] = field(default_factory=dict)  # by "schema.table"
+
+    def table(self, schema: str, name: str) -> TableInfo | None:
+        return self.tables.get(f"{schema}.{name}")
+
+    def children_of(self, qualified: str) -> list[tuple[TableInfo, ForeignKey]]:
+        return [
+            (table, fk)
+            for table in self.tables.values()
+            for fk in table.foreign_keys
+            if fk.parent == qualified
+        ]
+
+
+def category_of(*, typname: str, typcategory: str) -> str:
+    if typname in ("json", "jsonb"):
+        return "json"
+    if typname in ("date", "timestamp", "timestamptz"):
+        return "date"
+    if typname in ("inet", "cidr"):
+        return "inet"
+    if typcategory == "S":
+        return "text"
+    return "other"
+
+
+# Extension members are excluded through pg_depend (deptype 'e'): a table created by
+# CREATE EXTENSION is restored by the extension itself, not by our policy.
+_TABLES = """
+SELECT c.oid, n.nspname, c.relname, c.reltuples
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', %(helper)s)
+  AND n.nspname NOT LIKE 'pg\\_%%'
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_depend d
+    WHERE d.deptype = 'e'
+      AND ((d.classid = 'pg_class'::regclass AND d.objid = c.oid)
+        OR (d.classid = 'pg_namespace'::regclass AND d.objid = n.oid))
+  )
+ORDER BY n.nspname, c.relname
+"""
+
+# Domains are resolved to their base type for the category and length, while
+# format_type() keeps the domain name so that ALTER ... TYPE keeps it too.
+_COLUMNS = """
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       a.attgenerated <> '',
+       bt.typname, bt.typcategory,
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+       et.typname, et.typcategory,
+       cn.nspname, co.collname,
+       CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage::text ELSE '' END,
+       a.attcompression::text,
+       EXISTS (
+         SELECT 1 FROM pg_depend d
+         JOIN pg_attrdef ad ON ad.oid = d.objid
+         JOIN pg_attribute g ON g.attrelid = ad.adrelid AND g.attnum = ad.adnum
+         WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+           AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
+           AND g.attgenerated <> '' AND g.attnum <> a.attnum
+       ),
+       EXISTS (
+         SELECT 1 FROM pg_partitioned_table pt
+         WHERE pt.partrelid = a.attrelid AND a.attnum = ANY(pt.partattrs::int2[])
+       )
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
+LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> t.typcollation
+LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+_PRIMARY_KEYS = """
+SELECT c.conrelid, array_agg(a.attname ORDER BY k.ord)
+FROM pg_constraint c
+CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+WHERE c.contype = 'p' AND c.conrelid = ANY(%(oids)s)
+GROUP BY c.oid, c.conrelid
+"""
+
+# Key columns of every unique index: the plain ones from indkey (INCLUDE columns
+# are not part of the key), plus, for expression indexes such as unique(lower(email)),
+# the columns the index depends on. A partial index's predicate columns then count
+# too, which only makes a column look "more unique": the safe side.
+_UNIQUE = """
+SELECT i.indrelid,
+       ARRAY(
+         SELECT DISTINCT a.attname
+         FROM pg_attribute a
+         WHERE a.attrelid = i.indrelid
+           AND (a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])
+             OR (i.indexprs IS NOT NULL AND a.attnum IN (
+                   SELECT d.refobjsubid FROM pg_depend d
+                   WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                     AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid
+                     AND d.refobjsubid > 0
+                     AND d.refobjsubid <> ALL((i.indkey::int2[])[i.indnkeyatts:])
+             )))
+         ORDER BY a.attname
+       )
+FROM pg_index i
+WHERE i.indisunique AND i.indrelid = ANY(%(oids)s)
+"""
+
+_FOREIGN_KEYS = """
+SELECT c.conrelid, c.conname, pn.nspname, pc.relname, c.confdeltype,
+       ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, o)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o),
+       ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, o)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o)
+FROM pg_constraint c
+JOIN pg_class pc ON pc.oid = c.confrelid
+JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE c.contype = 'f' AND c.conparentid = 0 AND c.conrelid = ANY(%(oids)s)
+ORDER BY c.conrelid, c.conname
+"""
+
+
+def introspect(conn: psycopg.Connection) -> Schema:
+    """Read the user tables of the connected database."""
+    with conn.cursor() as cur:
+        tables = cur.execute(_TABLES, {"helper": HELPER_SCHEMA}).fetchall()
+        oids = [row[0] for row in tables]
+        columns: dict[int, list[ColumnInfo]] = {oid: [] for oid in oids}
+        for row in cur.execute(_COLUMNS, {"oids": oids}).fetchall():
+            (relid, name, type_, not_null, generated, typname, typcat, typmod, etn, etc) = row[:10]
+            coll_schema, coll_name, storage, compression, feeds_generated, part_key = row[10:]
+            max_length = None
+            if typname in ("varchar", "bpchar") and typmod is not None and typmod > 4:
+                max_length = typmod - 4  # VARHDRSZ: varchar(n) stores n + 4
+            is_array = typcat == "A"
+            columns[relid].append(
+                ColumnInfo(
+                    name=name,
+                    type=type_,
+                    category="other"
+                    if is_array
+                    else category_of(typname=typname, typcategory=typcat),
+                    not_null=not_null,
+                    max_length=max_length,
+                    base_type=typname,
+                    is_array=is_array,
+                    generated=generated,
+                    array_category=category_of(typname=etn, typcategory=etc) if is_array else "",
+                    collation=(coll_schema, coll_name) if coll_name else None,
+                    storage=storage,
+                    compression=compression or "",
+                    feeds_generated=feeds_generated,
+                    partition_key=part_key,
+                )
+            )
+        primary: dict[int, tuple[str, ...]] = {
+            relid: tuple(cols) for relid, cols in cur.execute(_PRIMARY_KEYS, {"oids": oids})
+        }
+        unique_sets: dict[int, set[tuple[str, ...]]] = {}
+        for relid, cols in cur.execute(_UNIQUE, {"oids": oids}).fetchall():
+            if cols:
+                unique_sets.setdefault(relid, set()).add(tuple(cols))
+        fks: dict[int, list[ForeignKey]] = {}
+        for relid, conname, pschema, ptable, deltype, cols, pcols in cur.execute(
+            _FOREIGN_KEYS, {"oids": oids}
+        ).fetchall():
+            fks.setdefault(relid, []).append(
+                ForeignKey(
+                    name=conname,
+                    columns=tuple(cols),
+                    parent=f"{pschema}.{ptable}",
+                    parent_columns=tuple(pcols),
+                    on_delete=deltype,
+                )
+            )
+    result: dict[str, TableInfo] = {}
+    for oid, nspname, relname, reltuples in tables:
+        sets = sorted(unique_sets.get(oid, set()))
+        info = TableInfo(
+            schema=nspname,
+            name=relname,
+            columns=tuple(columns[oid]),
+            primary_key=primary.get(oid, ()),
+            unique_columns=frozenset(cols[0] for cols in sets if len(cols) == 1),
+            unique_sets=tuple(sets),
+            foreign_keys=tuple(fks.get(oid, ())),
+            estimated_rows=float(reltuples),
+        )
+        result[info.qualified] = info
+    return Schema(tables=result)

@@ -1,0 +1,678 @@
+"""The SQL that anonymizes a restored copy, table by table.
+
+Order the pipeline follows (see `plan_sql`), after restoring pre-data and data and
+before post-data (so no index or foreign key exists yet):
+
+1. `functions_sql(key=...)`: the `fixproof_mask` helper functions, keyed.
+2. `truncate_sql` and `filter_sql` (subsetting), then `orphan_cleanup_sql` so that
+   every foreign key of post-data still holds.
+3. `table_masking_sql`: one ALTER TABLE per table. Its USING clauses rewrite the
+   table into a new file, which also drops the dead tuples the filter left behind;
+   only filtered tables that are not masked need the pipeline's VACUUM FULL. (Neither
+   resets pg_stat_user_tables.n_dead_tup: an ANALYZE does.)
+4. `DROP_FUNCTIONS`, before dumping: the function bodies hold the derived key.
+
+The `Schema` these functions take must come from the source database (or a schema-only
+restore): primary keys, unique indexes and foreign keys are post-data, so the half
+restored copy does not have them yet. Views are pre-data but block ALTER COLUMN ... TYPE
+on the columns they read: restore them after the masking, with post-data.
+
+Every masking function is an IMMUTABLE SQL-language function with a single-expression
+body, so that the planner can inline it into the ALTER's expression instead of calling
+a function per row. PostgreSQL has no common-subexpression elimination: once inlined,
+every use of the HMAC digest computes it again, so each fake looks into it two to
+four times only (a word run instead of ten word picks, a postcode tied to its town).
+Same input, same output, in every table: joins survive masking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from perfruns.masking.policy import Policy, Strategy, TablePolicy
+from perfruns.masking.schema import HELPER_SCHEMA, ColumnInfo, ForeignKey, Schema, TableInfo
+
+DROP_FUNCTIONS = sql.SQL("DROP SCHEMA IF EXISTS fixproof_mask CASCADE")
+
+MIN_KEY_BYTES = 16
+UNBOUNDED = 10485760  # the longest varchar PostgreSQL allows: "no limit" for fit()
+_BLOCK = 64  # SHA-256 block size, for HMAC's key padding
+
+FIRST_NAMES = (
+    "Adam Agnes Alice Amir Anton Beatrice Bianca Brigitte Bruno Camille Carlos Cedric Chloe "
+    "David Denis Diane Dora Elena Elias Emil Emma Fatima Felix Flora Frank Gabriel Gaspard "
+    "Gina Grace Hana Helena Henri Hugo Igor Ines Irene Ivan Jade Jonas Jules Julia Kenji "
+    "Karim Kevin Klara Laura Lea Lina Louis Marc Mateo Maya Mehdi Nadia Nils Nina Nora Olga "
+    "Olivier Omar Oscar Paula Petra Pierre Priya Quentin Raphael Remi Rita Rosa Samir Sara "
+    "Simon Sofia Tara Theo Thomas Tina Ugo Ulla Umberto Ursula Valentin Vera Victor Viola "
+    "Walter Wanda Wendy William Xavier Yann Yasmin Yusuf Yvonne Zeno Zoe Zora"
+).split()
+LAST_NAMES = (
+    "Adams Allen Anderson Andre Baker Becker Bernard Bertrand Bianchi Blanc Bonnet Brown "
+    "Campbell Carter Chevalier Clark Clement Collins Davis Dubois Dumont Dupont Durand "
+    "Edwards Esposito Evans Faure Ferrari Fischer Fontaine Fournier Garcia Garnier Gauthier "
+    "Girard Green Guerin Haddad Hall Harris Henry Hill Hoffmann Jackson Johnson Jones King "
+    "Koch Kowalski Lambert Laurent Lefebvre Legrand Leroy Lewis Lopez Martin Martinez Masson "
+    "Mathieu Mercier Meyer Michel Miller Mitchell Moore Morel Moreau Morin Muller Nelson "
+    "Nicolas Nowak Parker Perrin Petit Phillips Richard Robert Roberts Robin Romano Rossi "
+    "Rousseau Roux Russo Schmidt Schneider Schulz Scott Simon Smith Stewart Tanaka Taylor "
+    "Thomas Torres Turner Vincent Wagner Walker Weber White Williams Wilson Wright Young"
+).split()
+COMPANY_STEMS = (
+    "Acme Alder Alpine Amber Apex Arbor Atlas Aurora Beacon Birch Blue Bright Cascade Cedar "
+    "Cobalt Comet Copper Crest Delta Echo Ember Falcon Fern Fjord Granite Harbor Helix "
+    "Horizon Indigo Iris Juniper Keystone Lark Linden Lumen Maple Meridian Nimbus North "
+    "Oak Onyx Orbit Pine Prairie Quartz Raven Ridge River Sage Silver Solstice Spruce "
+    "Summit Tide Timber Topaz Vale Vertex Willow Zenith"
+).split()
+COMPANY_KINDS = (
+    "Analytics Bakery Builders Capital Consulting Dynamics Energy Foods Freight Group "
+    "Health Holdings Industries Insurance Labs Logistics Media Motors Networks Partners "
+    "Pharma Retail Robotics Security Software Studio Systems Textiles Travel Ventures"
+).split()
+STREET_NAMES = (
+    "Acacia Ash Bay Beech Bridge Brook Castle Chapel Cherry Church Cliff College Elm Field "
+    "Forest Garden Glen Grove Hawthorn Hazel Heather High Highland Hill Holly Ivy Jasmine "
+    "Kings Lake Laurel Lilac Lime Main Manor Market Meadow Mill Orchard Park Poplar Primrose "
+    "Queens Rose School Spring Station Sunset Tower Valley Victoria Water West Windsor"
+).split()
+STREET_KINDS = "Avenue Boulevard Close Court Drive Lane Place Road Square Street Way".split()
+CITIES = (
+    "Aberdeen Amiens Antwerp Arles Avignon Bergen Bilbao Bologna Bordeaux Bremen Brest Bristol "
+    "Bruges Caen Cardiff Coimbra Cork Dijon Dresden Dundee Exeter Faro Florence Galway Geneva "
+    "Genoa Ghent Girona Graz Grenoble Groningen Hamburg Hanover Innsbruck Kassel Kiel Krakow "
+    "Lausanne Leeds Leipzig Lille Limerick Linz Lisbon Liverpool Ljubljana Lorient Lucerne "
+    "Lyon Maastricht Malaga Mannheim Marseille Metz Milan Montpellier Munich Murcia Nancy "
+    "Nantes Naples Nice Nimes Norwich Nuremberg Odense Orleans Oslo Oxford Padua Palermo "
+    "Parma Perth Pisa Porto Poznan Reims Rennes Riga Rouen Salzburg Seville Siena Sligo "
+    "Split Stuttgart Tallinn Tartu Toulon Toulouse Tours Trieste Turin Utrecht Valencia "
+    "Verona Vigo Vilnius Wroclaw York Zagreb Zurich"
+).split()
+WORDS = (
+    "account action address agenda answer approach area article balance basis batch board "
+    "budget change channel check client column comment content contract control copy cost "
+    "course credit customer data date deadline delivery design detail device document draft "
+    "effort entry event feature field figure file focus form format goal group guide issue "
+    "item label level limit list market matter measure meeting method model month network "
+    "note notice number offer option order outcome page payment period plan point policy "
+    "price process product project purpose quality question range rate record report "
+    "request result review route sample schedule section service session setting share "
+    "signal source stage status step store subject summary support system table target task "
+    "team term test ticket time topic total track update usage value version volume week "
+    "window work"
+).split()
+STARTERS = "A Another Each Every Her His Its My No One Our Some That The Their This Your".split()
+TEXT_RUN = 5
+# Built once from the lists above. A fixed postcode per town keeps an address to one
+# number and two dictionary picks.
+STREETS = [
+    f"{name} {STREET_KINDS[(i * 7) % len(STREET_KINDS)]}"
+    for i, name in enumerate(STREET_NAMES + STREET_NAMES[::-1])
+]
+TOWNS = [f"{10000 + (i * 7919) % 89990:05d} {city}" for i, city in enumerate(CITIES)]
+
+FAKE_FUNCTIONS = {
+    "email": "fake_email",
+    "name": "fake_name",
+    "first_name": "fake_first_name",
+    "last_name": "fake_last_name",
+    "phone": "fake_phone",
+    "address": "fake_address",
+    "company": "fake_company",
+    "text": "fake_text",
+    "ip": "fake_ip",
+}
+# What each fake normalizes before hashing, so that ' Alice@Example.COM ' and
+# 'alice@example.com' give the same fake (and the same join key) everywhere.
+_NORMALIZER = {
+    "email": "norm_email",
+    "phone": "norm_phone",
+    "ip": "norm_ip",
+}
+
+
+def _f(name: str) -> sql.Identifier:
+    return sql.Identifier(HELPER_SCHEMA, name)
+
+
+def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """K xor ipad and K xor opad (RFC 2104), computed here so SQL only concatenates."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+_MK = "h bytea, n integer, uniq boolean"
+
+# (name, arguments, result, body). In a body, {hmac} stands for fixproof_mask.hmac and
+# so on for every helper, {first_names} etc. for the dictionaries, {opad}/{ipad} for the
+# padded key. Bytes of a digest h: 0-7 pick words, 8-15 are the unique part of an
+# email/phone/ip, 16-19 more words, 24-31 the suffix of unique dictionary fakes.
+_DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
+    # text -> its bytes in the server encoding (UTF-8), immutably: convert_to() and
+    # textsend() are only STABLE, and one STABLE call stops the inlining.
+    ("bytes", "v text", "bytea", "decode(replace(v, {backslash}, {two_backslashes}), 'escape')"),
+    ("hmac", "m bytea", "bytea", "sha256({opad} || sha256({ipad} || m))"),
+    # The domain ("email", "hash", "row"...) keeps the outputs of two strategies for the
+    # same value unrelated: one cannot be used to confirm a guess about the other.
+    ("hmac_text", "domain text, v text", "bytea", "{hmac}({bytes}(domain || ':' || v))"),
+    ("u16", "h bytea, i integer", "integer", "get_byte(h, i) * 256 + get_byte(h, i + 1)"),
+    (
+        "hexpart",
+        "h bytea, i integer, n integer",
+        "text",
+        "encode(substring(h FROM i + 1 FOR n), 'hex')",
+    ),
+    (
+        "pick",
+        "words text[], h bytea, i integer",
+        "text",
+        "words[1 + {u16}(h, i) % cardinality(words)]",
+    ),
+    # TEXT_RUN consecutive words from a list holding its first TEXT_RUN words twice.
+    (
+        "run",
+        "words text[], h bytea, i integer",
+        "text[]",
+        "(words[1 + {u16}(h, i) % (cardinality(words) - {text_run}):])[1:{text_run}]",
+    ),
+    # Cut the readable part, never the suffix that carries the HMAC bits.
+    (
+        "fit",
+        "base text, suffix text, n integer",
+        "text",
+        "left(base, greatest(n - length(suffix), 0)) || suffix",
+    ),
+    (
+        "unique_suffix",
+        "h bytea, uniq boolean",
+        "text",
+        "CASE WHEN uniq THEN ' ' || {hexpart}(h, 24, 8) ELSE '' END",
+    ),
+    ("first_name_of", "h bytea, i integer", "text", "{pick}({first_names}, h, i)"),
+    ("last_name_of", "h bytea, i integer", "text", "{pick}({last_names}, h, i)"),
+    ("norm_name", "v text", "text", r"lower(btrim(regexp_replace(v, '\s+', ' ', 'g')))"),
+    ("norm_email", "v text", "text", r"lower(regexp_replace(v, '\s+', '', 'g'))"),
+    ("norm_phone", "v text", "text", "regexp_replace(v, '[^0-9+]', '', 'g')"),
+    ("norm_ip", "v text", "text", "lower(btrim(v))"),
+    (
+        "mk_email",
+        _MK,
+        "text",
+        "rtrim(left(lower({first_name_of}(h, 0) || '.' || {last_name_of}(h, 2)),"
+        " greatest(n - 33, 1)), '.') || '.' || {hexpart}(h, 8, 8) || '@example.invalid'",
+    ),
+    (
+        # 63 bits as 19 digits plus a 20th digit from other bits (66 bits in all); the
+        # fictional "+1-555-" prefix only when the column has room. No numeric: faster.
+        "mk_phone",
+        _MK,
+        "text",
+        "CASE WHEN n >= 27 THEN '+1-555-' WHEN n >= 21 THEN '+' ELSE '' END"
+        " || lpad((('x' || {hexpart}(h, 8, 8))::bit(64)::bigint & 9223372036854775807)::text,"
+        " 19, '0') || (get_byte(h, 16) % 10)::text",
+    ),
+    (
+        # 2001:db8::/32 is the documentation prefix: never a real host.
+        "mk_ip",
+        _MK,
+        "text",
+        r"'2001:db8::' || regexp_replace({hexpart}(h, 8, 8), '(....)(....)(....)(....)',"
+        r" '\1:\2:\3:\4')",
+    ),
+    (
+        "mk_name",
+        _MK,
+        "text",
+        "{fit}({first_name_of}(h, 0) || ' ' || {last_name_of}(h, 2), {unique_suffix}(h, uniq), n)",
+    ),
+    ("mk_first_name", _MK, "text", "{fit}({first_name_of}(h, 0), {unique_suffix}(h, uniq), n)"),
+    ("mk_last_name", _MK, "text", "{fit}({last_name_of}(h, 2), {unique_suffix}(h, uniq), n)"),
+    (
+        "mk_company",
+        _MK,
+        "text",
+        "{fit}({pick}({company_stems}, h, 0) || ' ' || {pick}({company_kinds}, h, 2),"
+        " {unique_suffix}(h, uniq), n)",
+    ),
+    (
+        "mk_address",
+        _MK,
+        "text",
+        "{fit}((1 + {u16}(h, 4) % 250)::text || ' ' || {pick}({streets}, h, 0) || ', '"
+        " || {pick}({cities}, h, 2), {unique_suffix}(h, uniq), n)",
+    ),
+    (
+        # A starter word and two runs of consecutive words: three looks into the digest
+        # instead of ten, because once inlined every look computes the HMAC again.
+        "mk_text",
+        _MK,
+        "text",
+        "{fit}({pick}({starters}, h, 0) || ' ' || array_to_string({run}({words}, h, 2)"
+        " || {run}({words}, h, 4), ' ') || '.', {unique_suffix}(h, uniq), n)",
+    ),
+    *(
+        (
+            FAKE_FUNCTIONS[kind],
+            "v text, n integer, uniq boolean",
+            "text",
+            f"{{mk_{kind}}}({{hmac_text}}('{kind}', {{{_NORMALIZER.get(kind, 'norm_name')}}}(v)),"
+            " n, uniq)",
+        )
+        for kind in FAKE_FUNCTIONS
+    ),
+    ("hash_text", "v text, n integer", "text", "left(encode({hmac_text}('hash', v), 'hex'), n)"),
+    (
+        # 63 bits, not 64: a negative id would break applications that route on \d+.
+        "hash_bigint",
+        "v bigint",
+        "bigint",
+        "('x' || {hexpart}({hmac_text}('hash', v::text), 0, 8))::bit(64)::bigint"
+        " & 9223372036854775807",
+    ),
+    (
+        "hash_uuid",
+        "v uuid",
+        "uuid",
+        "encode(substring({hmac_text}('hash', v::text) FROM 1 FOR 16), 'hex')::uuid",
+    ),
+    (
+        # A value no longer than first + last would be shown whole: mask all of it.
+        "mask",
+        "v text, f integer, l integer",
+        "text",
+        "CASE WHEN char_length(v) > f + l"
+        " THEN left(v, f) || repeat('*', char_length(v) - f - l) || right(v, l)"
+        " ELSE repeat('*', char_length(v)) END",
+    ),
+    (
+        # 56 bits modulo 2d + 1: the bias is below 2^-40 for any d we accept.
+        "shift_days",
+        "k text, d integer",
+        "integer",
+        "(('x' || {hexpart}({hmac_text}('row', k), 0, 7))::bit(56)::bigint % (2 * d + 1))::integer"
+        " - d",
+    ),
+    ("jtext", "j jsonb", "text", "j #>> '{{}}'"),
+    (
+        # jsonb_set() with a NULL value returns NULL for the whole document: a masked JSON
+        # null must stay a JSON null.
+        "jset",
+        "v jsonb, k text, x jsonb",
+        "jsonb",
+        "CASE WHEN v ? k THEN jsonb_set(v, ARRAY[k], coalesce(x, 'null'::jsonb)) ELSE v END",
+    ),
+)
+
+
+def functions_sql(*, key: bytes) -> sql.Composed:
+    """CREATE SCHEMA fixproof_mask and its functions, keyed with `key` (>= 16 bytes)."""
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"the masking key must be at least {MIN_KEY_BYTES} bytes")
+    ipad, opad = _hmac_pads(key)
+    parts: dict[str, sql.Composable] = {name: _f(name) for name, _, _, _ in _DEFINITIONS}
+    parts.update(
+        opad=sql.Literal(opad),
+        ipad=sql.Literal(ipad),
+        backslash=sql.Literal("\\"),
+        two_backslashes=sql.Literal("\\\\"),
+        first_names=_words(FIRST_NAMES),
+        last_names=_words(LAST_NAMES),
+        company_stems=_words(COMPANY_STEMS),
+        company_kinds=_words(COMPANY_KINDS),
+        streets=_words(STREETS),
+        cities=_words(TOWNS),
+        starters=_words(STARTERS),
+        words=_words([*WORDS, *WORDS[:TEXT_RUN]]),
+        text_run=sql.Literal(TEXT_RUN),
+    )
+    statements: list[sql.Composable] = [
+        sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(HELPER_SCHEMA))
+    ]
+    for name, args, result, body in _DEFINITIONS:
+        used = {k: v for k, v in parts.items() if "{" + k + "}" in body}
+        # A SQL-standard body (RETURN ...) is parsed once, at CREATE time; a single
+        # expression of immutable functions is then inlined by the planner at each call.
+        statements.append(
+            sql.SQL(
+                "CREATE FUNCTION {name}("
+                + args
+                + ") RETURNS "
+                + result
+                + " LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN "
+                + body
+            ).format(name=_f(name), **used)
+        )
+    return sql.SQL(";\n").join(statements)
+
+
+def _words(words: Iterable[str]) -> sql.Composed:
+    return sql.SQL("{}::text[]").format(sql.Literal(list(words)))
+
+
+# --- per-column expressions ----------------------------------------------------------------
+
+
+@dataclass
+class _JsonTree:
+    """What to do inside one JSON object: keys to drop, keys to rewrite."""
+
+    drop: set[str] = field(default_factory=set)
+    fields: dict[str, Strategy | _JsonTree] = field(default_factory=dict)
+
+
+def _json_tree(rule: Strategy) -> _JsonTree:
+    tree = _JsonTree()
+    if rule.kind == "json_drop":
+        for path in rule.keys:
+            *parents, last = path.split(".")
+            node = tree
+            for parent in parents:
+                child = node.fields.get(parent)
+                if not isinstance(child, _JsonTree):
+                    child = node.fields[parent] = _JsonTree()
+                node = child
+            node.drop.add(last)
+    else:
+        for key, sub in rule.fields:
+            tree.fields[key] = _json_tree(sub) if sub.kind in ("json_drop", "json_mask") else sub
+    return tree
+
+
+def _json_value(value: sql.Composable, rule: Strategy | _JsonTree) -> sql.Composable:
+    """The new jsonb for one value inside a document (SQL NULL is turned into JSON null)."""
+    if isinstance(rule, _JsonTree):
+        return _json_object(value, rule)
+    text = sql.SQL("{}({})").format(_f("jtext"), value)
+    match rule.kind:
+        case "keep":
+            return value
+        case "null":
+            return sql.SQL("'null'::jsonb")
+        case "constant":
+            return sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(rule.value)))
+        case "hash":
+            return sql.SQL("to_jsonb({}({}, 64))").format(_f("hash_text"), text)
+        case "mask":
+            return sql.SQL("to_jsonb({}({}, {}, {}))").format(
+                _f("mask"), text, sql.Literal(rule.first), sql.Literal(rule.last)
+            )
+        case "fake":
+            return sql.SQL("to_jsonb({}({}, {}, false))").format(
+                _f(FAKE_FUNCTIONS[rule.fake]), text, sql.Literal(UNBOUNDED)
+            )
+    raise ValueError(f"{rule.kind} is not supported inside json_mask")
+
+
+def _json_object(value: sql.Composable, tree: _JsonTree) -> sql.Composable:
+    # The rules name keys of an object. A value of another shape (an array of objects,
+    # a bare string) is one the policy author did not foresee and the scan no longer
+    # looks at once the column is covered: fail closed and make it JSON null.
+    expr: sql.Composable = value
+    if tree.drop:
+        expr = sql.SQL("({} - {}::text[])").format(expr, sql.Literal(sorted(tree.drop)))
+    for key, rule in tree.fields.items():
+        inner = sql.SQL("({} -> {})").format(value, sql.Literal(key))
+        expr = sql.SQL("{}({}, {}, {})").format(
+            _f("jset"), expr, sql.Literal(key), _json_value(inner, rule)
+        )
+    return sql.SQL(
+        "CASE WHEN jsonb_typeof({v}) = 'object' THEN {e}"
+        " WHEN {v} IS NULL OR jsonb_typeof({v}) = 'null' THEN {v} ELSE 'null'::jsonb END"
+    ).format(v=value, e=expr)
+
+
+def _type(column: ColumnInfo) -> sql.SQL:
+    # format_type() is the server's own rendering of the type, every identifier in it
+    # already quoted by quote_ident(); it is the only form that keeps modifiers such as
+    # varchar(120) or "interval day to second(3)", which sql.Identifier cannot express.
+    return sql.SQL(column.type)
+
+
+def _constant_text(value: Any, *, column: ColumnInfo) -> str:
+    if column.category == "json" or isinstance(value, dict | list):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _row_key(*, info: TableInfo) -> sql.Composable:
+    parts: list[sql.Composable] = [sql.Literal(info.qualified + ":")]
+    for i, name in enumerate(info.primary_key):
+        if i:
+            parts.append(sql.Literal(","))
+        parts.append(sql.SQL("{}::text").format(sql.Identifier(name)))
+    return sql.SQL("(") + sql.SQL(" || ").join(parts) + sql.SQL(")")
+
+
+def column_expression(*, rule: Strategy, column: ColumnInfo, info: TableInfo) -> sql.Composable:
+    """The masked value of `column` for one row, from the row's original values."""
+    col = sql.Identifier(column.name)
+    length = sql.Literal(column.max_length or UNBOUNDED)
+    unique = sql.Literal(info.in_any_unique(column.name))
+    match rule.kind:
+        case "null":
+            return sql.SQL("NULL")
+        case "constant":
+            # NULL stays NULL: whether a value was set is not personal, and the
+            # application keeps behaving as with real data.
+            return sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE CAST({v} AS {t}) END").format(
+                c=col, v=sql.Literal(_constant_text(rule.value, column=column)), t=_type(column)
+            )
+        case "fake":
+            expr = sql.SQL("{}({}::text, {}, {})").format(
+                _f(FAKE_FUNCTIONS[rule.fake]), col, length, unique
+            )
+            if column.category == "inet":
+                return sql.SQL("CAST({} AS {})").format(expr, _type(column))
+            return expr
+        case "hash":
+            if column.base_type == "int8":
+                return sql.SQL("{}({}::bigint)").format(_f("hash_bigint"), col)
+            if column.base_type == "uuid":
+                return sql.SQL("{}({}::uuid)").format(_f("hash_uuid"), col)
+            return sql.SQL("{}({}::text, {})").format(
+                _f("hash_text"), col, sql.Literal(min(column.max_length or 64, 64))
+            )
+        case "mask":
+            return sql.SQL("{}({}::text, {}, {})").format(
+                _f("mask"), col, sql.Literal(rule.first), sql.Literal(rule.last)
+            )
+        case "date_shift":
+            if not info.primary_key:
+                raise ValueError(f"{info.qualified} has no primary key for date_shift")
+            days = sql.SQL("{}({}, {})").format(
+                _f("shift_days"), _row_key(info=info), sql.Literal(rule.days)
+            )
+            if column.base_type == "date":
+                return sql.SQL("({}::date + {})").format(col, days)
+            return sql.SQL("({} + {} * interval '1 day')").format(col, days)
+        case "json_drop" | "json_mask":
+            expr = _json_object(sql.SQL("{}::jsonb").format(col), _json_tree(rule))
+            if column.base_type == "json":
+                return sql.SQL("({})::json").format(expr)
+            return expr
+    raise ValueError(f"no expression for strategy {rule.kind}")
+
+
+_STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
+_COMPRESSION = {"p": "pglz", "l": "lz4"}
+
+
+def table_masking_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | None:
+    """One ALTER TABLE rewriting every masked column of the table (None: nothing to mask).
+
+    A USING clause that is not the column itself makes PostgreSQL write the table into
+    a new relfilenode from the old tuples: no dead tuples, one pass over the data, and
+    every USING expression sees the row's original values (so date_shift can read a
+    primary key that is itself being hashed).
+    """
+    if table.truncate:
+        return None
+    clauses: list[sql.Composable] = []
+    for column in info.columns:
+        rule = table.columns.get(column.name)
+        if rule is None or rule.kind == "keep":
+            continue
+        clause = sql.SQL("ALTER COLUMN {c} TYPE {t}").format(
+            c=sql.Identifier(column.name), t=_type(column)
+        )
+        # ALTER ... TYPE resets collation, storage and compression to the type's
+        # defaults: set back what the restored table had.
+        if column.collation:
+            clause += sql.SQL(" COLLATE {}").format(sql.Identifier(*column.collation))
+        clause += sql.SQL(" USING {}").format(
+            column_expression(rule=rule, column=column, info=info)
+        )
+        clauses.append(clause)
+        if column.storage in _STORAGE:
+            clauses.append(
+                sql.SQL("ALTER COLUMN {} SET STORAGE " + _STORAGE[column.storage]).format(
+                    sql.Identifier(column.name)
+                )
+            )
+        if column.compression in _COMPRESSION:
+            clauses.append(
+                sql.SQL("ALTER COLUMN {} SET COMPRESSION {}").format(
+                    sql.Identifier(column.name),
+                    sql.Identifier(_COMPRESSION[column.compression]),
+                )
+            )
+    if not clauses:
+        return None
+    return sql.SQL("ALTER TABLE {} ").format(info.identifier) + sql.SQL(",\n  ").join(clauses)
+
+
+def truncate_sql(*, table: TablePolicy) -> sql.Composed | None:
+    """TRUNCATE for a `truncate` table (None otherwise). No CASCADE: it runs before
+    post-data adds the foreign keys, and orphan_cleanup_sql empties the children."""
+    if not table.truncate:
+        return None
+    return sql.SQL("TRUNCATE {}").format(sql.Identifier(table.schema, table.name))
+
+
+def filter_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | None:
+    """DELETE the rows the table's `_where` does not keep (None without `_where`)."""
+    if table.where is None or table.truncate:
+        return None
+    # `_where` is SQL by definition, written by whoever may edit the policy; parsing
+    # refused ';' so it cannot end this statement. IS NOT TRUE also drops rows where
+    # the filter is NULL: only rows it positively keeps are kept.
+    return sql.SQL("DELETE FROM {} WHERE ({}) IS NOT TRUE").format(
+        info.identifier, sql.SQL(table.where)
+    )
+
+
+_ORPHAN_TAG = "$fixproof_orphans$"
+
+
+def _orphan_statement(child: TableInfo, fk: ForeignKey, parent: TableInfo) -> sql.Composed:
+    c, p = sql.Identifier("fixproof_child"), sql.Identifier("fixproof_parent")
+    # MATCH SIMPLE: a reference with a NULL in it is not checked, so it is no orphan.
+    present = sql.SQL(" AND ").join(
+        sql.SQL("{}.{} IS NOT NULL").format(c, sql.Identifier(col)) for col in fk.columns
+    )
+    matches = sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(p, sql.Identifier(pcol), c, sql.Identifier(col))
+        for col, pcol in zip(fk.columns, fk.parent_columns, strict=True)
+    )
+    orphan = sql.SQL("{present} AND NOT EXISTS (SELECT 1 FROM {parent} AS {p} WHERE {m})").format(
+        present=present, parent=parent.identifier, p=p, m=matches
+    )
+    columns = [child.column(name) for name in fk.columns]
+    if fk.on_delete == "n" and all(col is not None and not col.not_null for col in columns):
+        # ON DELETE SET NULL: what the database itself would have done to this child.
+        sets = sql.SQL(", ").join(
+            sql.SQL("{} = NULL").format(sql.Identifier(col)) for col in fk.columns
+        )
+        return sql.SQL("UPDATE {t} AS {c} SET {s} WHERE {o}").format(
+            t=child.identifier, c=c, s=sets, o=orphan
+        )
+    return sql.SQL("DELETE FROM {t} AS {c} WHERE {o}").format(t=child.identifier, c=c, o=orphan)
+
+
+def orphan_cleanup_sql(*, policy: Policy, schema: Schema) -> sql.Composed | None:
+    """One DO block removing child rows whose parent was filtered out or truncated.
+
+    It follows foreign keys transitively (the grandchildren of a filtered table lose
+    their parents too) and repeats until a pass changes nothing, which also settles
+    self-references and cycles. A child whose foreign key says ON DELETE SET NULL keeps
+    its row and loses the reference. None when no filtered or truncated table has children.
+    """
+    roots = [
+        name
+        for name, rules in policy.tables.items()
+        if name in schema.tables and (rules.truncate or rules.where is not None)
+    ]
+    affected: list[tuple[TableInfo, ForeignKey, TableInfo]] = []
+    seen_tables, seen_keys = set(roots), set()
+    queue = list(roots)
+    while queue:  # breadth first: parents are cleaned before their children
+        parent = schema.tables[queue.pop(0)]
+        for child, fk in schema.children_of(parent.qualified):
+            rules = policy.tables.get(child.qualified)
+            if rules is not None and rules.truncate:
+                continue  # already empty
+            if (child.qualified, fk.name) not in seen_keys:
+                seen_keys.add((child.qualified, fk.name))
+                affected.append((child, fk, parent))
+            if child.qualified not in seen_tables:
+                seen_tables.add(child.qualified)
+                queue.append(child.qualified)
+    if not affected:
+        return None
+    body = sql.SQL("").join(
+        sql.SQL(
+            "\n    {};\n    GET DIAGNOSTICS n = ROW_COUNT;\n    changed := changed + n;"
+        ).format(_orphan_statement(child, fk, parent))
+        for child, fk, parent in affected
+    )
+    # The body is quoted with a dollar tag: no identifier inside may contain it.
+    if _ORPHAN_TAG in body.as_string():
+        raise ValueError(f"an identifier contains {_ORPHAN_TAG}, which quotes the DO block")
+    return (
+        sql.SQL(
+            "DO " + _ORPHAN_TAG + "\nDECLARE n bigint; changed bigint;\nBEGIN\n  LOOP\n"
+            "    changed := 0;"
+        )
+        + body
+        + sql.SQL("\n    EXIT WHEN changed = 0;\n  END LOOP;\nEND\n" + _ORPHAN_TAG)
+    )
+
+
+def plan_sql(*, policy: Policy, schema: Schema) -> list[sql.Composed]:
+    """Truncates, filters, the orphan clean-up, then one rewrite per masked table.
+
+    Only for tables present in `schema`; run `validate` first. The helper functions
+    (functions_sql) must exist, and DROP_FUNCTIONS should follow.
+    """
+    plan: list[sql.Composed] = []
+    present = [
+        (rules, schema.tables[name])
+        for name, rules in policy.tables.items()
+        if name in schema.tables
+    ]
+    for rules, _ in present:
+        statement = truncate_sql(table=rules)
+        if statement is not None:
+            plan.append(statement)
+    for rules, info in present:
+        statement = filter_sql(table=rules, info=info)
+        if statement is not None:
+            plan.append(statement)
+    cleanup = orphan_cleanup_sql(policy=policy, schema=schema)
+    if cleanup is not None:
+        plan.append(cleanup)
+    for rules, info in present:
+        statement = table_masking_sql(table=rules, info=info)
+        if statement is not None:
+            plan.append(statement)
+    return plan
