@@ -216,3 +216,20 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 WHITENOISE_USE_FINDERS = True
+
+# --- Snapshots and review environments -------------------------------------
+# Dumps, managed clusters and scratch space live here.
+FIXPROOF_DATA_DIR = Path(os.environ.get("FIXPROOF_DATA_DIR") or BASE_DIR / "var").resolve()
+SNAPSHOT_RETENTION = env_int("SNAPSHOT_RETENTION", 5, minimum=1)
+# pg_restore / masking parallelism.
+PIPELINE_JOBS = env_int("PIPELINE_JOBS", 2, minimum=1)
+# Upper bound of one snapshot or restore, in seconds.
+PIPELINE_TIMEOUT = env_int("PIPELINE_TIMEOUT", 3600, minimum=60)
+# The OS user managed clusters run as when Fixproof runs as root.
+MANAGED_CLUSTER_OS_USER = os.environ.get("MANAGED_CLUSTER_OS_USER", "postgres")
+# The HMAC key of masking: the same key gives the same fakes across snapshots.
+# Defaults to a key derived from SECRET_KEY; set it to keep fakes stable when
+# SECRET_KEY rotates.
+MASKING_KEY = os.environ.get("MASKING_KEY", "")
+if MASKING_KEY and len(MASKING_KEY) < 16:
+    raise ImproperlyConfigured("MASKING_KEY must be at least 16 characters long")

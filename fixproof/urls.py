@@ -11,5 +11,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("postmortems/", include("postmortems.urls")),
+    path("perf/", include("perfruns.urls")),
     path("admin/", admin.site.urls),
 ]

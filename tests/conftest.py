@@ -107,3 +107,42 @@ def make_postmortem(db):
         return services.postmortem_save(actor=actor, content=content)
 
     return make
+
+
+@pytest.fixture
+def data_dir(settings):
+    """A data folder the managed clusters' OS user can traverse (pytest's is 0700)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="fixproof-data-", dir="/tmp"))
+    path.chmod(0o755)
+    settings.FIXPROOF_DATA_DIR = path
+    yield path
+    from perfruns.pipeline.cluster import stop_stale_clusters
+
+    stop_stale_clusters(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def source_db(monkeypatch):
+    """A source database with PII; its DSN is in $FIXPROOF_TEST_SOURCE_DSN."""
+    from tests import sourcedb
+
+    name = sourcedb.create_source()
+    monkeypatch.setenv("FIXPROOF_TEST_SOURCE_DSN", sourcedb.server_conninfo(name))
+    yield name
+    sourcedb.drop_source(name)
+
+
+@pytest.fixture
+def dump_source(db, source_db):
+    from perfruns import services
+    from tests import sourcedb
+
+    source, _ = services.source_save(
+        name="shop", dsn_env="FIXPROOF_TEST_SOURCE_DSN", policy_yaml=sourcedb.POLICY
+    )
+    return source

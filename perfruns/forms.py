@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from .masking.policy import PolicyError, parse_policy
+from .models import DumpSource, EnvironmentKind, Snapshot, SnapshotStatus
+from .services import looks_like_dsn
+
+
+class VariableNameInput(forms.TextInput):
+    """Never renders a DSN back into the page: one pasted by mistake holds a password."""
+
+    def format_value(self, value: Any) -> str | None:
+        if value and looks_like_dsn(str(value)):
+            return None
+        return super().format_value(value)
+
+
+class SourceForm(forms.Form):
+    name = forms.SlugField(max_length=100, label=_("Name"))
+    dsn_env = forms.CharField(
+        max_length=100,
+        required=False,
+        widget=VariableNameInput,
+        label=_("DSN environment variable"),
+    )
+    dsn_file = forms.CharField(max_length=500, required=False, label=_("DSN secret file"))
+    retention = forms.IntegerField(min_value=1, required=False, label=_("Snapshots kept"))
+    policy_yaml = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 24, "class": "code", "spellcheck": "false"}),
+        label=_("Masking policy (YAML)"),
+    )
+
+    def clean_policy_yaml(self) -> str:
+        text = self.cleaned_data["policy_yaml"]
+        try:
+            parse_policy(text)
+        except PolicyError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return text
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if bool(data.get("dsn_env")) == bool(data.get("dsn_file")):
+            raise forms.ValidationError(
+                _("Give either the DSN environment variable or the DSN file, not both.")
+            )
+        return data
+
+
+class EnvironmentForm(forms.Form):
+    name = forms.SlugField(max_length=100, label=_("Name"))
+    kind = forms.ChoiceField(choices=EnvironmentKind.choices, label=_("Kind"))
+    dsn_env = forms.CharField(
+        max_length=100,
+        required=False,
+        widget=VariableNameInput,
+        label=_("Admin DSN environment variable"),
+    )
+    database_name = forms.CharField(max_length=50, initial="review", label=_("Database name"))
+    source = forms.ModelChoiceField(
+        queryset=DumpSource.objects.all(), required=False, label=_("Dump source")
+    )
+    shared_buffers = forms.CharField(max_length=20, initial="128MB", label="shared_buffers")
+    work_mem = forms.CharField(max_length=20, initial="4MB", label="work_mem")
+    max_connections = forms.IntegerField(
+        min_value=5, max_value=10000, initial=100, label="max_connections"
+    )
+
+
+class RestoreForm(forms.Form):
+    snapshot = forms.ModelChoiceField(
+        # A snapshot's label names its source: joined, not one query per <option>.
+        queryset=Snapshot.objects.filter(
+            status=SnapshotStatus.READY, deleted_at__isnull=True
+        ).select_related("source"),
+        required=False,
+        empty_label=_("Latest ready snapshot"),
+        label=_("Snapshot"),
+    )

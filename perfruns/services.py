@@ -1,0 +1,449 @@
+"""Writes of the snapshot and restore half of the pipeline.
+
+Requests create a row in one transaction (the database refuses a second
+active one); runs claim that row with one conditional UPDATE, so a
+redelivered task does nothing; every run records its outcome, and cleans up
+after itself whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .masking.policy import PolicyError, parse_policy, policy_hash
+from .models import (
+    DumpSource,
+    EnvironmentKind,
+    Restore,
+    RestoreStatus,
+    ReviewEnvironment,
+    Snapshot,
+    SnapshotStatus,
+    SourceConfigError,
+)
+
+log = logging.getLogger(__name__)
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class PipelineRefused(Exception):
+    """A request that cannot be taken: the message says why, for a person."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ---------------------------------------------------------------- sources
+
+
+DSN_GIVEN = "Give the NAME of the variable holding the DSN, not the DSN."
+_NAME = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+
+
+def looks_like_dsn(value: str) -> bool:
+    """A URI or a key=value conninfo, where a variable name was expected."""
+    return "://" in value or "=" in value or "@" in value
+
+
+def check_env_name(value: str) -> None:
+    """Refuse a value that is not a variable name, without ever echoing a DSN:
+    a pasted DSN holds a password, and this message reaches pages and logs."""
+    if looks_like_dsn(value):
+        raise PipelineRefused(DSN_GIVEN)
+    if not _ENV_NAME.match(value):
+        raise PipelineRefused(
+            f"'{value}' is not an environment variable name (letters, digits, underscores)."
+        )
+
+
+def _check_name(name: str) -> None:
+    # Pages link to sources and environments by name (a <slug:name> URL):
+    # one saved with a space would break every page that lists it.
+    if not _NAME.match(name):
+        raise PipelineRefused(
+            f"'{name}' is not a valid name: use letters, digits, hyphens and underscores "
+            "(at most 100)."
+        )
+
+
+def _check_source_fields(
+    *, name: str, dsn_env: str, dsn_file: str, policy_yaml: str, retention: int | None
+) -> None:
+    _check_name(name)
+    if bool(dsn_env) == bool(dsn_file):
+        raise PipelineRefused("Give either --dsn-env or --dsn-file (one of them, not both).")
+    if dsn_env:
+        check_env_name(dsn_env)
+    if retention is not None and retention < 1:
+        # 0 would silently mean the default; a negative one fails the column's CHECK.
+        raise PipelineRefused("The number of snapshots kept must be at least 1.")
+    # Raises PolicyError with the YAML line: the policy must parse to be saved.
+    parse_policy(policy_yaml)
+
+
+@transaction.atomic
+def source_save(
+    *,
+    name: str,
+    policy_yaml: str,
+    dsn_env: str = "",
+    dsn_file: str = "",
+    retention: int | None = None,
+) -> tuple[DumpSource, bool]:
+    """Create or update a dump source by name; returns (source, created)."""
+    _check_source_fields(
+        name=name,
+        dsn_env=dsn_env,
+        dsn_file=dsn_file,
+        policy_yaml=policy_yaml,
+        retention=retention,
+    )
+    values = {
+        "dsn_env": dsn_env,
+        "dsn_file": dsn_file,
+        "policy_yaml": policy_yaml,
+        "policy_hash": policy_hash(policy_yaml),
+        "retention": retention,
+    }
+    return DumpSource.objects.update_or_create(name=name, defaults=values)
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def snapshot_request(*, source: DumpSource, actor: AbstractBaseUser | None) -> Snapshot:
+    """Queue a snapshot of ``source``; refused while another one is under way."""
+    try:
+        with transaction.atomic():
+            snapshot = Snapshot.objects.create(
+                source=source, created_by=actor, policy_hash=source.policy_hash
+            )
+    except IntegrityError:
+        raise PipelineRefused(
+            f"A snapshot of {source.name} is already queued or running."
+        ) from None
+    return snapshot
+
+
+def snapshot_claim(*, snapshot_id: int) -> bool:
+    """queued -> running, once: a redelivered message claims nothing."""
+    claimed = Snapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.QUEUED).update(
+        status=SnapshotStatus.RUNNING,
+        started_at=timezone.now(),
+        worker=worker_id(),
+        stage="starting",
+    )
+    return claimed == 1
+
+
+def _snapshot_stage(snapshot_id: int, stage: str) -> None:
+    Snapshot.objects.filter(pk=snapshot_id, status=SnapshotStatus.RUNNING).update(stage=stage)
+
+
+def masking_key() -> bytes:
+    if settings.MASKING_KEY:
+        return settings.MASKING_KEY.encode()
+    import hashlib
+    import hmac
+
+    # Derived, so the SECRET_KEY itself never reaches a database.
+    return hmac.new(settings.SECRET_KEY.encode(), b"fixproof-masking-key", hashlib.sha256).digest()
+
+
+def snapshot_run(*, snapshot_id: int) -> Snapshot:
+    """Produce the snapshot: dump, mask, verify, write. Idempotent per row."""
+    from .pipeline.snapshot import PiiRejected, PolicyInvalid, produce_snapshot
+
+    janitor_sweep()
+    if not snapshot_claim(snapshot_id=snapshot_id):
+        return Snapshot.objects.get(pk=snapshot_id)
+    snapshot = Snapshot.objects.select_related("source").get(pk=snapshot_id)
+    source = snapshot.source
+    final: dict[str, Any]
+    try:
+        result = produce_snapshot(
+            source_dsn=source.read_dsn(),
+            source_name=source.name,
+            policy_text=source.policy_yaml,
+            key=masking_key(),
+            out_dir=Path(settings.FIXPROOF_DATA_DIR) / "snapshots" / source.name,
+            work_dir=Path(settings.FIXPROOF_DATA_DIR) / "scratch" / f"snapshot-{snapshot.pk}",
+            jobs=settings.PIPELINE_JOBS,
+            timeout=settings.PIPELINE_TIMEOUT,
+            stage=lambda name: _snapshot_stage(snapshot.pk, name),
+        )
+    except PiiRejected as exc:
+        final = {"status": SnapshotStatus.REJECTED, "report": exc.report, "error": str(exc)}
+    except PolicyInvalid as exc:
+        final = {"status": SnapshotStatus.FAILED, "report": exc.report, "error": str(exc)}
+    except (SourceConfigError, PolicyError) as exc:
+        final = {"status": SnapshotStatus.FAILED, "error": str(exc)}
+    except Exception as exc:  # the pipeline broke: say which step and why
+        log.exception("snapshot %s failed", snapshot.pk)
+        final = {"status": SnapshotStatus.FAILED, "error": _describe(exc)}
+    else:
+        final = {
+            "status": SnapshotStatus.READY,
+            "file_path": str(result.path),
+            "sha256": result.sha256,
+            "size_bytes": result.size,
+            "table_rows": result.table_rows,
+            "policy_hash": result.policy_hash,
+            "report": result.report,
+            "error": "",
+        }
+    Snapshot.objects.filter(pk=snapshot.pk, status=SnapshotStatus.RUNNING).update(
+        finished_at=timezone.now(), stage="", **final
+    )
+    if final["status"] == SnapshotStatus.READY:
+        snapshot_apply_retention(source=source)
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def _describe(exc: BaseException) -> str:
+    from .pipeline.pgtools import redact
+
+    return redact(f"{exc.__class__.__name__}: {exc}" if not str(exc) else str(exc))
+
+
+def snapshot_apply_retention(*, source: DumpSource) -> list[int]:
+    """Keep the source's last N ready snapshots; delete older dump files."""
+    ready = list(
+        Snapshot.objects.filter(
+            source=source, status=SnapshotStatus.READY, deleted_at__isnull=True
+        ).order_by("-finished_at", "-id")
+    )
+    in_use = set(
+        ReviewEnvironment.objects.filter(current_snapshot__source=source).values_list(
+            "current_snapshot_id", flat=True
+        )
+    )
+    removed = []
+    for old in ready[source.kept_snapshots :]:
+        if old.pk in in_use:
+            continue
+        Path(old.file_path).unlink(missing_ok=True)
+        Snapshot.objects.filter(pk=old.pk).update(deleted_at=timezone.now())
+        removed.append(old.pk)
+    return removed
+
+
+# ---------------------------------------------------------------- environments
+
+
+@transaction.atomic
+def environment_save(
+    *,
+    name: str,
+    kind: str = EnvironmentKind.MANAGED,
+    dsn_env: str = "",
+    database_name: str = "review",
+    shared_buffers: str = "128MB",
+    work_mem: str = "4MB",
+    max_connections: int = 100,
+    source: DumpSource | None = None,
+) -> tuple[ReviewEnvironment, bool]:
+    _check_name(name)
+    if kind == EnvironmentKind.EXISTING and not dsn_env:
+        raise PipelineRefused("An existing server needs --dsn-env, the variable holding its DSN.")
+    if dsn_env:
+        check_env_name(dsn_env)
+    for label, value in (("shared_buffers", shared_buffers), ("work_mem", work_mem)):
+        if not re.fullmatch(r"\d+(kB|MB|GB)", value):
+            raise PipelineRefused(f"{label} must look like 128MB, 4MB or 1GB (got '{value}').")
+    if not 5 <= max_connections <= 10000:
+        raise PipelineRefused("max_connections must be between 5 and 10000.")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,49}", database_name):
+        raise PipelineRefused(
+            "The database name must be lower-case letters, digits and underscores "
+            "(at most 50 characters)."
+        )
+    return ReviewEnvironment.objects.update_or_create(
+        name=name,
+        defaults={
+            "kind": kind,
+            "dsn_env": dsn_env,
+            "database_name": database_name,
+            "shared_buffers": shared_buffers,
+            "work_mem": work_mem,
+            "max_connections": max_connections,
+            "source": source,
+        },
+    )
+
+
+def restore_request(
+    *,
+    environment: ReviewEnvironment,
+    snapshot: Snapshot | None,
+    actor: AbstractBaseUser | None,
+) -> Restore:
+    """Queue a restore; refused for a snapshot Fixproof did not produce and verify."""
+    if snapshot is None:
+        candidates = Snapshot.objects.filter(status=SnapshotStatus.READY, deleted_at__isnull=True)
+        if environment.source_id:
+            candidates = candidates.filter(source_id=environment.source_id)
+        snapshot = candidates.order_by("-finished_at", "-id").first()
+        if snapshot is None:
+            raise PipelineRefused(
+                f"There is no ready snapshot to restore into {environment.name}: take one first."
+            )
+    if not snapshot.is_restorable:
+        raise PipelineRefused(
+            f"Snapshot #{snapshot.pk} cannot be restored: it is {snapshot.get_status_display()}"
+            + (" and its file was removed by retention" if snapshot.deleted_at else "")
+            + ". Only snapshots produced and verified by Fixproof can be restored."
+        )
+    try:
+        with transaction.atomic():
+            return Restore.objects.create(
+                environment=environment, snapshot=snapshot, created_by=actor
+            )
+    except IntegrityError:
+        raise PipelineRefused(
+            f"A restore into {environment.name} is already queued or running."
+        ) from None
+
+
+def restore_claim(*, restore_id: int) -> bool:
+    claimed = Restore.objects.filter(pk=restore_id, status=RestoreStatus.QUEUED).update(
+        status=RestoreStatus.RUNNING,
+        started_at=timezone.now(),
+        worker=worker_id(),
+        stage="starting",
+    )
+    return claimed == 1
+
+
+def restore_run(*, restore_id: int) -> Restore:
+    from .pipeline.environment import restore_into_environment
+
+    janitor_sweep()
+    if not restore_claim(restore_id=restore_id):
+        return Restore.objects.get(pk=restore_id)
+    restore = Restore.objects.select_related("environment", "snapshot").get(pk=restore_id)
+
+    def progress(done: int, total: int) -> None:
+        Restore.objects.filter(pk=restore_id).update(tables_done=done, tables_total=total)
+
+    def stage(name: str) -> None:
+        Restore.objects.filter(pk=restore_id).update(stage=name)
+
+    try:
+        recorded = restore_into_environment(
+            environment=restore.environment,
+            snapshot=restore.snapshot,
+            progress=progress,
+            stage=stage,
+        )
+    except Exception as exc:
+        log.warning("restore %s failed: %s", restore_id, _describe(exc))
+        Restore.objects.filter(pk=restore_id).update(
+            status=RestoreStatus.FAILED, error=_describe(exc), finished_at=timezone.now()
+        )
+    else:
+        with transaction.atomic():
+            Restore.objects.filter(pk=restore_id).update(
+                status=RestoreStatus.DONE, finished_at=timezone.now(), stage=""
+            )
+            ReviewEnvironment.objects.filter(pk=restore.environment_id).update(
+                current_snapshot=restore.snapshot,
+                recorded_settings=recorded.settings,
+                port=recorded.port,
+                last_restored_at=timezone.now(),
+            )
+    restore.refresh_from_db()
+    return restore
+
+
+# ---------------------------------------------------------------- janitor
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_dead_worker(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        # Another host's worker: that host's janitor judges it.
+        return False
+    return not _pid_alive(int(pid))
+
+
+def janitor_sweep() -> list[str]:
+    """Clean what a killed worker left: mark its rows failed, stop its clusters,
+    remove its scratch folders and raw dumps, drop half-restored databases.
+
+    Runs when a worker starts and before each snapshot or restore.
+    """
+    import shutil
+
+    from .pipeline.cluster import stop_stale_clusters
+
+    done: list[str] = []
+    live_snapshots: set[int] = set()
+    for snap in Snapshot.objects.filter(status=SnapshotStatus.RUNNING):
+        if _is_dead_worker(snap.worker):
+            Snapshot.objects.filter(pk=snap.pk, status=SnapshotStatus.RUNNING).update(
+                status=SnapshotStatus.FAILED,
+                finished_at=timezone.now(),
+                error=f"The worker was killed during the '{snap.stage}' step; "
+                "its scratch cluster and raw dump were removed.",
+            )
+            done.append(f"snapshot #{snap.pk} marked failed")
+        else:
+            live_snapshots.add(snap.pk)
+    live_restores: set[int] = set()
+    for restore in Restore.objects.filter(status=RestoreStatus.RUNNING):
+        if _is_dead_worker(restore.worker):
+            Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).update(
+                status=RestoreStatus.FAILED,
+                finished_at=timezone.now(),
+                error=f"The worker was killed during the '{restore.stage}' step; "
+                "the half-restored database was dropped and the previous one kept.",
+            )
+            done.append(f"restore #{restore.pk} marked failed")
+        else:
+            live_restores.add(restore.environment_id)
+
+    scratch_root = Path(settings.FIXPROOF_DATA_DIR) / "scratch"
+    if scratch_root.is_dir():
+        for folder in scratch_root.iterdir():
+            match = re.fullmatch(r"snapshot-(\d+)", folder.name)
+            if match and int(match.group(1)) in live_snapshots:
+                continue
+            for stopped in stop_stale_clusters(folder):
+                done.append(f"stopped cluster {stopped}")
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"removed {folder}")
+
+    from .pipeline.environment import drop_leftover_databases
+
+    for env in ReviewEnvironment.objects.exclude(pk__in=live_restores):
+        try:
+            done += drop_leftover_databases(environment=env)
+        except Exception as exc:  # an unreachable environment must not stop the sweep
+            log.warning("janitor: environment %s: %s", env.name, _describe(exc))
+    for line in done:
+        log.info("janitor: %s", line)
+    return done

@@ -1,0 +1,20 @@
+from django.urls import path
+
+from . import views
+
+app_name = "perfruns"
+
+urlpatterns = [
+    path("sources/", views.source_list, name="sources"),
+    path("sources/new/", views.source_edit, name="source_create"),
+    path("sources/<slug:name>/", views.source_detail, name="source"),
+    path("sources/<slug:name>/edit/", views.source_edit, name="source_edit"),
+    path("sources/<slug:name>/snapshot/", views.snapshot_create, name="snapshot_create"),
+    path("snapshots/<int:pk>/", views.snapshot_detail, name="snapshot"),
+    path("environments/", views.environment_list, name="environments"),
+    path("environments/new/", views.environment_edit, name="environment_create"),
+    path("environments/<slug:name>/", views.environment_detail, name="environment"),
+    path("environments/<slug:name>/edit/", views.environment_edit, name="environment_edit"),
+    path("environments/<slug:name>/progress/", views.environment_progress, name="progress"),
+    path("environments/<slug:name>/restore/", views.restore_create, name="restore"),
+]
