@@ -144,12 +144,10 @@ def test_a_redelivered_task_does_nothing(data_dir, dump_source):
     assert again.finished_at == snapshot.finished_at
 
 
-def test_a_row_filter_subsets_the_data_and_leaves_no_dead_tuples(
-    data_dir, dump_source, source_db
-):
+def test_a_row_filter_subsets_the_data_and_leaves_no_dead_tuples(data_dir, dump_source, source_db):
     # Keep a third of the users: their invitations and events must follow.
     dump_source.policy_yaml = sourcedb.POLICY.replace(
-        "  users:\n", "  users:\n    _where: \"id % 3 = 0\"\n"
+        "  users:\n", '  users:\n    _where: "id % 3 = 0"\n'
     )
     dump_source.save()
 
@@ -169,3 +167,112 @@ def test_a_row_filter_subsets_the_data_and_leaves_no_dead_tuples(
     assert snapshot.table_rows["public.events"] == int(expected["events"]) > 0
     dead = next(c for c in snapshot.report["checks"] if c["name"].startswith("no dead tuples"))
     assert dead["ok"], dead
+
+
+@pytest.fixture
+def full_snapshot_disk(data_dir):
+    """The snapshots folder on a 64 kB tmpfs: writing the dump fills the disk."""
+    target = data_dir / "snapshots"
+    target.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(target)],
+        capture_output=True,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield target
+    subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
+
+
+def test_a_full_disk_fails_the_snapshot_and_leaves_no_partial_file(
+    data_dir, dump_source, full_snapshot_disk
+):
+    snapshot = take(dump_source)
+
+    assert snapshot.status == SnapshotStatus.FAILED
+    assert "disk is full" in snapshot.error
+    assert list(full_snapshot_disk.rglob("*.dump")) == []
+    assert list(full_snapshot_disk.rglob("*.partial")) == []
+    assert not (data_dir / "scratch" / f"snapshot-{snapshot.pk}").exists()
+
+
+@pytest.fixture
+def password_server(data_dir):
+    """A cluster that checks passwords (the local server trusts everyone)."""
+    from perfruns.pipeline.cluster import ManagedCluster
+    from perfruns.pipeline.environment import cluster_os_user
+
+    cluster = ManagedCluster(data_dir / "password-server", os_user=cluster_os_user())
+    cluster.initialize(shared_buffers="32MB", work_mem="4MB", max_connections=20, durable=False)
+    hba = cluster.data_dir / "pg_hba.conf"
+    hba.write_text("host all shop 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    port = cluster.start()
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE shop LOGIN PASSWORD 'right-password'")
+    yield port
+    cluster.destroy()
+
+
+def test_a_wrong_password_fails_the_snapshot_without_showing_it(
+    data_dir, dump_source, password_server, monkeypatch
+):
+    monkeypatch.setenv(
+        "FIXPROOF_TEST_SOURCE_DSN",
+        f"postgresql://shop:hunter2-wrong@127.0.0.1:{password_server}/postgres",
+    )
+    snapshot = take(dump_source)
+
+    assert snapshot.status == SnapshotStatus.FAILED
+    assert "refused the password" in snapshot.error
+    assert "hunter2" not in snapshot.error
+    assert not snapshot.file_path
+
+
+def test_an_unreachable_source_fails_the_snapshot_naming_the_problem(
+    data_dir, dump_source, monkeypatch
+):
+    monkeypatch.setenv("FIXPROOF_TEST_SOURCE_DSN", "postgresql://shop:hunter2@127.0.0.1:1/shop")
+    snapshot = take(dump_source)
+
+    assert snapshot.status == SnapshotStatus.FAILED
+    assert "the source is unreachable" in snapshot.error
+    assert "hunter2" not in snapshot.error
+
+
+def test_a_policy_that_does_not_fit_the_source_fails_before_any_dump(data_dir, dump_source):
+    dump_source.policy_yaml = sourcedb.POLICY + (
+        "  ghosts:\n    email: {fake: email}\n  orders_archive: truncate\n"
+    )
+    dump_source.policy_yaml = dump_source.policy_yaml.replace(
+        '    kind: {keep: "an enum of event kinds"}\n',
+        '    kind: {keep: "an enum of event kinds"}\n    user_id: {fake: email}\n',
+    )
+    dump_source.save()
+
+    snapshot = take(dump_source)
+
+    assert snapshot.status == SnapshotStatus.FAILED
+    problems = " ".join(snapshot.report["policy_errors"])
+    assert "public.ghosts" in problems
+    assert "public.orders_archive" in problems
+    assert "public.events.user_id" in problems
+    assert not (data_dir / "snapshots").exists() or not list((data_dir / "snapshots").rglob("*"))
+
+
+def test_an_unlisted_pii_column_stops_the_snapshot_with_a_report(data_dir, dump_source, source_db):
+    with psycopg.connect(sourcedb.server_conninfo(source_db), autocommit=True) as conn:
+        conn.execute("ALTER TABLE users ADD COLUMN backup_contact text")
+        conn.execute("UPDATE users SET backup_contact = 'someone' || id || '@mail.example'")
+        conn.execute("ALTER TABLE events ADD COLUMN client_address text")
+
+    snapshot = take(dump_source)
+
+    assert snapshot.status == SnapshotStatus.REJECTED
+    findings = {(f["table"], f["column"]): f["reasons"] for f in snapshot.report["findings"]}
+    # By content: the name says nothing.
+    assert any("e-mail" in r for r in findings[("public.users", "backup_contact")])
+    # By name: the column is empty.
+    assert ("public.events", "client_address") in findings
+    assert "public.users.backup_contact" in snapshot.report["text"]
+    assert not snapshot.file_path
