@@ -184,3 +184,25 @@ def test_a_worker_killed_mid_restore_leaves_the_old_database_serving(
             assert conn.execute("SELECT count(*) FROM users").fetchone() == (400,)
     finally:
         cluster.stop()
+
+
+def test_it_restores_into_an_existing_server_by_its_admin_dsn(snapshot, monkeypatch):
+    from perfruns.pipeline.restore import drop_database
+    from tests import sourcedb
+
+    monkeypatch.setenv("FIXPROOF_TEST_ADMIN_DSN", sourcedb.server_conninfo("postgres"))
+    name = f"review_{snapshot.pk}_{os.getpid()}"
+    env, _ = services.environment_save(
+        name="shared", kind="existing", dsn_env="FIXPROOF_TEST_ADMIN_DSN", database_name=name
+    )
+    try:
+        done = restore(env, snapshot)
+
+        assert done.status == RestoreStatus.DONE, done.error
+        env.refresh_from_db()
+        assert env.recorded_settings["server_version"].startswith("15")
+        with psycopg.connect(sourcedb.server_conninfo(name)) as conn:
+            assert conn.execute("SELECT count(*) FROM users").fetchone() == (400,)
+        assert list_databases(sourcedb.server_conninfo("postgres"), f"{name}__") == []
+    finally:
+        drop_database(sourcedb.server_conninfo("postgres"), name)
