@@ -30,6 +30,7 @@ from perfruns.masking import (
     truncate_sql,
     validate,
 )
+from perfruns.masking.sql import load_masking_sql
 
 SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 KEY = b"fixproof test key, 32 bytes long"
@@ -731,3 +732,152 @@ def test_it_builds_unique_indexes_after_masking_10k_distinct_values(new_db, tmp_
             ).fetchone()[0]
             == 0
         )
+
+
+# --- masking as the rows load ------------------------------------------------------------------
+
+LOADED_TABLE = """
+CREATE TABLE people (
+  id bigint PRIMARY KEY, email varchar(40) UNIQUE, first_name text, full_name text,
+  phone text, street text, company text, bio text, ip inet, ip_text text, ssn text,
+  ref uuid, code text COLLATE "C", coupon text, note text, born date, seen timestamp,
+  at timestamptz, profile jsonb, misc json, fixproof_value_1 text
+);
+ALTER TABLE people ALTER COLUMN bio SET STORAGE EXTERNAL;
+"""
+LOADED_ROWS = """
+INSERT INTO people
+SELECT i, 'p' || i || '@mail.example', 'First' || (i % 7), 'First' || i || ' Last' || i,
+  '+4420' || lpad(i::text, 8, '0'), i || ' Baker Street', 'Company ' || i, 'Bio ' || i,
+  ('172.16.' || (i / 256) || '.' || (i % 256))::inet, ' 10.2.' || (i % 256) || '.1 ',
+  lpad(i::text, 9, '0'), md5(i::text)::uuid, 'CODE' || i, CASE WHEN i % 3 > 0 THEN 'C' END,
+  'note', date '1980-01-01' + i, timestamp '2024-01-01' + i * interval '1 hour',
+  timestamptz '2024-01-01 00:00+00' + i * interval '1 hour',
+  CASE i % 5
+    WHEN 0 THEN jsonb_build_object('ip', '10.1.0.' || (i % 256), 'email', 'j' || i || '@x.io',
+                                   'card', '4000' || i, 'id', i, 'ok', 'stays',
+                                   'sub', jsonb_build_object('x', 1, 'y', i))
+    WHEN 1 THEN jsonb_build_object('email', null, 'other', i)
+    WHEN 2 THEN '["10.0.0.1"]'::jsonb
+    WHEN 3 THEN 'null'::jsonb
+  END,
+  CASE WHEN i % 4 > 0 THEN json_build_object('token', 't' || i, 'who', 'Who ' || i) END,
+  'mine ' || i
+FROM generate_series(1, 3000) i;
+"""
+LOADED_POLICY = """
+tables:
+  people:
+    email: {fake: email}
+    first_name: {fake: first_name}
+    full_name: {fake: name}
+    phone: {fake: phone}
+    street: {fake: address}
+    company: {fake: company}
+    bio: {fake: text}
+    ip: {fake: ip}
+    ip_text: {fake: ip}
+    ssn: hash
+    ref: hash
+    code: {mask: {first: 1, last: 2}}
+    coupon: {constant: X}
+    note: null
+    born: {date_shift: 30}
+    seen: {date_shift: 30}
+    at: {date_shift: 30}
+    profile:
+      json_mask:
+        ip: {fake: ip}
+        email: {fake: email}
+        card: {mask: {first: 0, last: 2}}
+        id: hash
+        sub: {json_drop: [x]}
+    misc: {json_mask: {token: hash, who: {fake: name}}}
+"""
+
+
+def test_masking_as_the_rows_load_gives_the_values_of_the_one_alter(db):
+    db.execute(LOADED_TABLE)
+    db.execute(LOADED_ROWS)
+    schema = introspect(db)  # with its keys: the restored copy gets them in post-data
+    policy = parse_policy(LOADED_POLICY)
+    assert validate(policy, schema) == []
+    table, info = policy.tables["public.people"], schema.tables["public.people"]
+    _apply(db, LOADED_POLICY, schema=schema)
+    expected = db.execute("SELECT * FROM people ORDER BY id").fetchall()
+
+    db.execute("DROP TABLE people")
+    db.execute(LOADED_TABLE)
+    masking = load_masking_sql(table=table, info=info)
+    db.execute(functions_sql(key=KEY))
+    # PostgreSQL refuses a generation expression that is not immutable: this is the check
+    # that every value computed as rows load may be.
+    db.execute(masking.prepare)
+    assert "fixproof_value_2" in [
+        d.name for d in db.execute("SELECT * FROM people LIMIT 0").description
+    ]
+    db.execute(LOADED_ROWS)
+    before = _filenode(db, "people")
+    db.execute(masking.rewrite)
+    db.execute(DROP_FUNCTIONS)
+
+    assert db.execute("SELECT * FROM people ORDER BY id").fetchall() == expected
+    assert _filenode(db, "people") != before
+    assert _dead_tuples(db, "people") == 0
+    # The table as it was restored: its columns in order, logged, collation and storage
+    # kept, and none of the columns that computed the values.
+    columns = db.execute(
+        "SELECT attname, attcollation::regcollation::text, attstorage FROM pg_attribute"
+        " WHERE attrelid = 'people'::regclass AND attnum > 0 AND NOT attisdropped"
+        " ORDER BY attnum"
+    ).fetchall()
+    assert [c[0] for c in columns] == [
+        "id", "email", "first_name", "full_name", "phone", "street", "company", "bio", "ip",
+        "ip_text", "ssn", "ref", "code", "coupon", "note", "born", "seen", "at", "profile",
+        "misc", "fixproof_value_1",
+    ]  # fmt: skip
+    assert ("code", '"C"', "x") in columns and ("bio", '"default"', "e") in columns
+    persistence = "SELECT relpersistence FROM pg_class WHERE relname = 'people'"
+    assert db.execute(persistence).fetchone()[0] == "p"
+    assert db.execute("SELECT count(*) FROM pg_attrdef").fetchone()[0] == 0
+
+
+def test_it_loads_each_hmac_once_and_leaves_the_rewrite_none_to_compute():
+    policy = parse_policy(
+        "tables: {u: {email: {fake: email}, ip: {fake: ip}, born: {date_shift: 10},"
+        " at: {date_shift: 20}, doc: {json_mask: {who: {fake: name}, ip: {fake: ip}}}}}"
+    )
+    info = TableInfo(
+        schema="public",
+        name="u",
+        columns=(
+            ColumnInfo("id", "bigint", "other", not_null=True, base_type="int8"),
+            ColumnInfo("email", "text", "text", base_type="text"),
+            ColumnInfo("ip", "text", "text", base_type="text"),
+            ColumnInfo("born", "date", "date", base_type="date"),
+            ColumnInfo("at", "timestamp with time zone", "date", base_type="timestamptz"),
+            ColumnInfo("doc", "jsonb", "json", base_type="jsonb"),
+        ),
+        primary_key=("id",),
+    )
+    masking = load_masking_sql(table=policy.tables["public.u"], info=info)
+    prepare, rewrite = masking.prepare.as_string(), masking.rewrite.as_string()
+    # email and the name in doc: their digests load, the rewrite builds the fakes from them
+    # (they look into them several times); ip: one look, the whole fake loads; the two
+    # shifted dates share the row's digest.
+    assert prepare.count("hmac_text") == 4 and prepare.count("fake_ip") == 1
+    assert prepare.count("'row'") == 1
+    assert '"mk_email"("fixproof_value_1"' in rewrite
+    assert "hmac" not in rewrite and "fake_" not in rewrite and "shift_days" not in rewrite
+    assert prepare.startswith('ALTER TABLE "public"."u" SET UNLOGGED')
+    assert rewrite.endswith("SET LOGGED")
+
+
+def test_its_fake_ip_keeps_the_documented_format(db):
+    db.execute(functions_sql(key=KEY))
+    for value in ["10.0.0.1", " 192.168.1.20 ", "2001:DB8::1"]:
+        query = "SELECT fixproof_mask.fake_ip(%s, 10485760, false)"
+        fake = db.execute(query, [value]).fetchone()[0]
+        digest = _hmac(f"ip:{value.strip().lower()}")[8:16].hex()
+        groups = ":".join(digest[i : i + 4] for i in range(0, 16, 4))
+        assert fake == f"2001:db8::{groups}"

@@ -432,3 +432,101 @@ def test_drop_scratch_databases_removes_only_the_leftovers(server, live):
 def test_a_live_name_without_room_for_the_scratch_suffix_is_refused(server, dump):
     with pytest.raises(ValueError, match="too long"):
         _restore(server, "x" * 50, dump)
+
+
+# Splitting a table's rows over several sessions ------------------------------------------------
+
+CUSTOMERS_CHECKSUM = "SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) FROM customers c"
+
+
+def test_a_split_table_loads_every_row_over_several_sessions(server, dump, live, monkeypatch):
+    # Blocks of 64 kB: enough of them for every session to get some of the sample's rows.
+    monkeypatch.setattr(restore_module, "SPLIT_BLOCK_BYTES", 64 * 1024)
+    create_database(server.admin, live)
+    calls: list[tuple[int, int]] = []
+    loaded: list[tuple[str, str]] = []
+    sessions: list[int] = []
+
+    def count_sessions(schema: str, table: str) -> bool:
+        loaded.append((schema, table))
+        # Each COPY session of the split load committed its own transaction.
+        sessions.append(int(server.one(live, "SELECT count(DISTINCT xmin::text) FROM customers")))
+        return False
+
+    restore_dump(
+        dump_path=dump,
+        conninfo=server.db(live),
+        jobs=2,
+        split={("public", "customers"): 3},
+        split_loaded=count_sessions,
+        progress=lambda done, total: calls.append((done, total)),
+        timeout=120,
+    )
+
+    assert loaded == [("public", "customers")]
+    assert sessions == [3]
+    assert server.one(live, CUSTOMERS_CHECKSUM) == server.one("sample", CUSTOMERS_CHECKSUM)
+    assert server.one(live, "SELECT count(*) FROM orders") == ORDERS
+    assert server.one(live, "SELECT count(*) FROM customer_emails") == CUSTOMERS
+    assert calls[0] == (0, 3) and calls[-1] == (3, 3)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_a_split_table_of_a_dump_made_with_inserts_loads_in_one_session(server, live):
+    dump = server.folder / "inserts.dump"
+    run(
+        [
+            find_binary("pg_dump"), "-Fc", "--inserts", "--rows-per-insert=500", "-f", str(dump),
+            "--table=customers", "--dbname", server.db("sample"),
+        ],
+        timeout=120,
+    )  # fmt: skip
+    create_database(server.admin, live)
+
+    restore_dump(
+        dump_path=dump,
+        conninfo=server.db(live),
+        jobs=2,
+        split={("public", "customers"): 2},
+        timeout=120,
+    )
+
+    assert server.one(live, CUSTOMERS_CHECKSUM) == server.one("sample", CUSTOMERS_CHECKSUM)
+
+
+def test_a_split_load_that_fails_names_the_table_and_shows_no_row(server, dump, live):
+    create_database(server.admin, live)
+
+    def refuse_rows() -> None:
+        with psycopg.connect(server.db(live), autocommit=True) as conn:
+            conn.execute("ALTER TABLE customers ADD CONSTRAINT no_rows CHECK (id < 0)")
+
+    with pytest.raises(RestoreError) as caught:
+        restore_dump(
+            dump_path=dump,
+            conninfo=server.db(live),
+            jobs=2,
+            before_data=refuse_rows,
+            split={("public", "customers"): 2},
+            timeout=120,
+        )
+
+    message = str(caught.value)
+    assert message.startswith("restoring the data of public.customers failed: ")
+    assert "no_rows" in message
+    # The failing row is the server's DETAIL: never shown, it is the source's data.
+    assert "example.com" not in message and "Failing row" not in message
+
+
+def test_a_split_load_of_a_cut_dump_says_the_dump_is_cut(server, half_dump, live):
+    create_database(server.admin, live)
+    cut = r"^the dump file is truncated or corrupted: pg_restore: error: "
+
+    with pytest.raises(RestoreError, match=cut):
+        restore_dump(
+            dump_path=half_dump,
+            conninfo=server.db(live),
+            jobs=2,
+            split={("billing", "audit_log"): 2, ("public", "customers"): 2},
+            timeout=120,
+        )

@@ -12,6 +12,11 @@ before post-data (so no index or foreign key exists yet):
    resets pg_stat_user_tables.n_dead_tup: an ANALYZE does.)
 4. `DROP_FUNCTIONS`, before dumping: the function bodies hold the derived key.
 
+The snapshot pipeline splits step 3 of a plain table around the loading of its rows
+(`load_masking_sql`): with the functions created before the data section, generated
+columns compute the HMACs as the rows load, in every session that loads them, and the
+one ALTER then only moves those values in. Same values either way.
+
 The `Schema` these functions take must come from the source database (or a schema-only
 restore): primary keys, unique indexes and foreign keys are post-data, so the half
 restored copy does not have them yet. Views are pre-data but block ALTER COLUMN ... TYPE
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +140,9 @@ _NORMALIZER = {
     "phone": "norm_phone",
     "ip": "norm_ip",
 }
+# The fakes whose mk_<kind> looks into its digest once: inlined into fake_<kind>, the
+# HMAC is computed once per value. The others look two to five times.
+_SINGLE_LOOK = frozenset({"ip"})
 
 
 def _f(name: str) -> sql.Identifier:
@@ -220,12 +228,23 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
         " 19, '0') || (get_byte(h, 16) % 10)::text",
     ),
     (
+        # Bytes 8-15 of a digest as four groups of four hex digits. One look into the
+        # digest: inlined, each look would compute the HMAC again. The colons go in as
+        # bytes, since a bytea overlay does not count characters and a text one does
+        # (regexp_replace took three times as long).
+        "ip_groups",
+        "h bytea",
+        "text",
+        "encode(overlay(overlay(overlay(decode(encode(substring(h FROM 9 FOR 8), 'hex'),"
+        " 'escape') PLACING {colon} FROM 13 FOR 0) PLACING {colon} FROM 9 FOR 0)"
+        " PLACING {colon} FROM 5 FOR 0), 'escape')",
+    ),
+    (
         # 2001:db8::/32 is the documentation prefix: never a real host.
         "mk_ip",
         _MK,
         "text",
-        r"'2001:db8::' || regexp_replace({hexpart}(h, 8, 8), '(....)(....)(....)(....)',"
-        r" '\1:\2:\3:\4')",
+        "'2001:db8::' || {ip_groups}(h)",
     ),
     (
         "mk_name",
@@ -294,20 +313,28 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         # 56 bits modulo 2d + 1: the bias is below 2^-40 for any d we accept.
-        "shift_days",
-        "k text, d integer",
+        "shift_of",
+        "h bytea, d integer",
         "integer",
-        "(('x' || {hexpart}({hmac_text}('row', k), 0, 7))::bit(56)::bigint % (2 * d + 1))::integer"
-        " - d",
+        "(('x' || {hexpart}(h, 0, 7))::bit(56)::bigint % (2 * d + 1))::integer - d",
     ),
-    ("jtext", "j jsonb", "text", "j #>> '{{}}'"),
+    ("shift_days", "k text, d integer", "integer", "{shift_of}({hmac_text}('row', k), d)"),
     (
         # jsonb_set() with a NULL value returns NULL for the whole document: a masked JSON
-        # null must stay a JSON null.
+        # null must stay a JSON null. create_if_missing false: a key the document does not
+        # have stays absent.
         "jset",
         "v jsonb, k text, x jsonb",
         "jsonb",
-        "CASE WHEN v ? k THEN jsonb_set(v, ARRAY[k], coalesce(x, 'null'::jsonb)) ELSE v END",
+        "jsonb_set(v, ARRAY[k], coalesce(x, 'null'::jsonb), false)",
+    ),
+    (
+        # A JSON string, like to_jsonb(x), but immutable (to_jsonb is only stable: it
+        # serves every type), so that a generated column may call it. NULL gives JSON null.
+        "jstr",
+        "x text",
+        "jsonb",
+        "jsonb_object(ARRAY['s', x]) -> 's'",
     ),
 )
 
@@ -323,6 +350,7 @@ def functions_sql(*, key: bytes) -> sql.Composed:
         ipad=sql.Literal(ipad),
         backslash=sql.Literal("\\"),
         two_backslashes=sql.Literal("\\\\"),
+        colon=sql.Literal(b":"),
         first_names=_words(FIRST_NAMES),
         last_names=_words(LAST_NAMES),
         company_stems=_words(COMPANY_STEMS),
@@ -359,6 +387,74 @@ def _words(words: Iterable[str]) -> sql.Composed:
 
 # --- per-column expressions ----------------------------------------------------------------
 
+# Types whose ::text is immutable (dates and timestamps are not: DateStyle, TimeZone).
+_IMMUTABLE_TEXT = frozenset({"int2", "int4", "int8", "numeric", "uuid", "bool", "oid"})
+
+
+def _text_is_immutable(column: ColumnInfo) -> bool:
+    if column.is_array:
+        return False
+    return column.category in ("text", "inet") or column.base_type in _IMMUTABLE_TEXT
+
+
+def _row_key_is_immutable(info: TableInfo) -> bool:
+    return bool(info.primary_key) and all(
+        (column := info.column(name)) is not None and _text_is_immutable(column)
+        for name in info.primary_key
+    )
+
+
+class _Loaded:
+    """Values of a row computed as the row loads: stored generated columns.
+
+    PostgreSQL has no common-subexpression elimination: a fake that looks into its HMAC
+    digest several times computes the HMAC again at each look. A digest stored in a
+    generated column is computed once, and read as often as needed by the rewrite. The
+    columns compute while the rows load, in as many sessions as the load uses (see
+    `load_masking_sql`). A generated column's expression must be immutable.
+    """
+
+    def __init__(self, *, taken: Iterable[str]) -> None:
+        self._taken = set(taken)
+        self.columns: list[tuple[sql.Identifier, sql.Composable, sql.Composable]] = []
+
+    def add(self, expression: sql.Composable, *, type_: sql.Composable) -> sql.Identifier:
+        # The same value twice (the row digest of several shifted dates) loads once.
+        for column, known_type, known in self.columns:
+            if (known.as_string(), known_type.as_string()) == (
+                expression.as_string(),
+                type_.as_string(),
+            ):
+                return column
+        number = len(self.columns) + 1
+        name = f"fixproof_value_{number}"
+        while name in self._taken:  # a table's own column of that name
+            name = "_" + name
+        self._taken.add(name)
+        column = sql.Identifier(name)
+        self.columns.append((column, type_, expression))
+        return column
+
+
+def _fake(
+    kind: str,
+    value: sql.Composable,
+    *,
+    length: sql.Composable,
+    unique: sql.Composable,
+    loaded: _Loaded | None,
+) -> sql.Composable:
+    if loaded is None:
+        return sql.SQL("{}({}, {}, {})").format(_f(FAKE_FUNCTIONS[kind]), value, length, unique)
+    # The same text as fake_<kind>(value): mk_<kind> of the digest fake_<kind> computes.
+    digest = loaded.add(
+        sql.SQL("{}({}, {}({}))").format(
+            _f("hmac_text"), sql.Literal(kind), _f(_NORMALIZER.get(kind, "norm_name")), value
+        ),
+        type_=sql.SQL("bytea"),
+    )
+    return sql.SQL("{}({}, {}, {})").format(_f(f"mk_{kind}"), digest, length, unique)
+
 
 @dataclass
 class _JsonTree:
@@ -386,11 +482,25 @@ def _json_tree(rule: Strategy) -> _JsonTree:
     return tree
 
 
-def _json_value(value: sql.Composable, rule: Strategy | _JsonTree) -> sql.Composable:
-    """The new jsonb for one value inside a document (SQL NULL is turned into JSON null)."""
+def _json_single_look(rule: Strategy | _JsonTree) -> bool:
+    """Whether every fake inside computes its HMAC once without help."""
     if isinstance(rule, _JsonTree):
-        return _json_object(value, rule)
-    text = sql.SQL("{}({})").format(_f("jtext"), value)
+        return all(_json_single_look(sub) for sub in rule.fields.values())
+    return rule.kind != "fake" or rule.fake in _SINGLE_LOOK
+
+
+def _json_value(
+    value: sql.Composable,
+    text: sql.Composable,
+    rule: Strategy | _JsonTree,
+    loaded: _Loaded | None,
+) -> sql.Composable:
+    """The new jsonb for one value inside a document (SQL NULL is turned into JSON null).
+
+    `value` is the jsonb value, `text` the same as text (->> of its parent: what #>> '{}'
+    of `value` would give, one operator cheaper)."""
+    if isinstance(rule, _JsonTree):
+        return _json_object(value, rule, loaded)
     match rule.kind:
         case "keep":
             return value
@@ -399,19 +509,27 @@ def _json_value(value: sql.Composable, rule: Strategy | _JsonTree) -> sql.Compos
         case "constant":
             return sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(rule.value)))
         case "hash":
-            return sql.SQL("to_jsonb({}({}, 64))").format(_f("hash_text"), text)
+            hashed: sql.Composable = sql.SQL("{}({}, 64)").format(_f("hash_text"), text)
+            if loaded is not None:
+                hashed = loaded.add(hashed, type_=sql.SQL("text"))
+            return sql.SQL("{}({})").format(_f("jstr"), hashed)
         case "mask":
-            return sql.SQL("to_jsonb({}({}, {}, {}))").format(
-                _f("mask"), text, sql.Literal(rule.first), sql.Literal(rule.last)
+            return sql.SQL("{}({}({}, {}, {}))").format(
+                _f("jstr"), _f("mask"), text, sql.Literal(rule.first), sql.Literal(rule.last)
             )
         case "fake":
-            return sql.SQL("to_jsonb({}({}, {}, false))").format(
-                _f(FAKE_FUNCTIONS[rule.fake]), text, sql.Literal(UNBOUNDED)
+            fake = _fake(
+                rule.fake,
+                text,
+                length=sql.Literal(UNBOUNDED),
+                unique=sql.Literal(False),
+                loaded=loaded,
             )
+            return sql.SQL("{}({})").format(_f("jstr"), fake)
     raise ValueError(f"{rule.kind} is not supported inside json_mask")
 
 
-def _json_object(value: sql.Composable, tree: _JsonTree) -> sql.Composable:
+def _json_object(value: sql.Composable, tree: _JsonTree, loaded: _Loaded | None) -> sql.Composable:
     # The rules name keys of an object. A value of another shape (an array of objects,
     # a bare string) is one the policy author did not foresee and the scan no longer
     # looks at once the column is covered: fail closed and make it JSON null.
@@ -420,12 +538,14 @@ def _json_object(value: sql.Composable, tree: _JsonTree) -> sql.Composable:
         expr = sql.SQL("({} - {}::text[])").format(expr, sql.Literal(sorted(tree.drop)))
     for key, rule in tree.fields.items():
         inner = sql.SQL("({} -> {})").format(value, sql.Literal(key))
+        text = sql.SQL("({} ->> {})").format(value, sql.Literal(key))
         expr = sql.SQL("{}({}, {}, {})").format(
-            _f("jset"), expr, sql.Literal(key), _json_value(inner, rule)
+            _f("jset"), expr, sql.Literal(key), _json_value(inner, text, rule, loaded)
         )
+    # One jsonb_typeof per row; a SQL NULL matches no WHEN and stays NULL.
     return sql.SQL(
-        "CASE WHEN jsonb_typeof({v}) = 'object' THEN {e}"
-        " WHEN {v} IS NULL OR jsonb_typeof({v}) = 'null' THEN {v} ELSE 'null'::jsonb END"
+        "CASE jsonb_typeof({v}) WHEN 'object' THEN {e} WHEN 'null' THEN {v}"
+        " ELSE CASE WHEN {v} IS NULL THEN {v} ELSE 'null'::jsonb END END"
     ).format(v=value, e=expr)
 
 
@@ -453,8 +573,14 @@ def _row_key(*, info: TableInfo) -> sql.Composable:
     return sql.SQL("(") + sql.SQL(" || ").join(parts) + sql.SQL(")")
 
 
-def column_expression(*, rule: Strategy, column: ColumnInfo, info: TableInfo) -> sql.Composable:
-    """The masked value of `column` for one row, from the row's original values."""
+def column_expression(
+    *, rule: Strategy, column: ColumnInfo, info: TableInfo, loaded: _Loaded | None = None
+) -> sql.Composable:
+    """The masked value of `column` for one row, from the row's original values.
+
+    With `loaded`, the costly immutable parts (digests, date shifts) become generated
+    columns and the expression reads them; without, it stands alone (an ALTER's USING).
+    Both give the same values."""
     col = sql.Identifier(column.name)
     length = sql.Literal(column.max_length or UNBOUNDED)
     unique = sql.Literal(info.in_any_unique(column.name))
@@ -468,8 +594,12 @@ def column_expression(*, rule: Strategy, column: ColumnInfo, info: TableInfo) ->
                 c=col, v=sql.Literal(_constant_text(rule.value, column=column)), t=_type(column)
             )
         case "fake":
-            expr = sql.SQL("{}({}::text, {}, {})").format(
-                _f(FAKE_FUNCTIONS[rule.fake]), col, length, unique
+            expr = _fake(
+                rule.fake,
+                sql.SQL("{}::text").format(col),
+                length=length,
+                unique=unique,
+                loaded=loaded if _text_is_immutable(column) else None,
             )
             if column.category == "inet":
                 return sql.SQL("CAST({} AS {})").format(expr, _type(column))
@@ -489,34 +619,56 @@ def column_expression(*, rule: Strategy, column: ColumnInfo, info: TableInfo) ->
         case "date_shift":
             if not info.primary_key:
                 raise ValueError(f"{info.qualified} has no primary key for date_shift")
-            days = sql.SQL("{}({}, {})").format(
+            days: sql.Composable = sql.SQL("{}({}, {})").format(
                 _f("shift_days"), _row_key(info=info), sql.Literal(rule.days)
             )
+            if loaded is not None and _row_key_is_immutable(info):
+                # One digest of the row for all its shifted columns.
+                digest = loaded.add(
+                    sql.SQL("{}('row', {})").format(_f("hmac_text"), _row_key(info=info)),
+                    type_=sql.SQL("bytea"),
+                )
+                days = sql.SQL("{}({}, {})").format(_f("shift_of"), digest, sql.Literal(rule.days))
             if column.base_type == "date":
                 return sql.SQL("({}::date + {})").format(col, days)
             return sql.SQL("({} + {} * interval '1 day')").format(col, days)
         case "json_drop" | "json_mask":
-            expr = _json_object(sql.SQL("{}::jsonb").format(col), _json_tree(rule))
+            # (A generated column cannot read another: the digests inside read the
+            # column itself, so the document stays an expression.)
+            expr = _json_object(sql.SQL("{}::jsonb").format(col), _json_tree(rule), loaded)
             if column.base_type == "json":
                 return sql.SQL("({})::json").format(expr)
             return expr
     raise ValueError(f"no expression for strategy {rule.kind}")
 
 
+def _whole_is_immutable(rule: Strategy, column: ColumnInfo) -> bool:
+    """Whether the whole masked value can be a generated column: an immutable expression
+    that computes each HMAC once. (A date_shift loads the row's digest instead, one for
+    all the shifted columns of the row; null and constant cost nothing.)"""
+    match rule.kind:
+        case "fake":
+            return rule.fake in _SINGLE_LOOK and _text_is_immutable(column)
+        case "hash" | "mask":
+            return _text_is_immutable(column)
+        case "json_drop" | "json_mask":
+            return _json_single_look(_json_tree(rule))
+    return False
+
+
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 _COMPRESSION = {"p": "pglz", "l": "lz4"}
 
 
-def table_masking_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | None:
-    """One ALTER TABLE rewriting every masked column of the table (None: nothing to mask).
-
-    A USING clause that is not the column itself makes PostgreSQL write the table into
-    a new relfilenode from the old tuples: no dead tuples, one pass over the data, and
-    every USING expression sees the row's original values (so date_shift can read a
-    primary key that is itself being hashed).
-    """
+def _rewrite_clauses(
+    *,
+    table: TablePolicy,
+    info: TableInfo,
+    using: Callable[[Strategy, ColumnInfo], sql.Composable],
+) -> list[sql.Composable]:
+    """The ALTER COLUMN clauses of a rewrite, each masked column's USING from `using`."""
     if table.truncate:
-        return None
+        return []
     clauses: list[sql.Composable] = []
     for column in info.columns:
         rule = table.columns.get(column.name)
@@ -529,9 +681,7 @@ def table_masking_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | 
         # defaults: set back what the restored table had.
         if column.collation:
             clause += sql.SQL(" COLLATE {}").format(sql.Identifier(*column.collation))
-        clause += sql.SQL(" USING {}").format(
-            column_expression(rule=rule, column=column, info=info)
-        )
+        clause += sql.SQL(" USING {}").format(using(rule, column))
         clauses.append(clause)
         if column.storage in _STORAGE:
             clauses.append(
@@ -546,9 +696,72 @@ def table_masking_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | 
                     sql.Identifier(_COMPRESSION[column.compression]),
                 )
             )
+    return clauses
+
+
+def _alter(info: TableInfo, clauses: list[sql.Composable]) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ").format(info.identifier) + sql.SQL(",\n  ").join(clauses)
+
+
+def table_masking_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | None:
+    """One ALTER TABLE rewriting every masked column of the table (None: nothing to mask).
+
+    A USING clause that is not the column itself makes PostgreSQL write the table into
+    a new relfilenode from the old tuples: no dead tuples, one pass over the data, and
+    every USING expression sees the row's original values (so date_shift can read a
+    primary key that is itself being hashed).
+    """
+    clauses = _rewrite_clauses(
+        table=table,
+        info=info,
+        using=lambda rule, column: column_expression(rule=rule, column=column, info=info),
+    )
+    return _alter(info, clauses) if clauses else None
+
+
+@dataclass(frozen=True)
+class LoadMasking:
+    """The masking of a table split around the loading of its rows.
+
+    `prepare`, on the empty restored table: SET UNLOGGED (its rows are rewritten anyway,
+    so loading them need not write WAL) and stored generated columns that compute the
+    costly part of the masked values (the HMACs) as each row loads, in every session that
+    loads rows. `rewrite`, once the rows are there: the ALTER of `table_masking_sql`,
+    reading those columns, dropping them and SET LOGGED, all in its one rewrite. The
+    table keeps its definition; the dropped columns stay in pg_attribute as dropped
+    (never in a dump), and the rewrite leaves no value of theirs in the new file.
+    """
+
+    prepare: sql.Composed
+    rewrite: sql.Composed
+
+
+def load_masking_sql(*, table: TablePolicy, info: TableInfo) -> LoadMasking | None:
+    """`LoadMasking` for a plain table (not partitioned, no inheritance); None: nothing to mask.
+
+    Gives the same values as table_masking_sql. The helper functions must exist before
+    `prepare` runs (generated columns call them) and until `rewrite` has run.
+    """
+    loaded = _Loaded(taken=[column.name for column in info.columns])
+
+    def using(rule: Strategy, column: ColumnInfo) -> sql.Composable:
+        if _whole_is_immutable(rule, column):
+            expression = column_expression(rule=rule, column=column, info=info)
+            return loaded.add(expression, type_=_type(column))
+        return column_expression(rule=rule, column=column, info=info, loaded=loaded)
+
+    clauses = _rewrite_clauses(table=table, info=info, using=using)
     if not clauses:
         return None
-    return sql.SQL("ALTER TABLE {} ").format(info.identifier) + sql.SQL(",\n  ").join(clauses)
+    clauses += [sql.SQL("DROP COLUMN {}").format(name) for name, _, _ in loaded.columns]
+    clauses.append(sql.SQL("SET LOGGED"))
+    adds = [
+        sql.SQL("ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED").format(name, type_, expr)
+        for name, type_, expr in loaded.columns
+    ]
+    return LoadMasking(
+        prepare=_alter(info, [sql.SQL("SET UNLOGGED"), *adds]), rewrite=_alter(info, clauses)
+    )
 
 
 def truncate_sql(*, table: TablePolicy) -> sql.Composed | None:

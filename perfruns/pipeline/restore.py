@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import re
 import secrets
+import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +89,14 @@ _TEXT_DUMP = re.compile(r"appears to be a text format dump", re.IGNORECASE)
 _NEWER_DUMP = re.compile(r"unsupported version", re.IGNORECASE)
 _SERIAL_DATA = re.compile(r"processing data for table ")
 _PARALLEL_DONE = re.compile(r"finished item (\d+) ")
+# What `pg_restore --data-only --file=-` writes before a table's rows.
+_COPY_LINE = re.compile(rb"^COPY .* FROM stdin;\n\Z")
+_ENCODING_LINE = re.compile(rb"^SET client_encoding = '([A-Za-z0-9_]+)';\n\Z")
+_END_OF_COPY = b"\\.\n"
+# Rows go to the COPY sessions in blocks of whole lines of about this size: small enough
+# that the sessions take turns finely (the table keeps the dump's order closely),
+# large enough that Python only hands buffers around.
+SPLIT_BLOCK_BYTES = 1 << 20
 
 
 class RestoreError(RuntimeError):
@@ -124,15 +136,22 @@ def restore_dump(
     jobs: int = 2,
     between: Callable[[], None] | None = None,
     exclude_data: AbstractSet[tuple[str, str]] = frozenset(),
+    before_data: Callable[[], None] | None = None,
+    split: Mapping[tuple[str, str], int] | None = None,
+    split_loaded: Callable[[str, str], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
     timeout: float,
 ) -> None:
     """Restore a pg_dump archive into an existing, empty database.
 
-    Passes: pre-data; data (`jobs` in parallel; tables in `exclude_data` as (schema, table)
-    stay empty); `between()`, which may rewrite tables; post-data with the views and rules
-    held back from pre-data when `between` is given; materialized view data last, so it is
-    computed from the data as `between` left it. `progress(done, total)` counts tables loaded.
+    Passes: pre-data; `before_data()`, which may prepare the empty tables; data (`jobs` in
+    parallel; tables in `exclude_data` as (schema, table) stay empty; a table in `split`
+    loads first, over that many COPY sessions side by side, then `split_loaded(schema,
+    table)` may start work on it in the background and says whether it did, which leaves
+    pg_restore a session fewer for the other tables); `between()`, which may rewrite tables;
+    post-data with the views and rules held back from pre-data when `between` is given;
+    materialized view data last, so it is computed from the data as `between` left it.
+    `progress(done, total)` counts tables loaded.
     The whole restore has `timeout` seconds; a failure leaves the database partly restored,
     which is why callers restore into a database they can drop (`restore_and_swap`).
     """
@@ -179,9 +198,46 @@ def restore_dump(
             _pg_restore(cmd, label=label, env=env, deadline=deadline, timeout=timeout, on=on_line)
 
         restore(plan.pre_data, label="pre-data", jobs=1)
+        if before_data is not None:
+            before_data()
+            _check_deadline(deadline, timeout=timeout, label="data")
+        streams = split or {}
+        split_entries = [
+            (entry, streams[(entry.schema, entry.name)])
+            for entry in plan.data
+            if entry.kind == _TABLE_DATA and streams.get((entry.schema, entry.name), 1) > 1
+        ]
         counter = _DataProgress(plan.data, parallel=jobs > 1, progress=progress)
         counter.start()
-        restore(plan.data, label="data", jobs=jobs, on_line=counter.see)
+        # The split tables first, each with every session: the longest loads. The other
+        # tables then load beside whatever `split_loaded` started on a split table.
+        busy = 0
+        for entry, streams in split_entries:
+            loaded = _copy_split(
+                entry,
+                streams=streams,
+                pg_restore=pg_restore,
+                dump_path=dump_path,
+                conninfo=conninfo,
+                workdir=Path(workdir),
+                deadline=deadline,
+                timeout=timeout,
+            )
+            if not loaded:
+                # Rows pg_restore does not write as COPY text (a dump made with --inserts),
+                # or columns in another order: one pg_restore session, as usual.
+                restore([entry], label="split data", jobs=1)
+            counter.advance_one()
+            if split_loaded is not None and split_loaded(entry.schema, entry.name):
+                busy += 1
+        rest_jobs = max(1, jobs - busy)
+        counter.parallel = rest_jobs > 1  # pg_restore reports otherwise in a single session
+        restore(
+            [e for e in plan.data if all(e is not entry for entry, _ in split_entries)],
+            label="data",
+            jobs=rest_jobs,
+            on_line=counter.see,
+        )
         counter.finish()
         if between is not None:
             between()
@@ -326,6 +382,273 @@ def restore_and_swap(
                 "the janitor will drop it."
             )
         raise
+
+
+# Split loading -----------------------------------------------------------------------------
+
+# The header pg_dump writes before a table's rows (its fmtId quotes like quote_ident), and
+# the columns it lists: the stored ones, in order.
+_COPY_COLUMNS = """
+SELECT format('COPY %%s.%%s (%%s) FROM stdin;', quote_ident(n.nspname), quote_ident(c.relname),
+              string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)),
+       array_agg(a.attname::text ORDER BY a.attnum)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid
+WHERE n.nspname = %s AND c.relname = %s
+  AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+GROUP BY n.nspname, c.relname
+"""
+
+
+class _RowsCutShort(RestoreError):
+    """pg_restore's output ended before the end of a table's rows."""
+
+
+def _copy_split(
+    entry: TocEntry,
+    *,
+    streams: int,
+    pg_restore: str,
+    dump_path: Path,
+    conninfo: str,
+    workdir: Path,
+    deadline: float,
+    timeout: float,
+) -> bool:
+    """Load the rows of `entry` over `streams` COPY sessions; False: not as COPY text.
+
+    pg_restore loads a table's rows in one COPY: one backend parses them all while the
+    other cores wait. Here `pg_restore --file=-` writes the rows as text, and blocks of
+    whole lines go to `streams` COPY sessions into the table, side by side.
+    """
+    return _SplitCopy(
+        entry,
+        streams=streams,
+        pg_restore=pg_restore,
+        dump_path=dump_path,
+        conninfo=conninfo,
+        workdir=workdir,
+        deadline=deadline,
+        timeout=timeout,
+    ).run()
+
+
+class _SplitCopy:
+    def __init__(
+        self,
+        entry: TocEntry,
+        *,
+        streams: int,
+        pg_restore: str,
+        dump_path: Path,
+        conninfo: str,
+        workdir: Path,
+        deadline: float,
+        timeout: float,
+    ) -> None:
+        self.entry = entry
+        self.streams = streams
+        self.pg_restore = pg_restore
+        self.dump_path = dump_path
+        self.conninfo = conninfo
+        self.workdir = workdir
+        self.deadline = deadline
+        self.timeout = timeout
+
+    def run(self) -> bool:
+        entry = self.entry
+        label = f"data of {entry.schema}.{entry.name}"
+        with _connect(self.conninfo, action=f"restoring the {label} failed") as conn:
+            row = conn.execute(_COPY_COLUMNS, [entry.schema, entry.name]).fetchone()
+        if row is None:
+            return False
+        expected, columns = row[0].encode() + b"\n", row[1]
+        list_file = self.workdir / f"split-{entry.dump_id}.list"
+        list_file.write_text(f"{entry.line}\n")
+        stderr_file = self.workdir / f"split-{entry.dump_id}.err"
+        with stderr_file.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [
+                    self.pg_restore,
+                    "--data-only",
+                    "--use-list",
+                    str(list_file),
+                    "--file=-",
+                    str(self.dump_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        # A read blocks until pg_restore writes: past the deadline, end it and say so.
+        watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()), _kill, [proc])
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            encoding = None
+            while True:
+                line = proc.stdout.readline()
+                if not line or line == _END_OF_COPY:
+                    return False
+                if found := _ENCODING_LINE.match(line):
+                    encoding = found.group(1).decode()
+                if _COPY_LINE.match(line):
+                    break
+            if line != expected:
+                return False
+            copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(entry.schema, entry.name),
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            )
+            try:
+                self._stream(proc, copy=copy, encoding=encoding, label=label)
+            except _RowsCutShort:
+                # pg_restore stopped writing rows: its own failure (a cut dump) is the cause.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, min(10.0, self.deadline - time.monotonic())))
+                if proc.returncode not in (None, 0):
+                    raise self._tool_failure(proc, stderr_file, label=label) from None
+                raise
+            try:
+                proc.wait(timeout=max(0.1, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._timed_out(label)
+            if proc.returncode != 0:
+                raise self._tool_failure(proc, stderr_file, label=label)
+            return True
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                _kill(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def _stream(
+        self,
+        proc: subprocess.Popen[bytes],
+        *,
+        copy: sql.Composed,
+        encoding: str | None,
+        label: str,
+    ) -> None:
+        assert proc.stdout is not None
+        streams = self.streams
+        # One queue for all sessions: whichever is free takes the next block.
+        blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=2 * streams)
+        failed = threading.Event()
+        errors: list[BaseException] = []
+
+        def write(conn: psycopg.Connection) -> None:
+            ended = False
+            try:
+                with conn, conn.cursor() as cur, cur.copy(copy) as writer:
+                    while (block := blocks.get()) is not None:
+                        # A memoryview: psycopg cuts big writes in slices of it.
+                        writer.write(memoryview(block))
+                    ended = True  # the COPY may still fail as it ends
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+                # Keep taking blocks so that the reader never waits on a dead session.
+                while not ended and blocks.get() is not None:
+                    pass
+
+        def put(item: bytes | None) -> None:
+            while True:
+                if time.monotonic() >= self.deadline:
+                    self._timed_out(label)
+                try:
+                    blocks.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+
+        # Every session connected before the first block: they all take blocks from the
+        # start.
+        connections: list[psycopg.Connection] = []
+        try:
+            for _ in range(streams):
+                conn = psycopg.connect(
+                    self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                )
+                connections.append(conn)
+                if encoding is not None:
+                    # The rows are in the dump's encoding, as pg_restore would declare.
+                    conn.execute("SELECT set_config('client_encoding', %s, false)", [encoding])
+                remaining = max(1, int((self.deadline - time.monotonic()) * 1000))
+                conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{remaining}"])
+        except psycopg.Error as exc:
+            for conn in connections:
+                conn.close()
+            raise RestoreError(
+                f"restoring the {label} failed: {condense(str(exc)) or type(exc).__name__}"
+            ) from exc
+        writers = [threading.Thread(target=write, args=[c], daemon=True) for c in connections]
+        for writer in writers:
+            writer.start()
+        try:
+            ended = False
+            while not ended and not failed.is_set():
+                if time.monotonic() >= self.deadline:
+                    self._timed_out(label)
+                block = proc.stdout.read(SPLIT_BLOCK_BYTES)
+                if not block:
+                    break
+                if not block.endswith(b"\n"):
+                    # To the end of its last line: a session gets whole rows only.
+                    block += proc.stdout.readline()
+                # A block starts at a line, and the end marker is a line of its own (a
+                # row holding "\." is written "\\.").
+                if block.startswith(_END_OF_COPY):
+                    block, ended = b"", True
+                elif (end := block.find(b"\n" + _END_OF_COPY)) >= 0:
+                    block, ended = block[: end + 1], True
+                if block:
+                    put(block)
+            if time.monotonic() >= self.deadline:
+                self._timed_out(label)
+            if not ended and not failed.is_set():
+                raise _RowsCutShort(f"restoring the {label} failed: the rows end unexpectedly")
+            # What follows the rows (comments) must not fill the pipe pg_restore waits on.
+            while proc.stdout.read(SPLIT_BLOCK_BYTES):
+                pass
+        finally:
+            for _ in writers:
+                put(None)
+            for writer in writers:
+                writer.join()
+        if errors:
+            exc = errors[0]
+            # The primary message only: the context of a COPY error quotes the row.
+            message = (
+                exc.diag.message_primary if isinstance(exc, psycopg.Error) else None
+            ) or type(exc).__name__
+            raise RestoreError(f"restoring the {label} failed: {condense(message)}") from exc
+
+    def _tool_failure(
+        self, proc: subprocess.Popen[bytes], stderr_file: Path, *, label: str
+    ) -> RestoreError:
+        detail = condense(stderr_file.read_text(errors="replace"))
+        detail = detail or f"exited with status {proc.returncode}"
+        if not detail.startswith(("pg_restore", DISK_FULL)):
+            detail = f"pg_restore: {detail}"
+        return _failure(detail, label=label, tool=self.pg_restore)
+
+    def _timed_out(self, label: str) -> None:
+        raise RestoreError(
+            f"the restore did not finish within {self.timeout:g} s and was stopped "
+            f"(during the {label})"
+        )
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 # Databases ---------------------------------------------------------------------------------
@@ -473,7 +796,11 @@ def swap_database(admin_conninfo: str, *, new: str, live: str, wait: float = 10)
 
 
 class _DataProgress:
-    """Counts tables loaded from `pg_restore -v` as its stderr streams by."""
+    """Counts tables loaded from `pg_restore -v` as its stderr streams by.
+
+    The split tables (`_SplitLoader`) load in another thread and report with
+    `advance_one`: a lock keeps the two counts and the calls to `progress` in order.
+    """
 
     def __init__(
         self,
@@ -487,27 +814,42 @@ class _DataProgress:
         self.parallel = parallel
         self.progress = progress
         self.done = 0
+        self.loaded = 0  # by pg_restore
         self.started = 0
+        self.others = 0  # by the split loader
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._emit(0)
+        with self._lock:
+            self._emit(0)
 
     def see(self, line: str) -> None:
         if self.parallel:
             # "finished item 3364 TABLE DATA customers": that table's COPY committed.
             match = _PARALLEL_DONE.search(line)
             if match and int(match.group(1)) in self.table_ids:
-                self._advance(self.done + 1)
+                with self._lock:
+                    self.loaded += 1
+                    self._advance()
         elif _SERIAL_DATA.search(line):
             # One table at a time: one starting means the one before it is loaded.
-            self.started += 1
-            self._advance(self.started - 1)
+            with self._lock:
+                self.started += 1
+                self.loaded = self.started - 1
+                self._advance()
+
+    def advance_one(self) -> None:
+        with self._lock:
+            self.others += 1
+            self._advance()
 
     def finish(self) -> None:
-        self._advance(self.total)
+        with self._lock:
+            self.loaded = self.total
+            self._advance()
 
-    def _advance(self, done: int) -> None:
-        done = min(done, self.total)
+    def _advance(self) -> None:
+        done = min(self.loaded + self.others, self.total)
         if done > self.done:
             self._emit(done)
 
@@ -521,26 +863,31 @@ def _read_toc(
     pg_restore: str, dump_path: Path, *, deadline: float
 ) -> tuple[list[TocEntry], dict[int, str], str]:
     timeout = deadline - time.monotonic()
-    listing = _pg_restore(
-        [pg_restore, "--list", "--verbose", str(dump_path)],
-        label="table of contents",
-        deadline=deadline,
-        timeout=timeout,
-    )
-    entries = parse_toc(listing)
-    # Sections are not printed, but `--list --section` lists only that section's entries.
-    sections: dict[int, str] = {}
-    for section in _SECTIONS:
-        out = _pg_restore(
-            [pg_restore, "--list", f"--section={section}", str(dump_path)],
+
+    def listing(*options: str) -> str:
+        return _pg_restore(
+            [pg_restore, "--list", *options, str(dump_path)],
             label="table of contents",
             deadline=deadline,
             timeout=timeout,
         )
+
+    # Sections are not printed, but `--list --section` lists only that section's entries.
+    # Four short runs of pg_restore, side by side: each is mostly its start-up.
+    with ThreadPoolExecutor(max_workers=1 + len(_SECTIONS)) as pool:
+        verbose = pool.submit(listing, "--verbose")
+        by_section = {
+            section: pool.submit(listing, f"--section={section}") for section in _SECTIONS
+        }
+        full = verbose.result()
+        outputs = {section: future.result() for section, future in by_section.items()}
+    entries = parse_toc(full)
+    sections: dict[int, str] = {}
+    for section, out in outputs.items():
         for line in out.splitlines():
             if match := _TOC_LINE.match(line):
                 sections[int(match.group(1))] = section
-    found = _FORMAT.search(listing)
+    found = _FORMAT.search(full)
     return entries, sections, found.group(1).upper() if found else ""
 
 
@@ -586,19 +933,24 @@ def _pg_restore(
                 f"the restore did not finish within {timeout:g} s and was stopped "
                 f"(during the {label})"
             ) from exc
-        if exc.message.startswith(DISK_FULL):
-            raise RestoreError(f"restoring the {label} failed: {exc.message}") from exc
-        if _TEXT_DUMP.search(exc.message):
-            raise RestoreError(
-                f"the dump file is a plain SQL script, not a pg_dump archive: {exc.message}"
-            ) from exc
-        if _NEWER_DUMP.search(exc.message):
-            raise RestoreError(
-                f"the dump was written by a newer pg_dump than {cmd[0]} can read: {exc.message}"
-            ) from exc
-        if _CORRUPT.search(exc.message):
-            raise RestoreError(f"the dump file is truncated or corrupted: {exc.message}") from exc
-        raise RestoreError(f"restoring the {label} failed: {exc.message}") from exc
+        raise _failure(exc.message, label=label, tool=cmd[0]) from exc
+
+
+def _failure(message: str, *, label: str, tool: str) -> RestoreError:
+    """pg_restore's condensed failure, said in the words a person needs."""
+    if message.startswith(DISK_FULL):
+        return RestoreError(f"restoring the {label} failed: {message}")
+    if _TEXT_DUMP.search(message):
+        return RestoreError(
+            f"the dump file is a plain SQL script, not a pg_dump archive: {message}"
+        )
+    if _NEWER_DUMP.search(message):
+        return RestoreError(
+            f"the dump was written by a newer pg_dump than {tool} can read: {message}"
+        )
+    if _CORRUPT.search(message):
+        return RestoreError(f"the dump file is truncated or corrupted: {message}")
+    return RestoreError(f"restoring the {label} failed: {message}")
 
 
 def _check_deadline(deadline: float, *, timeout: float, label: str) -> None:

@@ -2,8 +2,9 @@
 
     check the source   policy against its schema, fail-closed PII scan
     dump               pg_dump -Fc of the source, read-only, into a private folder
-    mask               restore into a throw-away cluster: pre-data, data, then one
-                       rewriting ALTER per masked table (in parallel), then post-data
+    mask               restore into a throw-away cluster: pre-data; data, with the
+                       HMACs computed as rows load (big tables over `jobs` sessions);
+                       one rewriting ALTER per masked table (in parallel); post-data
                        (indexes and foreign keys built once, on masked data)
     verify             no sampled original value left, no PII in unlisted columns,
                        no dead tuples
@@ -15,14 +16,17 @@ on every failure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import psycopg
@@ -31,16 +35,28 @@ from psycopg import sql
 from perfruns.masking import sql as masking_sql
 from perfruns.masking.pii import report as pii_report
 from perfruns.masking.pii import scan
-from perfruns.masking.policy import Policy, Strategy, parse_policy, policy_hash, validate
+from perfruns.masking.policy import (
+    Policy,
+    Strategy,
+    TablePolicy,
+    parse_policy,
+    policy_hash,
+    validate,
+)
 from perfruns.masking.schema import Schema, TableInfo, introspect
 
 from .cluster import ManagedCluster
 from .pgtools import find_binary, redact, run
 from .restore import _split_password, create_database, restore_dump
 
+logger = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT = 10
 # Original values sampled per masked column, looked for in the masked copy.
 SAMPLES_PER_COLUMN = 50
+# A masked table with at least this many rows (the source's estimate) loads over `jobs`
+# sessions side by side; a smaller one in one of pg_restore's.
+SPLIT_ROWS = 200_000
 HASH_CHUNK = 1 << 20
 
 
@@ -189,52 +205,186 @@ def _descendants(schema: Schema, roots: set[str]) -> set[str]:
     return seen
 
 
-def masking_hook(
-    *, conninfo: str, policy: Policy, schema: Schema, key: bytes, jobs: int
-) -> Callable[[], None]:
-    """What runs between the data and post-data sections of the restore."""
-    present = [
-        (rules, schema.tables[n]) for n, rules in policy.tables.items() if n in schema.tables
-    ]
-    rewrites = [
-        (info.qualified, statement)
-        for rules, info in present
-        if (statement := masking_sql.table_masking_sql(table=rules, info=info)) is not None
-    ]
-    filtered = {info.qualified for rules, info in present if rules.where is not None}
-    truncated = {info.qualified for rules, info in present if rules.truncate}
-    # Tables that lose rows keep dead tuples unless rewritten: the masked ones are
-    # rewritten by their ALTER anyway, the others by VACUUM FULL.
-    touched = _descendants(schema, filtered | truncated) - truncated
-    vacuum = sorted(touched - {name for name, _ in rewrites})
+# Plain tables only: ALTER TABLE on an inheritance parent or a partitioned table reaches
+# tables whose rows load under other names.
+_PLAIN_TABLE = """
+SELECT c.relkind = 'r' AND NOT c.relispartition
+   AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
 
-    def run_one(statement: sql.Composable) -> None:
-        with psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
-            conn.execute(statement)
 
-    def hook() -> None:
-        with psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
-            conn.execute(masking_sql.functions_sql(key=key))
+class MaskingSteps:
+    """The masking, around the data section of the restore (restore_dump's hooks).
+
+    before_data, on the empty tables: the keyed helper functions, and for each masked plain
+    table the columns that compute its HMACs as its rows load (masking_sql.LoadMasking).
+    split_loaded, once a split table's rows are in: when no filter can still change which
+    rows stay, its rewrite starts right away, beside the loading of the other tables.
+    between, once all rows are in: filters and orphan clean-up, then one rewriting ALTER
+    per masked table not rewritten yet (tables in parallel, `jobs` sessions), VACUUM FULL
+    for the filtered tables that are not rewritten, and the functions go.
+    """
+
+    def __init__(
+        self, *, conninfo: str, policy: Policy, schema: Schema, key: bytes, jobs: int
+    ) -> None:
+        self.conninfo = conninfo
+        self.policy = policy
+        self.schema = schema
+        self.key = key
+        self.jobs = jobs
+        self.present = [
+            (rules, schema.tables[n]) for n, rules in policy.tables.items() if n in schema.tables
+        ]
+        self.rewritten = {
+            info.qualified
+            for rules, info in self.present
+            if masking_sql.table_masking_sql(table=rules, info=info) is not None
+        }
+        filtered = {info.qualified for rules, info in self.present if rules.where is not None}
+        truncated = {info.qualified for rules, info in self.present if rules.truncate}
+        # Rows may only be rewritten once no filter or clean-up can delete any.
+        self.rows_settled = not filtered and not truncated
+        # Tables that lose rows keep dead tuples unless rewritten: the masked ones are
+        # rewritten anyway, the others by VACUUM FULL.
+        touched = _descendants(schema, filtered | truncated) - truncated
+        self.vacuum = sorted(touched - self.rewritten)
+        # The rewrite of each table prepared by before_data, by qualified name.
+        self.prepared: dict[str, sql.Composed] = {}
+        self.early: dict[str, threading.Thread] = {}
+        self.early_errors: list[BaseException] = []
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+
+    def _rewrite(self, rules: TablePolicy, info: TableInfo) -> sql.Composed | None:
+        prepared = self.prepared.get(info.qualified)
+        if prepared is not None:
+            return prepared
+        return masking_sql.table_masking_sql(table=rules, info=info)
+
+    def before_data(self) -> None:
+        with self._connect() as conn:
+            conn.execute(masking_sql.functions_sql(key=self.key))
+            for rules, info in self.present:
+                if info.qualified not in self.rewritten:
+                    continue
+                row = conn.execute(_PLAIN_TABLE, [info.schema, info.name]).fetchone()
+                masking = masking_sql.load_masking_sql(table=rules, info=info)
+                if masking is None or row is None or not row[0]:
+                    continue
+                try:
+                    with conn.transaction():
+                        conn.execute(masking.prepare)
+                except psycopg.Error as exc:
+                    # Then it is masked after loading, as a whole, like any other table.
+                    logger.info(
+                        "masking %s after its rows load: %s",
+                        info.qualified,
+                        exc.diag.message_primary or type(exc).__name__,
+                    )
+                    continue
+                self.prepared[info.qualified] = masking.rewrite
+
+    def split_loaded(self, schema: str, table: str) -> bool:
+        qualified = f"{schema}.{table}"
+        found = next(((r, i) for r, i in self.present if i.qualified == qualified), None)
+        if not self.rows_settled or found is None or qualified not in self.rewritten:
+            return False
+        statement = self._rewrite(*found)
+        if statement is None:
+            return False
+
+        def run() -> None:
             try:
-                for rules, info in present:
+                with self._connect() as conn:
+                    conn.execute(statement)
+            except BaseException as exc:
+                self.early_errors.append(exc)
+
+        thread = threading.Thread(target=run, name=f"fixproof-rewrite-{qualified}", daemon=True)
+        thread.start()
+        self.early[qualified] = thread
+        return True
+
+    def wait(self) -> None:
+        """Wait for the rewrites split_loaded started; raise the first failure."""
+        for thread in self.early.values():
+            thread.join()
+        if self.early_errors:
+            raise self.early_errors[0]
+
+    def between(self) -> None:
+        with self._connect() as conn:
+            try:
+                for rules, info in self.present:
                     statement = masking_sql.filter_sql(table=rules, info=info)
                     if statement is not None:
                         conn.execute(statement)
-                cleanup = masking_sql.orphan_cleanup_sql(policy=policy, schema=schema)
+                cleanup = masking_sql.orphan_cleanup_sql(policy=self.policy, schema=self.schema)
                 if cleanup is not None:
                     conn.execute(cleanup)
-                # One rewriting statement per table, tables in parallel.
-                with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-                    for future in [pool.submit(run_one, stmt) for _, stmt in rewrites]:
-                        future.result()
-                for name in vacuum:
-                    info = schema.tables[name]
+                # One rewriting statement per table, biggest first, tables in parallel.
+                rewrites = [
+                    (info.estimated_rows, statement)
+                    for rules, info in self.present
+                    if info.qualified not in self.early
+                    and (statement := self._rewrite(rules, info)) is not None
+                ]
+                rewrites.sort(key=lambda item: -item[0])
+                statements = [statement for _, statement in rewrites]
+                # A session fewer while an early rewrite still runs.
+                running = sum(thread.is_alive() for thread in self.early.values())
+                _run_parallel(self.conninfo, statements, jobs=max(1, self.jobs - running))
+                self.wait()
+                for name in self.vacuum:
+                    info = self.schema.tables[name]
                     conn.execute(sql.SQL("VACUUM (FULL) {}").format(info.identifier))
             finally:
-                # The keyed functions must never reach the written dump.
+                # The keyed functions must never reach the written dump (with CASCADE,
+                # neither do the generated columns of a rewrite that failed).
+                for thread in self.early.values():
+                    thread.join()
                 conn.execute(masking_sql.DROP_FUNCTIONS)
 
-    return hook
+
+def _run_parallel(conninfo: str, statements: list[sql.Composed], *, jobs: int) -> None:
+    """Run the statements in `jobs` sessions, each taking the next; after a failure no
+    session takes another, and the first failure is raised."""
+    pending: SimpleQueue[sql.Composed] = SimpleQueue()
+    for statement in statements:
+        pending.put(statement)
+    failed = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with psycopg.connect(
+                conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True
+            ) as conn:
+                while not failed.is_set():
+                    try:
+                        statement = pending.get_nowait()
+                    except Empty:
+                        return
+                    conn.execute(statement)
+        except BaseException as exc:
+            errors.append(exc)
+            failed.set()
+
+    workers = [
+        threading.Thread(target=work, daemon=True)
+        for _ in range(max(1, min(jobs, len(statements))))
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def restore_masked(
@@ -247,22 +397,46 @@ def restore_masked(
     jobs: int,
     timeout: float,
     progress: Callable[[int, int], None] | None = None,
+    split_rows: float = SPLIT_ROWS,
 ) -> None:
-    """Restore a raw dump into an empty database, masked before indexes are built."""
+    """Restore a raw dump into an empty database, masked before indexes are built.
+
+    The rows of a masked table of `split_rows` rows or more (the source's estimate) load
+    over `jobs` sessions, each computing the HMACs of the rows it loads (MaskingSteps): the
+    costly part of the masking runs as wide as the load, and only the final rewrite of
+    each table is one session's work.
+    """
     truncated = {
         (info.schema, info.name)
         for name, rules in policy.tables.items()
         if rules.truncate and (info := schema.tables.get(name)) is not None
     }
-    restore_dump(
-        dump_path=dump_path,
-        conninfo=conninfo,
-        jobs=jobs,
-        between=masking_hook(conninfo=conninfo, policy=policy, schema=schema, key=key, jobs=jobs),
-        exclude_data=truncated,
-        progress=progress,
-        timeout=timeout,
-    )
+    split = {
+        (info.schema, info.name): jobs
+        for name, rules in policy.tables.items()
+        if jobs > 1
+        and (info := schema.tables.get(name)) is not None
+        and info.estimated_rows >= split_rows
+        and masking_sql.table_masking_sql(table=rules, info=info) is not None
+    }
+    steps = MaskingSteps(conninfo=conninfo, policy=policy, schema=schema, key=key, jobs=jobs)
+    try:
+        restore_dump(
+            dump_path=dump_path,
+            conninfo=conninfo,
+            jobs=jobs,
+            before_data=steps.before_data,
+            split=split,
+            split_loaded=steps.split_loaded,
+            between=steps.between,
+            exclude_data=truncated,
+            progress=progress,
+            timeout=timeout,
+        )
+    finally:
+        # A restore that failed after a rewrite started: let that session end.
+        with contextlib.suppress(Exception):
+            steps.wait()
 
 
 # ---------------------------------------------------------------- verifying
