@@ -156,6 +156,18 @@ def _value_expr(column: str, key: str | None) -> sql.Composable:
     return sql.SQL("{} ->> {}").format(sql.Identifier(column), sql.Literal(key))
 
 
+def _dictionary_can_produce(kind: str, value: str) -> bool:
+    first, last = set(masking_sql.FIRST_NAMES), set(masking_sql.LAST_NAMES)
+    if kind == "first_name":
+        return value in first
+    if kind == "last_name":
+        return value in last
+    if kind == "name":
+        head, _, tail = value.partition(" ")
+        return head in first and tail in last
+    return False
+
+
 def sample_originals(
     conn: psycopg.Connection, *, policy: Policy, schema: Schema
 ) -> list[dict[str, Any]]:
@@ -171,6 +183,10 @@ def sample_originals(
         if rule.kind == "mask":
             # A value no longer than what mask keeps is legitimately unchanged.
             values = [v for v in values if len(v) > rule.first + rule.last]
+        if rule.kind == "fake":
+            # A real name that is also a word of the fakes' dictionary can come out of
+            # masking another value: finding it proves nothing, so it is not looked for.
+            values = [v for v in values if not _dictionary_can_produce(rule.fake, v)]
         if values:
             samples.append(
                 {"table": info.qualified, "column": column, "key": key, "values": values}
