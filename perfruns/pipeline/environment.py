@@ -7,7 +7,6 @@ its environment names.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -20,13 +19,12 @@ from django.conf import settings
 
 from .cluster import ManagedCluster
 from .restore import drop_scratch_databases, restore_and_swap, verify_archive
+from .snapshot import file_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from perfruns.models import ReviewEnvironment, Snapshot
-
-HASH_CHUNK = 1 << 20
 
 
 class RestoreRefused(Exception):
@@ -37,14 +35,6 @@ class RestoreRefused(Exception):
 class Restored:
     settings: dict[str, Any]
     port: int | None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_snapshot_file(snapshot: Snapshot) -> Path:
