@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from perfruns.pipeline import restore as restore_module
-from perfruns.pipeline.cluster import ManagedCluster, stop_stale_clusters
 from perfruns.pipeline.pgtools import find_binary, run
 from perfruns.pipeline.restore import (
     RestoreError,
@@ -29,6 +25,7 @@ from perfruns.pipeline.restore import (
     swap_database,
     verify_archive,
 )
+from tests.managed import Server, managed_server
 
 CUSTOMERS = 20_000
 ORDERS = 30_000
@@ -65,35 +62,10 @@ REFRESH MATERIALIZED VIEW customer_domains;
 MASK_EMAILS = "ALTER TABLE customers ALTER COLUMN email TYPE text USING upper(email)"
 
 
-class Server:
-    def __init__(self, cluster: ManagedCluster, folder: Path) -> None:
-        self.cluster = cluster
-        self.folder = folder
-        self.admin = cluster.conninfo("postgres")
-
-    def db(self, name: str) -> str:
-        return make_conninfo(self.admin, dbname=name)
-
-    def one(self, dbname: str, query: str) -> object:
-        with psycopg.connect(self.db(dbname), connect_timeout=5) as conn:
-            return conn.execute(query).fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    folder = Path(tempfile.mkdtemp(prefix="fixproof-test-"))
-    folder.chmod(0o755)  # the postgres OS user walks through it to its data folder
-    cluster = ManagedCluster(folder / "cluster")
-    try:
-        cluster.initialize(shared_buffers="64MB", work_mem="8MB", max_connections=30, durable=False)
-        cluster.start()
-        yield Server(cluster, folder)
-    finally:
-        try:
-            cluster.destroy()
-        finally:
-            stop_stale_clusters(folder)
-            shutil.rmtree(folder)
+    with managed_server() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from perfruns.masking import (
     DROP_FUNCTIONS,
@@ -20,9 +17,9 @@ from perfruns.masking import (
     validate,
 )
 from perfruns.pipeline import snapshot
-from perfruns.pipeline.cluster import ManagedCluster, stop_stale_clusters
 from perfruns.pipeline.pgtools import find_binary, run
 from perfruns.pipeline.restore import create_database, drop_database
+from tests.managed import Server, managed_server
 
 KEY = b"fixproof test key, 32 bytes long"
 EVENTS = 20_000
@@ -68,35 +65,10 @@ FILTERED = (
 )
 
 
-class Server:
-    def __init__(self, cluster: ManagedCluster, folder: Path) -> None:
-        self.cluster = cluster
-        self.folder = folder
-        self.admin = cluster.conninfo("postgres")
-
-    def db(self, name: str) -> str:
-        return make_conninfo(self.admin, dbname=name)
-
-    def rows(self, dbname: str, query: str) -> list[tuple]:
-        with psycopg.connect(self.db(dbname), connect_timeout=5) as conn:
-            return conn.execute(query).fetchall()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    folder = Path(tempfile.mkdtemp(prefix="fixproof-test-"))
-    folder.chmod(0o755)  # the postgres OS user walks through it to its data folder
-    cluster = ManagedCluster(folder / "cluster")
-    try:
-        cluster.initialize(shared_buffers="64MB", work_mem="8MB", max_connections=30, durable=False)
-        cluster.start()
-        yield Server(cluster, folder)
-    finally:
-        try:
-            cluster.destroy()
-        finally:
-            stop_stale_clusters(folder)
-            shutil.rmtree(folder)
+    with managed_server() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
