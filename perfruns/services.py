@@ -390,6 +390,22 @@ def _is_dead_worker(worker: str) -> bool:
     return not _pid_alive(int(pid))
 
 
+def _fail_dead_rows(model: type, *, failed: str, cleaned: str, done: list[str]) -> list[Any]:
+    """Mark the running rows of a dead worker of this host failed; return the live ones."""
+    live = []
+    for row in model.objects.filter(status="running"):
+        if not _is_dead_worker(row.worker):
+            live.append(row)
+            continue
+        model.objects.filter(pk=row.pk, status="running").update(
+            status=failed,
+            finished_at=timezone.now(),
+            error=f"The worker was killed during the '{row.stage}' step; {cleaned}.",
+        )
+        done.append(f"{model._meta.model_name} #{row.pk} marked failed")
+    return live
+
+
 def janitor_sweep() -> list[str]:
     """Clean what a killed worker left: mark its rows failed, stop its clusters,
     remove its scratch folders and raw dumps, drop half-restored databases.
@@ -401,36 +417,30 @@ def janitor_sweep() -> list[str]:
     from .pipeline.cluster import stop_stale_clusters
 
     done: list[str] = []
-    live_snapshots: set[int] = set()
-    for snap in Snapshot.objects.filter(status=SnapshotStatus.RUNNING):
-        if _is_dead_worker(snap.worker):
-            Snapshot.objects.filter(pk=snap.pk, status=SnapshotStatus.RUNNING).update(
-                status=SnapshotStatus.FAILED,
-                finished_at=timezone.now(),
-                error=f"The worker was killed during the '{snap.stage}' step; "
-                "its scratch cluster and raw dump were removed.",
-            )
-            done.append(f"snapshot #{snap.pk} marked failed")
-        else:
-            live_snapshots.add(snap.pk)
-    live_restores: set[int] = set()
-    for restore in Restore.objects.filter(status=RestoreStatus.RUNNING):
-        if _is_dead_worker(restore.worker):
-            Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).update(
-                status=RestoreStatus.FAILED,
-                finished_at=timezone.now(),
-                error=f"The worker was killed during the '{restore.stage}' step; "
-                "the half-restored database was dropped and the previous one kept.",
-            )
-            done.append(f"restore #{restore.pk} marked failed")
-        else:
-            live_restores.add(restore.environment_id)
+    live_snapshot_ids = {
+        snap.pk
+        for snap in _fail_dead_rows(
+            Snapshot,
+            failed=SnapshotStatus.FAILED,
+            cleaned="its scratch cluster and raw dump were removed",
+            done=done,
+        )
+    }
+    live_restores = {
+        restore.environment_id
+        for restore in _fail_dead_rows(
+            Restore,
+            failed=RestoreStatus.FAILED,
+            cleaned="the half-restored database was dropped and the previous one kept",
+            done=done,
+        )
+    }
 
     scratch_root = Path(settings.FIXPROOF_DATA_DIR) / "scratch"
     if scratch_root.is_dir():
         for folder in scratch_root.iterdir():
             match = re.fullmatch(r"snapshot-(\d+)", folder.name)
-            if match and int(match.group(1)) in live_snapshots:
+            if match and int(match.group(1)) in live_snapshot_ids:
                 continue
             for stopped in stop_stale_clusters(folder):
                 done.append(f"stopped cluster {stopped}")
