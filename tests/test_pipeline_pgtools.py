@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from perfruns.pipeline import pgtools
-from perfruns.pipeline.pgtools import PgToolError, ToolMissing, find_binary, redact, run
+from perfruns.pipeline.pgtools import (
+    PgToolError,
+    ToolCancelled,
+    ToolMissing,
+    find_binary,
+    redact,
+    run,
+)
 
 SERVER_HINT = "install the PostgreSQL server package (Debian: apt-get install postgresql)"
 
@@ -178,6 +186,22 @@ def test_a_tool_past_its_deadline_is_stopped_with_its_children(tmp_path):
         run([tool], timeout=0.5)
 
     assert time.monotonic() - started < 10
+    child = int(child_pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def test_a_cancelled_tool_is_stopped_with_its_children(tmp_path):
+    child_pid_file = tmp_path / "child.pid"
+    tool = _script(tmp_path / "long", f"sleep 60 &\necho $! > {child_pid_file}\nsleep 60\n")
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+
+    with pytest.raises(ToolCancelled, match=r"^long was stopped$"):
+        run([tool], timeout=60, cancel=cancel)
+
     child = int(child_pid_file.read_text())
     deadline = time.monotonic() + 5
     while _alive(child) and time.monotonic() < deadline:

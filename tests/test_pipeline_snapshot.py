@@ -178,6 +178,52 @@ def test_a_split_table_is_masked_as_it_loads_with_the_values_of_the_one_alter(
         assert _one(conn, constraints) == 4
 
 
+TWINNED = """
+tables:
+  users:
+    email: {fake: email}
+    name: {fake: name}
+    phone: null
+  events:
+    payload: {json_mask: {ip: {fake: ip}}}
+    note: hash
+"""
+
+
+def test_a_table_whose_masking_computes_each_hmac_once_is_masked_as_it_loads_without_rewrite(
+    server, dump, databases, monkeypatch
+):
+    prepared: list[str] = []
+    prepare_twins = snapshot.MaskingSteps._prepare_twins
+
+    def watched(self, conn, rules, info) -> bool:
+        if prepare_twins(self, conn, rules, info):
+            prepared.append(info.qualified)
+            return True
+        return False
+
+    monkeypatch.setattr(snapshot.MaskingSteps, "_prepare_twins", watched)
+    databases += ["masked", "altered"]
+
+    _masked(server, dump, "masked", TWINNED, split_rows=1000)
+    _altered(server, dump, "altered", TWINNED)
+
+    # events: an IP fake and a hash, one HMAC each; users' e-mail fake looks three times.
+    assert prepared == ["public.events"]
+    for query in TABLES:
+        assert server.rows("masked", query) == server.rows("altered", query)
+    assert server.rows("masked", COLUMNS) == server.rows("source", COLUMNS)
+    with psycopg.connect(server.db("masked"), autocommit=True) as conn:
+        assert snapshot.dead_tuples(conn) == 0
+        assert _one(conn, "SELECT count(*) FROM event_ips WHERE ip LIKE '10.%'") == 0
+        assert _one(conn, "SELECT count(*) FROM events WHERE note LIKE 'note%'") == 0
+        assert _one(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'fixproof_mask'") == 0
+        assert _one(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'fixproof_hmac'") == 0
+        # The identity still numbers new rows after the restored ones.
+        conn.execute("INSERT INTO events (user_id, at) VALUES (1, now())")
+        assert _one(conn, "SELECT max(id) FROM events") == EVENTS + 1
+
+
 def _one(conn: psycopg.Connection, query: str) -> object:
     return conn.execute(query).fetchone()[0]
 

@@ -72,6 +72,10 @@ class ToolMissing(PgToolError):
     """The tool is not installed where we look for it."""
 
 
+class ToolCancelled(PgToolError):
+    """The caller's `cancel` event was set: the tool was stopped."""
+
+
 def find_binary(name: str) -> str:
     """Path of a PostgreSQL tool: PATH first, then the newest /usr/lib/postgresql/<v>/bin."""
     found = shutil.which(name)
@@ -148,13 +152,15 @@ def run(
     as_user: str | None = None,
     stdin: str | bytes | IO[bytes] | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool and return its output, or raise `PgToolError` with a condensed message.
 
     `env` adds to (and overrides) the inherited environment. `as_user` runs the tool as that
     OS user through runuser (only root may switch). `on_stderr_line` sees each stderr line as
     it arrives, in this thread, for progress reports. The tool and every process it started
-    in its session are killed when the deadline passes or an exception (KeyboardInterrupt
+    in its session are killed when the deadline passes, when `cancel` is set (then
+    `ToolCancelled` is raised, within half a second) or an exception (KeyboardInterrupt
     too) leaves this function.
     """
     if not cmd:
@@ -202,13 +208,14 @@ def run(
     # Verbose tools print thousands of lines; keep the errors even when they scroll away.
     stderr_errors: list[str] = []
     stdout_chunks: list[bytes] = []
-    timed_out = False
+    outcome = _FINISHED
     try:
         if stdin_data is not None:
             threading.Thread(target=_feed, args=(proc, stdin_data), daemon=True).start()
-        timed_out = _pump(
+        outcome = _pump(
             proc,
             deadline=time.monotonic() + timeout,
+            cancel=cancel,
             stdout_chunks=stdout_chunks,
             on_line=lambda line: _keep_line(line, stderr_tail, stderr_errors, on_stderr_line),
         )
@@ -219,8 +226,10 @@ def run(
             if pipe is not None:
                 pipe.close()
 
-    if timed_out:
+    if outcome == _TIMED_OUT:
         raise PgToolError(tool, f"{tool} did not finish within {timeout:g} s and was stopped")
+    if outcome == _CANCELLED:
+        raise ToolCancelled(tool, f"{tool} was stopped")
     stdout_text = b"".join(stdout_chunks).decode(errors="replace")
     if proc.returncode != 0:
         detail = condense("\n".join([*stderr_errors, *stderr_tail])) or condense(stdout_text)
@@ -245,14 +254,18 @@ def _keep_line(
         on_line(line)
 
 
+_FINISHED, _TIMED_OUT, _CANCELLED = "finished", "timed out", "cancelled"
+
+
 def _pump(
     proc: subprocess.Popen[bytes],
     *,
     deadline: float,
+    cancel: threading.Event | None,
     stdout_chunks: list[bytes],
     on_line: Callable[[str], None],
-) -> bool:
-    """Read stdout and stderr until both close or the deadline; True when it timed out."""
+) -> str:
+    """Read stdout and stderr until both close, the deadline or `cancel`; how it ended."""
     assert proc.stdout is not None and proc.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ, "out")
@@ -263,7 +276,9 @@ def _pump(
         while selector.get_map():
             now = time.monotonic()
             if now >= deadline:
-                return True
+                return _TIMED_OUT
+            if cancel is not None and cancel.is_set():
+                return _CANCELLED
             if proc.poll() is not None:
                 # A daemon the tool started (pg_ctl's postmaster) may hold our pipes open
                 # forever; once the tool itself is gone, read what is left and move on.
@@ -286,8 +301,8 @@ def _pump(
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            return True
-        return False
+            return _TIMED_OUT
+        return _FINISHED
     finally:
         selector.close()
 

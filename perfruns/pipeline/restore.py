@@ -14,6 +14,7 @@ import queue
 import re
 import secrets
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,7 +28,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from perfruns.pipeline.pgtools import DISK_FULL, PgToolError, condense, find_binary, run
+from perfruns.pipeline.pgtools import (
+    DISK_FULL,
+    PgToolError,
+    ToolCancelled,
+    condense,
+    find_binary,
+    run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +187,7 @@ def restore_dump(
             label: str,
             jobs: int,
             on_line: Callable[[str], None] | None = None,
+            cancel: threading.Event | None = None,
         ) -> None:
             if not entries:
                 return
@@ -195,7 +204,15 @@ def restore_dump(
                 "--verbose",
                 str(dump_path),
             ]
-            _pg_restore(cmd, label=label, env=env, deadline=deadline, timeout=timeout, on=on_line)
+            _pg_restore(
+                cmd,
+                label=label,
+                env=env,
+                deadline=deadline,
+                timeout=timeout,
+                on=on_line,
+                cancel=cancel,
+            )
 
         restore(plan.pre_data, label="pre-data", jobs=1)
         if before_data is not None:
@@ -207,37 +224,55 @@ def restore_dump(
             for entry in plan.data
             if entry.kind == _TABLE_DATA and streams.get((entry.schema, entry.name), 1) > 1
         ]
-        counter = _DataProgress(plan.data, parallel=jobs > 1, progress=progress)
+        rest = [e for e in plan.data if all(e is not entry for entry, _ in split_entries)]
+        # The split tables load first, each with every session: the longest loads. The
+        # other tables load beside them in one more pg_restore session, so that no core
+        # waits while the last split table or the last small table loads.
+        beside = bool(split_entries) and any(e.kind == _TABLE_DATA for e in rest)
+        # pg_restore reports otherwise in a single session.
+        counter = _DataProgress(plan.data, parallel=jobs > 1 and not beside, progress=progress)
         counter.start()
-        # The split tables first, each with every session: the longest loads. The other
-        # tables then load beside whatever `split_loaded` started on a split table.
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def restore_rest() -> None:
+            try:
+                restore(rest, label="data", jobs=1, on_line=counter.see, cancel=stop)
+            except BaseException as exc:
+                errors.append(exc)
+
+        others = threading.Thread(target=restore_rest, name="fixproof-restore-data", daemon=True)
+        if beside:
+            others.start()
         busy = 0
-        for entry, streams in split_entries:
-            loaded = _copy_split(
-                entry,
-                streams=streams,
-                pg_restore=pg_restore,
-                dump_path=dump_path,
-                conninfo=conninfo,
-                workdir=Path(workdir),
-                deadline=deadline,
-                timeout=timeout,
-            )
-            if not loaded:
-                # Rows pg_restore does not write as COPY text (a dump made with --inserts),
-                # or columns in another order: one pg_restore session, as usual.
-                restore([entry], label="split data", jobs=1)
-            counter.advance_one()
-            if split_loaded is not None and split_loaded(entry.schema, entry.name):
-                busy += 1
-        rest_jobs = max(1, jobs - busy)
-        counter.parallel = rest_jobs > 1  # pg_restore reports otherwise in a single session
-        restore(
-            [e for e in plan.data if all(e is not entry for entry, _ in split_entries)],
-            label="data",
-            jobs=rest_jobs,
-            on_line=counter.see,
-        )
+        try:
+            for entry, streams in split_entries:
+                loaded = _copy_split(
+                    entry,
+                    streams=streams,
+                    pg_restore=pg_restore,
+                    dump_path=dump_path,
+                    conninfo=conninfo,
+                    workdir=Path(workdir),
+                    deadline=deadline,
+                    timeout=timeout,
+                )
+                if not loaded:
+                    # Rows pg_restore does not write as COPY text (a dump made with
+                    # --inserts), or columns in another order: one pg_restore session.
+                    restore([entry], label="split data", jobs=1)
+                counter.advance_one()
+                if split_loaded is not None and split_loaded(entry.schema, entry.name):
+                    busy += 1
+        finally:
+            if beside:
+                if sys.exc_info()[0] is not None:
+                    stop.set()  # the restore fails anyway: stop loading the others
+                others.join()
+        if errors and not isinstance(errors[0], ToolCancelled):
+            raise errors[0]
+        if not beside:
+            restore(rest, label="data", jobs=max(1, jobs - busy), on_line=counter.see)
         counter.finish()
         if between is not None:
             between()
@@ -923,10 +958,15 @@ def _pg_restore(
     timeout: float,
     env: dict[str, str] | None = None,
     on: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     _check_deadline(deadline, timeout=timeout, label=label)
     try:
-        return run(cmd, timeout=deadline - time.monotonic(), env=env, on_stderr_line=on).stdout
+        return run(
+            cmd, timeout=deadline - time.monotonic(), env=env, on_stderr_line=on, cancel=cancel
+        ).stdout
+    except ToolCancelled:
+        raise
     except PgToolError as exc:
         if time.monotonic() >= deadline:
             raise RestoreError(

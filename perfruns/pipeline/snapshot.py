@@ -44,6 +44,7 @@ from perfruns.masking.policy import (
     validate,
 )
 from perfruns.masking.schema import Schema, TableInfo, introspect
+from perfruns.masking.sql import RestoredColumn
 
 from .cluster import ManagedCluster
 from .pgtools import find_binary, redact, run
@@ -232,14 +233,49 @@ WHERE n.nspname = %s AND c.relname = %s
 """
 
 
+# The columns of a restored table, in order, for masking_sql.twin_masking_sql.
+_RESTORED_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid),
+       CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END,
+       CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage::text END,
+       nullif(a.attcompression::text, ''),
+       a.attstattarget,
+       col_description(a.attrelid, a.attnum),
+       ARRAY(SELECT o FROM unnest(a.attoptions) o
+             WHERE split_part(o, '=', 1) IN ('n_distinct', 'n_distinct_inherited')),
+       a.attidentity = '' AND a.attgenerated = ''
+       AND NOT EXISTS (
+         SELECT 1 FROM pg_depend dep
+         WHERE dep.refclassid = 'pg_class'::regclass AND dep.refobjid = a.attrelid
+           AND dep.refobjsubid = a.attnum
+           AND NOT (dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid))
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = %s AND c.relname = %s)
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def restored_columns(conn: psycopg.Connection, info: TableInfo) -> list[RestoredColumn]:
+    rows = conn.execute(_RESTORED_COLUMNS, [info.schema, info.name]).fetchall()
+    return [RestoredColumn(*row) for row in rows]
+
+
 class MaskingSteps:
     """The masking, around the data section of the restore (restore_dump's hooks).
 
     before_data, on the empty tables: the keyed helper functions, and for each masked plain
-    table the columns that compute its HMACs as its rows load (masking_sql.LoadMasking).
+    table the generated columns that compute as its rows load either its masked values
+    (masking_sql.TwinMasking: then no rewrite at all, for a table that loses no rows) or
+    its HMACs (masking_sql.LoadMasking).
     split_loaded, once a split table's rows are in: when no filter can still change which
     rows stay, its rewrite starts right away, beside the loading of the other tables.
-    between, once all rows are in: filters and orphan clean-up, then one rewriting ALTER
+    between, once all rows are in: filters and orphan clean-up, the twins made plain
+    columns (catalog changes only), then one rewriting ALTER
     per masked table not rewritten yet (tables in parallel, `jobs` sessions), VACUUM FULL
     for the filtered tables that are not rewritten, and the functions go.
     """
@@ -268,6 +304,10 @@ class MaskingSteps:
         # rewritten anyway, the others by VACUUM FULL.
         touched = _descendants(schema, filtered | truncated) - truncated
         self.vacuum = sorted(touched - self.rewritten)
+        self.losing_rows = touched | filtered | truncated
+        # The finishing statements of each table masked by twins, by qualified name.
+        self.twins: dict[str, list[sql.Composed]] = {}
+        self.native = False  # whether the fixproof_hmac extension computes the HMACs
         # The rewrite of each table prepared by before_data, by qualified name.
         self.prepared: dict[str, sql.Composed] = {}
         self.early: dict[str, threading.Thread] = {}
@@ -284,13 +324,20 @@ class MaskingSteps:
 
     def before_data(self) -> None:
         with self._connect() as conn:
-            conn.execute(masking_sql.functions_sql(key=self.key))
+            self.native = conn.execute(masking_sql.NATIVE_AVAILABLE).fetchone()[0]
+            conn.execute(masking_sql.functions_sql(key=self.key, native=self.native))
             for rules, info in self.present:
                 if info.qualified not in self.rewritten:
                     continue
                 row = conn.execute(_PLAIN_TABLE, [info.schema, info.name]).fetchone()
+                if row is None or not row[0]:
+                    continue
+                if info.qualified not in self.losing_rows and self._prepare_twins(
+                    conn, rules, info
+                ):
+                    continue
                 masking = masking_sql.load_masking_sql(table=rules, info=info)
-                if masking is None or row is None or not row[0]:
+                if masking is None:
                     continue
                 try:
                     with conn.transaction():
@@ -305,9 +352,31 @@ class MaskingSteps:
                     continue
                 self.prepared[info.qualified] = masking.rewrite
 
+    def _prepare_twins(self, conn: psycopg.Connection, rules: TablePolicy, info: TableInfo) -> bool:
+        twins = masking_sql.twin_masking_sql(
+            table=rules, info=info, restored=restored_columns(conn, info)
+        )
+        if twins is None:
+            return False
+        try:
+            with conn.transaction():
+                for statement in twins.prepare:
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            logger.info(
+                "masking %s by a rewrite: %s",
+                info.qualified,
+                exc.diag.message_primary or type(exc).__name__,
+            )
+            return False
+        self.twins[info.qualified] = twins.finish
+        return True
+
     def split_loaded(self, schema: str, table: str) -> bool:
         qualified = f"{schema}.{table}"
         found = next(((r, i) for r, i in self.present if i.qualified == qualified), None)
+        if qualified in self.twins:
+            return False  # nothing to rewrite: its finish takes no time
         if not self.rows_settled or found is None or qualified not in self.rewritten:
             return False
         statement = self._rewrite(*found)
@@ -343,11 +412,16 @@ class MaskingSteps:
                 cleanup = masking_sql.orphan_cleanup_sql(policy=self.policy, schema=self.schema)
                 if cleanup is not None:
                     conn.execute(cleanup)
+                for statements in self.twins.values():
+                    with conn.transaction():
+                        for statement in statements:
+                            conn.execute(statement)
                 # One rewriting statement per table, biggest first, tables in parallel.
                 rewrites = [
                     (info.estimated_rows, statement)
                     for rules, info in self.present
                     if info.qualified not in self.early
+                    and info.qualified not in self.twins
                     and (statement := self._rewrite(rules, info)) is not None
                 ]
                 rewrites.sort(key=lambda item: -item[0])

@@ -1,0 +1,9 @@
+-- Created in Fixproof's helper schema of a scratch copy, dropped with it before dumping.
+CREATE FUNCTION fixproof_hmac_sha256(key bytea, message bytea) RETURNS bytea
+AS 'MODULE_PATHNAME', 'fixproof_hmac_sha256'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- The same over a text's bytes in the server encoding (what the SQL helpers hash).
+CREATE FUNCTION fixproof_hmac_sha256(key bytea, message text) RETURNS bytea
+AS 'MODULE_PATHNAME', 'fixproof_hmac_sha256'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
