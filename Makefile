@@ -47,15 +47,15 @@ chromium:
 			echo "Chromium is missing: sudo apt-get install chromium" >&2; exit 1; \
 		fi; }
 
-# The masking's native HMAC (native/fixproof_hmac.c), a PostgreSQL extension for the
-# server version the scratch clusters run (the newest under /usr/lib/postgresql). Without
-# it the masking computes the same values in SQL, about three times slower. As root the
-# build tools are installed when missing; otherwise say what to install and go on.
+# The masking's native helpers (native/fixproof_native.c: HMAC, hex groups), a PostgreSQL
+# extension for the server version the scratch clusters run (the newest under
+# /usr/lib/postgresql). Without it the masking computes the same values in SQL, slower. As
+# root the build tools are installed when missing; otherwise say what to install and go on.
 PG_MAJOR := $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
 PG_LIB := /usr/lib/postgresql/$(PG_MAJOR)/lib
-native: $(PG_LIB)/fixproof_hmac.so
+native: $(PG_LIB)/fixproof_native.so
 
-$(PG_LIB)/fixproof_hmac.so: native/fixproof_hmac.c native/fixproof_hmac--1.0.sql native/fixproof_hmac.control
+$(PG_LIB)/fixproof_native.so: native/fixproof_native.c native/fixproof_native--1.0.sql native/fixproof_native.control
 	@[ -n "$(PG_MAJOR)" ] || { echo "PostgreSQL server is not installed: make services says how" >&2; exit 1; }
 	@if [ "$$(id -u)" != 0 ]; then \
 		echo "native HMAC not installed (needs root): sudo make native; the masking works without it, slower" >&2; \

@@ -11,7 +11,8 @@ dumps it with pg_dump -Fc, then, in one throw-away cluster, alternates:
 - Fixproof: the snapshot pipeline's restore with masking between the data and
   post-data sections (perfruns.pipeline.snapshot.restore_masked).
 
-Prints each round, the median of each side, and last the line
+Prints whether the native masking helpers (`make native`) are installed, each round,
+the median of each side, and last the line
 `ratio=X.XX dead_tuples=N` (Fixproof / baseline; dead tuples left in the
 masked tables). Not part of the test suite: timings on a shared machine are
 only meaningful as a ratio measured side by side.
@@ -42,6 +43,7 @@ from psycopg import sql  # noqa: E402
 
 from perfruns.masking.policy import parse_policy  # noqa: E402
 from perfruns.masking.schema import introspect  # noqa: E402
+from perfruns.masking.sql import NATIVE_AVAILABLE  # noqa: E402
 from perfruns.pipeline.cluster import ManagedCluster  # noqa: E402
 from perfruns.pipeline.environment import cluster_os_user  # noqa: E402
 from perfruns.pipeline.pgtools import find_binary, run  # noqa: E402
@@ -153,6 +155,9 @@ def main() -> None:
     cluster.initialize(shared_buffers="256MB", work_mem="64MB", max_connections=20, durable=False)
     cluster.start()
     admin = cluster.conninfo("postgres")
+    with psycopg.connect(admin) as conn:
+        native = conn.execute(NATIVE_AVAILABLE).fetchone()[0]
+    print(f"native masking helpers (make native): {'yes' if native else 'no, SQL only'}")
     plain_times: list[float] = []
     ours_times: list[float] = []
     dead = 0

@@ -884,7 +884,7 @@ def test_its_fake_ip_keeps_the_documented_format(db):
         assert fake == f"2001:db8::{groups}"
 
 
-# --- the native HMAC (native/fixproof_hmac.c, installed by `make native`) -----------------
+# --- the native HMAC (native/fixproof_native.c, installed by `make native`) -----------------
 
 
 def test_the_native_hmac_extension_is_installed_for_the_masking(db):
@@ -919,14 +919,36 @@ def test_the_native_hmac_gives_the_values_of_the_sql_one(db, key):
     ]
 
 
+def test_the_native_helpers_give_the_fakes_of_the_sql_ones(db):
+    values = ["10.0.0.1", " 10.0.0.1 ", "2001:DB8::1", "", "fe80::1%eth0", "Zoë"]
+    query = (
+        "SELECT fixproof_mask.fake_ip(v, 100, false), fixproof_mask.fake_email(v, 100, true),"
+        " fixproof_mask.hash_text(v, 64) FROM unnest(%s::text[]) v"
+    )
+    db.execute(functions_sql(key=KEY, native=True))
+    native = db.execute(query, [values]).fetchall()
+    db.execute(DROP_FUNCTIONS)
+    db.execute(functions_sql(key=KEY))
+
+    assert native == db.execute(query, [values]).fetchall()
+    assert native[0][0] == native[1][0]  # normalised first
+
+
+def test_the_native_hex_groups_refuse_bytes_out_of_range(db):
+    db.execute(functions_sql(key=KEY, native=True))
+
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="bytes 30 to 33"):
+        db.execute("SELECT fixproof_mask.fixproof_hex_groups(fixproof_mask.hmac('x'), 30, 2)")
+
+
 def test_the_native_hmac_goes_with_the_helper_functions(db):
     db.execute(functions_sql(key=KEY, native=True))
     db.execute(DROP_FUNCTIONS)
 
     assert (
-        db.execute("SELECT count(*) FROM pg_extension WHERE extname = 'fixproof_hmac'").fetchone()[
-            0
-        ]
+        db.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'fixproof_native'"
+        ).fetchone()[0]
         == 0
     )
     assert db.execute(NATIVE_AVAILABLE).fetchone()[0] is True

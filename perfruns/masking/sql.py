@@ -12,10 +12,12 @@ before post-data (so no index or foreign key exists yet):
    resets pg_stat_user_tables.n_dead_tup: an ANALYZE does.)
 4. `DROP_FUNCTIONS`, before dumping: the function bodies hold the derived key.
 
-The snapshot pipeline splits step 3 of a plain table around the loading of its rows
-(`load_masking_sql`): with the functions created before the data section, generated
-columns compute the HMACs as the rows load, in every session that loads them, and the
-one ALTER then only moves those values in. Same values either way.
+The snapshot pipeline splits step 3 of a plain table around the loading of its rows:
+with the functions created before the data section, generated columns compute as the
+rows load, in every session that loads them, either the masked values themselves
+(`twin_masking_sql`: no rewrite after, for tables that lose no rows and whose rules look
+into each HMAC once) or the HMACs (`load_masking_sql`: the one ALTER then only moves
+those values in). Same values every way.
 
 The `Schema` these functions take must come from the source database (or a schema-only
 restore): primary keys, unique indexes and foreign keys are post-data, so the half
@@ -168,7 +170,7 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
     # textsend() are only STABLE, and one STABLE call stops the inlining.
     ("bytes", "v text", "bytea", "decode(replace(v, {backslash}, {two_backslashes}), 'escape')"),
     # RFC 2104 with the built-in sha256(); `functions_sql(native=True)` swaps in the
-    # fixproof_hmac extension's C function, same values (native/fixproof_hmac.c).
+    # fixproof_native extension's C function, same values (native/fixproof_native.c).
     ("hmac", "m bytea", "bytea", "sha256({opad} || sha256({ipad} || m))"),
     # The domain ("email", "hash", "row"...) keeps the outputs of two strategies for the
     # same value unrelated: one cannot be used to confirm a guess about the other.
@@ -341,12 +343,14 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-NATIVE_EXTENSION = "fixproof_hmac"
-# The native bodies of the two helpers that hash; the text one hashes the text's bytes
-# directly, without the SQL conversion to bytea.
+NATIVE_EXTENSION = "fixproof_native"
+# The native bodies of the helpers the extension speeds up: the two that hash (the text
+# one hashes the text's bytes directly, without the SQL conversion to bytea) and the hex
+# groups of a fake IP, the costliest formatting of all in SQL.
 _NATIVE_BODIES = {
     "hmac": "{native}({key}, m)",
     "hmac_text": "{native}({key}, domain || ':' || v)",
+    "ip_groups": "{native_groups}(h, 8, 4)",
 }
 
 NATIVE_AVAILABLE = sql.SQL(
@@ -358,15 +362,17 @@ NATIVE_AVAILABLE = sql.SQL(
 def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
     """CREATE SCHEMA fixproof_mask and its functions, keyed with `key` (>= 16 bytes).
 
-    `native`: the HMAC is the C function of the fixproof_hmac extension (built by `make
-    native`), created inside the helper schema and dropped with it; about ten times as fast
-    as two calls of sha256() for short values, same results. Ask NATIVE_AVAILABLE first."""
+    `native`: the HMAC and the fake IP's hex groups are C functions of the fixproof_native
+    extension (built by `make native`), created inside the helper schema and dropped with
+    it. Its HMAC is about ten times as fast as two calls of sha256() for short values.
+    Same results either way. Ask NATIVE_AVAILABLE first."""
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(f"the masking key must be at least {MIN_KEY_BYTES} bytes")
     ipad, opad = _hmac_pads(key)
     parts: dict[str, sql.Composable] = {name: _f(name) for name, _, _, _ in _DEFINITIONS}
     parts.update(
         native=sql.Identifier(HELPER_SCHEMA, "fixproof_hmac_sha256"),
+        native_groups=sql.Identifier(HELPER_SCHEMA, "fixproof_hex_groups"),
         key=sql.Literal(key),
         opad=sql.Literal(opad),
         ipad=sql.Literal(ipad),

@@ -3,9 +3,10 @@
     check the source   policy against its schema, fail-closed PII scan
     dump               pg_dump -Fc of the source, read-only, into a private folder
     mask               restore into a throw-away cluster: pre-data; data, with the
-                       HMACs computed as rows load (big tables over `jobs` sessions);
-                       one rewriting ALTER per masked table (in parallel); post-data
-                       (indexes and foreign keys built once, on masked data)
+                       masked values (twins) or the HMACs computed as rows load (big
+                       tables over `jobs` sessions, the others beside them); for tables
+                       not masked by twins, one rewriting ALTER each (in parallel);
+                       post-data (indexes and foreign keys built once, on masked data)
     verify             no sampled original value left, no PII in unlisted columns,
                        no dead tuples
     write              pg_dump -Fc of the masked database, owner-only, with its sha256
@@ -307,7 +308,7 @@ class MaskingSteps:
         self.losing_rows = touched | filtered | truncated
         # The finishing statements of each table masked by twins, by qualified name.
         self.twins: dict[str, list[sql.Composed]] = {}
-        self.native = False  # whether the fixproof_hmac extension computes the HMACs
+        self.native = False  # whether the fixproof_native extension computes the HMACs
         # The rewrite of each table prepared by before_data, by qualified name.
         self.prepared: dict[str, sql.Composed] = {}
         self.early: dict[str, threading.Thread] = {}

@@ -7,3 +7,8 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION fixproof_hmac_sha256(key bytea, message text) RETURNS bytea
 AS 'MODULE_PATHNAME', 'fixproof_hmac_sha256'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Pairs of bytes as hex groups separated by colons (the fake IPs' last groups).
+CREATE FUNCTION fixproof_hex_groups(h bytea, start integer, groups integer) RETURNS text
+AS 'MODULE_PATHNAME', 'fixproof_hex_groups'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
