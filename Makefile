@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 
-.PHONY: run test install env services db messages extract-messages chromium native lint format clean
+.PHONY: run test install env services db messages extract-messages chromium native vendor lint format clean
 
 install: $(VENV)/.installed
 
@@ -69,7 +69,23 @@ $(PG_LIB)/fixproof_native.so: native/fixproof_native.c native/fixproof_native--1
 		$(MAKE) -s -C native PG_CONFIG=/usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config with_llvm=no clean; \
 	fi
 
-run: db messages native
+# Charting library of the run pages, from npm into static/vendor (served locally, no CDN).
+UPLOT_VERSION := 1.6.32
+vendor: static/vendor/uPlot.iife.min.js
+
+static/vendor/uPlot.iife.min.js:
+	@command -v npm >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; \
+		else \
+			echo "npm is missing: sudo apt-get install npm" >&2; exit 1; \
+		fi; }
+	rm -rf var/npm && mkdir -p var/npm static/vendor
+	npm install --silent --no-audit --no-fund --prefix var/npm uplot@$(UPLOT_VERSION)
+	cp var/npm/node_modules/uplot/dist/uPlot.iife.min.js var/npm/node_modules/uplot/dist/uPlot.min.css \
+		var/npm/node_modules/uplot/LICENSE static/vendor/
+
+run: db messages native vendor
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) ensure_admin
 	$(MANAGE) load_demo
@@ -78,7 +94,7 @@ run: db messages native
 	@echo "(web, Celery worker and beat; Ctrl-C stops all three)"
 	$(VENV)/bin/honcho start
 
-test: services messages chromium native
+test: services messages chromium native vendor
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
@@ -91,4 +107,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) locale/*/LC_MESSAGES/*.mo .pytest_cache native/*.o native/*.so native/*.bc
+	rm -rf $(VENV) locale/*/LC_MESSAGES/*.mo .pytest_cache native/*.o native/*.so native/*.bc static/vendor var/npm

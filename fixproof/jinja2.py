@@ -28,10 +28,13 @@ def date_format(value: Any, fmt: str = "DATE_FORMAT") -> str:
     return formats.date_format(value, fmt)
 
 
-def number(value: Decimal | None) -> str:
-    """A figure as written, in the reader's language: 270, 2.5 or 2,5; never 2.7E+2."""
+def number(value: Decimal | int | None) -> str:
+    """A figure as written, in the reader's language: 270, 2.5 or 2,5; never 2.7E+2.
+    Counts (ints) get the reader's thousands separator: 12,345 or 12 345."""
     if value is None:
         return ""
+    if isinstance(value, int):
+        return formats.number_format(value, force_grouping=True)
     # normalize() alone gives 2.7E+2 for 270; going through "f" drops the exponent.
     return formats.number_format(Decimal(format(value.normalize(), "f")))
 

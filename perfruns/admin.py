@@ -1,6 +1,8 @@
+from django import forms
 from django.contrib import admin
 
-from .models import DumpSource, Restore, ReviewEnvironment, Snapshot
+from . import services
+from .models import DumpSource, PerfRun, Restore, ReviewEnvironment, Scenario, Snapshot
 
 
 @admin.register(DumpSource)
@@ -27,3 +29,44 @@ class RestoreAdmin(admin.ModelAdmin):
     list_display = ("id", "environment", "snapshot", "status", "tables_done", "tables_total")
     list_filter = ("status", "environment")
     readonly_fields = [f.name for f in Restore._meta.fields]
+
+
+class ScenarioAdminForm(forms.ModelForm):
+    class Meta:
+        model = Scenario
+        exclude: tuple[str, ...] = ()
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors:
+            # The same checks as load_scenarios: loopback targets only, a valid shape...
+            try:
+                services.scenario_check(self.instance.__class__(**_plain(cleaned)))
+            except services.PipelineRefused as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+def _plain(cleaned: dict) -> dict:
+    return {k: v for k, v in cleaned.items() if k not in ("postmortems", "actions")}
+
+
+@admin.register(Scenario)
+class ScenarioAdmin(admin.ModelAdmin):
+    form = ScenarioAdminForm
+    list_display = ("name", "environment", "shape", "users", "duration_s", "updated_at")
+    filter_horizontal = ("postmortems", "actions")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            services.scenario_schedule_set(
+                scenario=obj, enabled=True, **services.SCENARIO_DEFAULT_SCHEDULE
+            )
+
+
+@admin.register(PerfRun)
+class PerfRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "scenario", "environment", "status", "stage", "created_at")
+    list_filter = ("status", "scenario")
+    readonly_fields = [f.name for f in PerfRun._meta.fields]

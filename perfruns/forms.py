@@ -81,3 +81,20 @@ class RestoreForm(forms.Form):
         empty_label=_("Latest ready snapshot"),
         label=_("Snapshot"),
     )
+
+
+class ScheduleForm(forms.Form):
+    DAYS = [
+        ("1", _("Monday")),
+        ("2", _("Tuesday")),
+        ("3", _("Wednesday")),
+        ("4", _("Thursday")),
+        ("5", _("Friday")),
+        ("6", _("Saturday")),
+        ("0", _("Sunday")),
+        ("*", _("Every day")),
+    ]
+    day_of_week = forms.ChoiceField(label=_("Day"), choices=DAYS)
+    hour = forms.IntegerField(label=_("Hour"), min_value=0, max_value=23)
+    minute = forms.IntegerField(label=_("Minute"), min_value=0, max_value=59)
+    enabled = forms.BooleanField(label=_("Enabled"), required=False)

@@ -292,3 +292,274 @@ class Restore(models.Model):
         if not self.tables_total:
             return 0
         return min(99, int(100 * self.tables_done / self.tables_total))
+
+
+# ---------------------------------------------------------------- scenarios and runs
+
+
+class ShapeKind(models.TextChoices):
+    CONSTANT = "constant", _("Constant users")
+    STEPS = "steps", _("Steps (find the breaking point)")
+    ARRIVAL = "arrival", _("Fixed arrival rate")
+
+
+class Scenario(models.Model):
+    """A load test of a target against a review environment: what, how hard, how judged."""
+
+    name = models.SlugField(_("name"), max_length=100, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    locustfile_path = models.CharField(
+        _("locustfile path"),
+        max_length=500,
+        blank=True,
+        help_text=_("Path of the locustfile in a repository checkout on the worker."),
+    )
+    locustfile_text = models.TextField(
+        _("uploaded locustfile"),
+        blank=True,
+        help_text=_("The locustfile itself, uploaded by an administrator."),
+    )
+    target_url = models.CharField(_("target base URL"), max_length=300)
+    environment = models.ForeignKey(
+        ReviewEnvironment, on_delete=models.PROTECT, related_name="scenarios"
+    )
+    restore_first = models.BooleanField(
+        _("restore the latest snapshot first"),
+        default=False,
+        help_text=_("Otherwise each run clones the database restored last."),
+    )
+    start_command = models.TextField(
+        _("target start command"),
+        blank=True,
+        help_text=_("Run with DATABASE_URL set to the run's database; stopped after the run."),
+    )
+    start_env = models.JSONField(
+        _("target environment"),
+        default=dict,
+        blank=True,
+        help_text=_("Extra environment variables of the start command."),
+    )
+    health_url = models.CharField(_("health URL"), max_length=300, blank=True)
+    health_timeout_s = models.PositiveIntegerField(_("health timeout (s)"), default=60)
+    users = models.PositiveIntegerField(_("users"), default=10)
+    spawn_rate = models.FloatField(_("spawn rate (users/s)"), default=10)
+    duration_s = models.PositiveIntegerField(_("duration (s)"), default=60)
+    shape = models.CharField(
+        _("load shape"), max_length=10, choices=ShapeKind.choices, default=ShapeKind.CONSTANT
+    )
+    step_start = models.PositiveIntegerField(_("first step users"), default=0)
+    step_size = models.PositiveIntegerField(_("step size"), default=0)
+    step_duration_s = models.PositiveIntegerField(_("step duration (s)"), default=0)
+    step_max = models.PositiveIntegerField(_("last step users"), default=0)
+    arrival_rps = models.FloatField(_("arrival rate (requests/s)"), default=0)
+    workers = models.PositiveIntegerField(
+        _("Locust workers"), default=0, help_text=_("0: one Locust process.")
+    )
+    # {"p95_ms": 500, "failure_rate": 0.01, "db_ram_peak_mb": 1500, "min_rps": 20,
+    #  "endpoints": {"/users/[id]": {"p95_ms": 300}}}
+    thresholds = models.JSONField(_("thresholds"), default=dict, blank=True)
+    tags = models.CharField(_("tags"), max_length=200, blank=True)
+    postmortems = models.ManyToManyField(
+        "postmortems.PostMortem", blank=True, related_name="scenarios"
+    )
+    actions = models.ManyToManyField("postmortems.Action", blank=True, related_name="scenarios")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("scenario")
+        verbose_name_plural = _("scenarios")
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(locustfile_path="") & ~Q(locustfile_text=""))
+                | (~Q(locustfile_path="") & Q(locustfile_text="")),
+                name="scenario_one_locustfile",
+                violation_error_message=_("Give either a locustfile path or a locustfile."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("perfruns:scenario", args=[self.name])
+
+    @property
+    def schedule_name(self) -> str:
+        return f"fixproof scenario {self.name}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    PASSED = "passed", _("Passed")
+    FAILED = "failed", _("Failed")
+    ERROR = "error", _("Error")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class RunTrigger(models.TextChoices):
+    MANUAL = "manual", _("Run now")
+    SCHEDULE = "schedule", _("Schedule")
+    COMMAND = "command", _("Command line")
+
+
+class PerfRun(models.Model):
+    """One load test of a scenario, with everything measured and how it was judged."""
+
+    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="runs")
+    environment = models.ForeignKey(
+        ReviewEnvironment, on_delete=models.PROTECT, related_name="runs"
+    )
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    trigger = models.CharField(max_length=10, choices=RunTrigger.choices)
+    # The load generator was saturated (or another reason): figures not to be compared.
+    invalid_reason = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    # Why it passed or failed: one sentence per threshold checked.
+    verdict = models.JSONField(default=list, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # What the run used, copied at its start: later edits of the scenario do not change it.
+    locustfile_sha256 = models.CharField(max_length=64, blank=True)
+    settings = models.JSONField(default=dict, blank=True)
+    environment_settings = models.JSONField(default=dict, blank=True)
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    # Totals, peaks, the sampler's achieved interval, breaking point, memory slopes.
+    summary = models.JSONField(default=dict, blank=True)
+    # pg_stat_database before/after, peak connections by state, top statements.
+    database = models.JSONField(default=dict, blank=True)
+    artifacts_dir = models.CharField(max_length=500, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    postmortems = models.ManyToManyField(
+        "postmortems.PostMortem", blank=True, related_name="perf_runs"
+    )
+    actions = models.ManyToManyField("postmortems.Action", blank=True, related_name="perf_runs")
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("perf run")
+        verbose_name_plural = _("perf runs")
+        constraints = [
+            # One run per review environment at a time, held by the database.
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=Q(status__in=["queued", "running"]),
+                name="perfrun_one_active_per_environment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scenario.name} #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("perfruns:run", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.environment.database_name}__run{self.pk}"
+
+
+class EndpointStat(models.Model):
+    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="endpoints")
+    method = models.CharField(max_length=20, blank=True)
+    name = models.CharField(max_length=500)
+    requests = models.BigIntegerField()
+    failures = models.BigIntegerField()
+    avg_ms = models.FloatField()
+    min_ms = models.FloatField()
+    max_ms = models.FloatField()
+    # {"50": 12.0, "95": 80.0, "99.9": 300.0, ...}
+    percentiles = models.JSONField(default=dict)
+    rps = models.FloatField()
+
+    class Meta:
+        ordering = ["name", "method"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "method", "name"], name="endpoint_once_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.name}".strip()
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+    @property
+    def is_aggregate(self) -> bool:
+        return self.name == "Aggregated" and not self.method
+
+    def percentile(self, key: str) -> float | None:
+        return self.percentiles.get(key)
+
+
+class Sample(models.Model):
+    """One point of the run's time axis (seconds since the load started)."""
+
+    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="samples")
+    t = models.FloatField()
+    users = models.IntegerField(null=True)
+    rps = models.FloatField(null=True)
+    failures_per_s = models.FloatField(null=True)
+    p50_ms = models.FloatField(null=True)
+    p95_ms = models.FloatField(null=True)
+    db_pss = models.BigIntegerField(null=True)
+    db_pss_anon = models.BigIntegerField(null=True)
+    db_pss_shared = models.BigIntegerField(null=True)
+    target_rss = models.BigIntegerField(null=True)
+
+    class Meta:
+        ordering = ["t", "id"]
+        indexes = [models.Index(fields=["run", "t"])]
+
+    def __str__(self) -> str:
+        return f"run #{self.run_id} at {self.t:.0f} s"
+
+
+class FailureGroup(models.Model):
+    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="failure_groups")
+    method = models.CharField(max_length=20, blank=True)
+    name = models.CharField(max_length=500)
+    error = models.TextField()
+    occurrences = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["-occurrences", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.error[:60]}"
+
+
+class Artifact(models.Model):
+    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=500)
+    size_bytes = models.BigIntegerField()
+    content_type = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name"], name="artifact_name_once_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

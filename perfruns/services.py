@@ -22,11 +22,16 @@ from django.utils import timezone
 
 from .masking.policy import PolicyError, parse_policy, policy_hash
 from .models import (
+    ACTIVE_RUN_STATUSES,
     DumpSource,
     EnvironmentKind,
+    PerfRun,
     Restore,
     RestoreStatus,
     ReviewEnvironment,
+    RunStatus,
+    RunTrigger,
+    Scenario,
     Snapshot,
     SnapshotStatus,
     SourceConfigError,
@@ -447,9 +452,28 @@ def janitor_sweep() -> list[str]:
             shutil.rmtree(folder, ignore_errors=True)
             done.append(f"removed {folder}")
 
+    from .pipeline.perfrun import stop_recorded
+
+    live_runs = set()
+    for run in _fail_dead_rows(
+        PerfRun,
+        failed=RunStatus.ERROR,
+        cleaned="its target and Locust were stopped and its database clone dropped",
+        done=done,
+    ):
+        live_runs.add(run.environment_id)
+    runs_dir = runs_root()
+    if runs_dir.is_dir():
+        ended = PerfRun.objects.exclude(status=RunStatus.RUNNING).values_list("pk", flat=True)
+        for pk in ended.filter(pk__in=_run_ids(runs_dir)):
+            pid_file = runs_dir / f"run-{pk}" / "pids"
+            for pid in stop_recorded(pid_file):
+                done.append(f"stopped process group {pid} of run #{pk}")
+            pid_file.unlink(missing_ok=True)
+
     from .pipeline.environment import drop_leftover_databases
 
-    for env in ReviewEnvironment.objects.exclude(pk__in=live_restores):
+    for env in ReviewEnvironment.objects.exclude(pk__in=live_restores | live_runs):
         try:
             done += drop_leftover_databases(environment=env)
         except Exception as exc:  # an unreachable environment must not stop the sweep
@@ -457,3 +481,269 @@ def janitor_sweep() -> list[str]:
     for line in done:
         log.info("janitor: %s", line)
     return done
+
+
+# ---------------------------------------------------------------- scenarios
+
+SCENARIO_DEFAULT_SCHEDULE = {"day_of_week": "1", "hour": 3, "minute": 0}  # Monday 03:00
+_THRESHOLD_KEYS = {"p95_ms", "p99_ms", "failure_rate", "db_ram_peak_mb", "min_rps", "endpoints"}
+_ENDPOINT_THRESHOLD_KEYS = {"p95_ms", "p99_ms", "failure_rate"}
+_SCENARIO_FIELDS = (
+    "description",
+    "locustfile_path",
+    "locustfile_text",
+    "target_url",
+    "environment",
+    "restore_first",
+    "start_command",
+    "start_env",
+    "health_url",
+    "health_timeout_s",
+    "users",
+    "spawn_rate",
+    "duration_s",
+    "shape",
+    "step_start",
+    "step_size",
+    "step_duration_s",
+    "step_max",
+    "arrival_rps",
+    "workers",
+    "thresholds",
+    "tags",
+)
+
+
+def scenario_shape(scenario: Scenario):
+    from .loadtest import LoadShape
+
+    return LoadShape(
+        kind=scenario.shape,
+        users=scenario.users,
+        spawn_rate=scenario.spawn_rate,
+        duration_s=scenario.duration_s,
+        step_start=scenario.step_start,
+        step_size=scenario.step_size,
+        step_duration_s=scenario.step_duration_s,
+        step_max=scenario.step_max,
+        arrival_rps=scenario.arrival_rps,
+    )
+
+
+def _check_thresholds(thresholds: Any) -> None:
+    if not isinstance(thresholds, dict):
+        raise PipelineRefused("Thresholds must be a mapping such as {p95_ms: 500}.")
+    unknown = set(thresholds) - _THRESHOLD_KEYS
+    if unknown:
+        raise PipelineRefused(
+            f"Unknown threshold {sorted(unknown)[0]!r}: use {', '.join(sorted(_THRESHOLD_KEYS))}."
+        )
+    for key, value in thresholds.items():
+        if key == "endpoints":
+            if not isinstance(value, dict):
+                raise PipelineRefused("endpoints thresholds map an endpoint name to thresholds.")
+            for endpoint, limits in value.items():
+                if not isinstance(limits, dict) or set(limits) - _ENDPOINT_THRESHOLD_KEYS:
+                    raise PipelineRefused(
+                        f"The thresholds of endpoint {endpoint!r} may only be "
+                        f"{', '.join(sorted(_ENDPOINT_THRESHOLD_KEYS))}."
+                    )
+                for name, limit in limits.items():
+                    _check_number(f"{endpoint} {name}", limit)
+        else:
+            _check_number(key, value)
+
+
+def _check_number(label: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise PipelineRefused(f"The threshold {label} must be a number of at least 0.")
+
+
+def scenario_check(scenario: Scenario) -> None:
+    """Refuse a scenario the pipeline could not run, with the reason."""
+    from .pipeline.perfrun import is_loopback_url
+
+    _check_name(scenario.name)
+    if bool(scenario.locustfile_path) == bool(scenario.locustfile_text):
+        raise PipelineRefused("Give either a locustfile path or an uploaded locustfile.")
+    for label, url in (("target URL", scenario.target_url), ("health URL", scenario.health_url)):
+        if url and not is_loopback_url(url):
+            raise PipelineRefused(
+                f"The {label} {url} is not on this machine: only loopback addresses "
+                "(127.0.0.1, ::1, localhost) are load-test targets."
+            )
+    if not isinstance(scenario.start_env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in scenario.start_env.items()
+    ):
+        raise PipelineRefused("The target environment maps variable names to text values.")
+    problems = scenario_shape(scenario).validate()
+    if problems:
+        raise PipelineRefused(" ".join(problems))
+    if scenario.workers > 16:
+        raise PipelineRefused("At most 16 Locust workers.")
+    _check_thresholds(scenario.thresholds)
+
+
+@transaction.atomic
+def scenario_save(
+    *,
+    name: str,
+    values: dict[str, Any],
+    postmortem_ids: list[int] | None = None,
+    action_ids: list[int] | None = None,
+) -> tuple[Scenario, bool]:
+    """Create or update a scenario by name, with its default weekly schedule; returns
+    (scenario, created). Nothing is saved when a value is refused."""
+    unknown = set(values) - set(_SCENARIO_FIELDS)
+    if unknown:
+        raise PipelineRefused(f"Unknown scenario field {sorted(unknown)[0]!r}.")
+    scenario = Scenario.objects.filter(name=name).first() or Scenario(name=name)
+    created = scenario.pk is None
+    for key, value in values.items():
+        setattr(scenario, key, value)
+    scenario_check(scenario)
+    scenario.save()
+    if postmortem_ids is not None:
+        scenario.postmortems.set(postmortem_ids)
+    if action_ids is not None:
+        scenario.actions.set(action_ids)
+    if created:
+        scenario_schedule_set(scenario=scenario, enabled=True, **SCENARIO_DEFAULT_SCHEDULE)
+    return scenario, created
+
+
+def scenario_schedule(scenario: Scenario):
+    from django_celery_beat.models import PeriodicTask
+
+    return (
+        PeriodicTask.objects.select_related("crontab").filter(name=scenario.schedule_name).first()
+    )
+
+
+_DAYS = {"0", "1", "2", "3", "4", "5", "6", "*"}
+
+
+@transaction.atomic
+def scenario_schedule_set(
+    *, scenario: Scenario, day_of_week: str, hour: int, minute: int, enabled: bool
+) -> Any:
+    """The scenario's weekly run (django-celery-beat), in the service's time zone."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    if str(day_of_week) not in _DAYS:
+        raise PipelineRefused("The day of the week is 0 (Sunday) to 6, or * for every day.")
+    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        raise PipelineRefused("The hour is 0 to 23 and the minute 0 to 59.")
+    crontab, _ = CrontabSchedule.objects.get_or_create(
+        minute=str(minute),
+        hour=str(hour),
+        day_of_week=str(day_of_week),
+        day_of_month="*",
+        month_of_year="*",
+        timezone=settings.TIME_ZONE,
+    )
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=scenario.schedule_name,
+        defaults={
+            "task": "perfruns.scenario_scheduled",
+            "crontab": crontab,
+            "interval": None,
+            "args": f"[{scenario.pk}]",
+            "enabled": enabled,
+        },
+    )
+    return task
+
+
+# ---------------------------------------------------------------- perf runs
+
+
+def perfrun_request(*, scenario: Scenario, trigger: str, actor: AbstractBaseUser | None) -> PerfRun:
+    """Queue a run of the scenario; refused while its environment has one under way."""
+    try:
+        with transaction.atomic():
+            run = PerfRun.objects.create(
+                scenario=scenario,
+                environment=scenario.environment,
+                trigger=trigger,
+                created_by=actor,
+            )
+            run.postmortems.set(scenario.postmortems.all())
+            run.actions.set(scenario.actions.all())
+    except IntegrityError:
+        active = PerfRun.objects.filter(
+            environment=scenario.environment, status__in=ACTIVE_RUN_STATUSES
+        ).first()
+        raise PipelineRefused(
+            f"A run on the review environment {scenario.environment.name} is already "
+            f"queued or running" + (f" (run #{active.pk})." if active else ".")
+        ) from None
+    return run
+
+
+def perfrun_enqueue(run: PerfRun) -> None:
+    from . import tasks
+
+    transaction.on_commit(lambda: tasks.perfrun_execute.delay(run.pk))
+
+
+def perfrun_claim(*, run_id: int) -> bool:
+    claimed = PerfRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING,
+        started_at=timezone.now(),
+        worker=worker_id(),
+        stage="starting",
+        progress=0,
+    )
+    return claimed == 1
+
+
+def perfrun_cancel(*, run: PerfRun) -> bool:
+    """Ask a run to stop: a queued one is cancelled now, a running one at its next check."""
+    if PerfRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now(), stage=""
+    ):
+        return True
+    return bool(
+        PerfRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(cancel_requested=True)
+    )
+
+
+def runs_root() -> Path:
+    return Path(settings.FIXPROOF_DATA_DIR) / "runs"
+
+
+def perfrun_run(*, run_id: int) -> PerfRun:
+    """Execute a claimed run end to end; always records an outcome and cleans up."""
+    from .runner import RunExecution
+
+    janitor_sweep()
+    if not perfrun_claim(run_id=run_id):
+        return PerfRun.objects.get(pk=run_id)
+    run = PerfRun.objects.select_related("scenario", "environment").get(pk=run_id)
+    RunExecution(run).execute()
+    run.refresh_from_db()
+    return run
+
+
+def perfrun_schedule_fire(*, scenario_id: int) -> PerfRun | None:
+    scenario = Scenario.objects.filter(pk=scenario_id).select_related("environment").first()
+    if scenario is None:
+        log.warning("scheduled run: scenario #%s no longer exists", scenario_id)
+        return None
+    try:
+        with transaction.atomic():
+            run = perfrun_request(scenario=scenario, trigger=RunTrigger.SCHEDULE, actor=None)
+            perfrun_enqueue(run)
+    except PipelineRefused as exc:
+        log.warning("scheduled run of %s skipped: %s", scenario.name, exc)
+        return None
+    return run
+
+
+def _run_ids(runs_dir: Path) -> list[int]:
+    return [
+        int(match.group(1))
+        for folder in runs_dir.iterdir()
+        if (match := re.fullmatch(r"run-(\d+)", folder.name)) and (folder / "pids").exists()
+    ]

@@ -29,6 +29,18 @@ def restore_environment(restore_id: int) -> str:
     return services.restore_run(restore_id=restore_id).status
 
 
+@shared_task(name="perfruns.perfrun_execute", acks_late=True, **_LIMITS)
+def perfrun_execute(run_id: int) -> str:
+    return services.perfrun_run(run_id=run_id).status
+
+
+@shared_task(name="perfruns.scenario_scheduled", acks_late=True, soft_time_limit=60, time_limit=90)
+def scenario_scheduled(scenario_id: int) -> int | None:
+    """The weekly run: queued like "Run now"; skipped (and logged) while one is under way."""
+    run = services.perfrun_schedule_fire(scenario_id=scenario_id)
+    return run.pk if run is not None else None
+
+
 @shared_task(name="perfruns.janitor_sweep", acks_late=True, soft_time_limit=300, time_limit=360)
 def janitor_sweep() -> list[str]:
     return services.janitor_sweep()

@@ -17,4 +17,13 @@ urlpatterns = [
     path("environments/<slug:name>/edit/", views.environment_edit, name="environment_edit"),
     path("environments/<slug:name>/progress/", views.environment_progress, name="progress"),
     path("environments/<slug:name>/restore/", views.restore_create, name="restore"),
+    path("scenarios/", views.scenario_list, name="scenarios"),
+    path("scenarios/<slug:name>/", views.scenario_detail, name="scenario"),
+    path("scenarios/<slug:name>/run/", views.scenario_run, name="scenario_run"),
+    path("scenarios/<slug:name>/schedule/", views.scenario_schedule, name="scenario_schedule"),
+    path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("runs/<int:pk>/series/", views.run_series, name="run_series"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/files/<str:name>", views.run_artifact, name="run_artifact"),
 ]

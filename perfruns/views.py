@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -11,9 +13,18 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from postmortems import access
 
 from . import services, tasks
-from .forms import EnvironmentForm, RestoreForm, SourceForm
+from .forms import EnvironmentForm, RestoreForm, ScheduleForm, SourceForm
 from .masking.policy import PolicyError
-from .models import DumpSource, Restore, ReviewEnvironment, Snapshot
+from .models import (
+    Artifact,
+    DumpSource,
+    PerfRun,
+    Restore,
+    ReviewEnvironment,
+    RunTrigger,
+    Scenario,
+    Snapshot,
+)
 
 
 def _require_staff(user) -> None:
@@ -211,3 +222,159 @@ def restore_create(request: HttpRequest, name: str) -> HttpResponse:
     else:
         messages.success(request, _("Restore queued."))
     return redirect(env)
+
+
+# ---------------------------------------------------------------- scenarios and runs
+
+
+@require_GET
+def scenario_list(request: HttpRequest) -> HttpResponse:
+    access.require_role(request.user)
+    scenarios = list(Scenario.objects.select_related("environment"))
+    latest = {
+        run.scenario_id: run
+        for run in PerfRun.objects.order_by("scenario_id", "-created_at").distinct("scenario_id")
+    }
+    return render(request, "perfruns/scenarios.html", {"scenarios": scenarios, "latest": latest})
+
+
+@require_GET
+def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
+    access.require_role(request.user)
+    scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
+    schedule = services.scenario_schedule(scenario)
+    form = ScheduleForm(
+        initial={
+            "day_of_week": schedule.crontab.day_of_week if schedule else "1",
+            "hour": schedule.crontab.hour if schedule else 3,
+            "minute": schedule.crontab.minute if schedule else 0,
+            "enabled": schedule.enabled if schedule else False,
+        }
+    )
+    return render(
+        request,
+        "perfruns/scenario.html",
+        {
+            "scenario": scenario,
+            "schedule": schedule,
+            "form": form,
+            "runs": scenario.runs.select_related("created_by")[:30],
+            "postmortems": scenario.postmortems.all(),
+            "can_run": access.can_write(request.user),
+        },
+    )
+
+
+@require_POST
+def scenario_run(request: HttpRequest, name: str) -> HttpResponse:
+    access.require_write(request.user)
+    scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
+    try:
+        with transaction.atomic():
+            run = services.perfrun_request(
+                scenario=scenario, trigger=RunTrigger.MANUAL, actor=request.user
+            )
+            services.perfrun_enqueue(run)
+    except services.PipelineRefused as exc:
+        messages.error(request, str(exc))
+        return redirect(scenario)
+    messages.success(request, _("Run queued."))
+    return redirect(run)
+
+
+@require_POST
+def scenario_schedule(request: HttpRequest, name: str) -> HttpResponse:
+    access.require_write(request.user)
+    scenario = get_object_or_404(Scenario, name=name)
+    form = ScheduleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("The schedule was not changed: check the day and time."))
+        return redirect(scenario)
+    try:
+        services.scenario_schedule_set(scenario=scenario, **form.cleaned_data)
+    except services.PipelineRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Schedule saved."))
+    return redirect(scenario)
+
+
+def _run_context(request: HttpRequest, run: PerfRun) -> dict:
+    return {"run": run, "can_cancel": access.can_write(request.user) and run.is_active}
+
+
+@require_GET
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    run = get_object_or_404(
+        PerfRun.objects.select_related("scenario", "environment", "created_by", "snapshot"), pk=pk
+    )
+    endpoints = list(run.endpoints.all())
+    context = _run_context(request, run)
+    context.update(
+        endpoints=[e for e in endpoints if not e.is_aggregate],
+        total=next((e for e in endpoints if e.is_aggregate), None),
+        failure_groups=run.failure_groups.all()[:50],
+        artifacts=run.artifacts.all(),
+        postmortems=run.postmortems.all(),
+        actions=run.actions.select_related("postmortem"),
+    )
+    return render(request, "perfruns/run.html", context)
+
+
+@require_GET
+def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of a run page, polled while the run is queued or running."""
+    access.require_role(request.user)
+    run = get_object_or_404(PerfRun.objects.select_related("scenario"), pk=pk)
+    return render(request, "perfruns/_run_progress.html", _run_context(request, run))
+
+
+@require_GET
+def run_series(request: HttpRequest, pk: int) -> JsonResponse:
+    """The run's samples on one time axis, for the charts."""
+    access.require_role(request.user)
+    run = get_object_or_404(PerfRun, pk=pk)
+    fields = (
+        "t",
+        "users",
+        "rps",
+        "failures_per_s",
+        "p50_ms",
+        "p95_ms",
+        "db_pss",
+        "db_pss_anon",
+        "db_pss_shared",
+        "target_rss",
+    )
+    series: dict[str, list] = {name: [] for name in fields}
+    for row in run.samples.order_by("t", "id").values_list(*fields).iterator(chunk_size=2000):
+        for name, value in zip(fields, row, strict=True):
+            series[name].append(value)
+    return JsonResponse(series)
+
+
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_write(request.user)
+    run = get_object_or_404(PerfRun, pk=pk)
+    if services.perfrun_cancel(run=run):
+        messages.success(request, _("The run is being stopped; what it measured is kept."))
+    else:
+        messages.error(request, _("The run has already ended."))
+    return redirect(run)
+
+
+@require_GET
+def run_artifact(request: HttpRequest, pk: int, name: str) -> FileResponse:
+    access.require_role(request.user)
+    artifact = get_object_or_404(Artifact, run_id=pk, name=name)
+    path = Path(artifact.path)
+    if not path.is_file():
+        raise Http404(_("This file is no longer kept."))
+    return FileResponse(
+        path.open("rb"),
+        content_type=artifact.content_type,
+        as_attachment=artifact.content_type != "text/html",
+        filename=artifact.name,
+    )

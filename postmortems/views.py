@@ -111,8 +111,20 @@ def _detail_queryset():
         "root_causes",
         "timeline",
         "extra_sections",
-        Prefetch("actions", queryset=Action.objects.select_related("owner")),
+        Prefetch(
+            "actions",
+            queryset=Action.objects.select_related("owner").prefetch_related(
+                Prefetch("perf_runs", queryset=_attached_runs())
+            ),
+        ),
+        Prefetch("perf_runs", queryset=_attached_runs()),
     )
+
+
+def _attached_runs():
+    from perfruns.models import PerfRun
+
+    return PerfRun.objects.select_related("scenario").order_by("-created_at")
 
 
 @require_GET

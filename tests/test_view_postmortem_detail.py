@@ -130,11 +130,12 @@ def _many_rows(pm: PostMortem, engineer, other_engineer, n: int = 40) -> None:
     [
         # session, user, groups, the post-mortem with its team and creator,
         # then prefetches: authors, impacts, root causes, timeline, other
-        # sections, actions with their owners; the owner <select> shared by
+        # sections, actions with their owners and their perf runs (with
+        # scenarios), the post-mortem's perf runs; the owner <select> shared by
         # every action form; the history with its actors.
-        ("engineer", 12),
+        ("engineer", 14),
         # The same without the action forms, hence without the owner <select>.
-        ("viewer", 11),
+        ("viewer", 13),
     ],
 )
 def test_it_keeps_a_constant_number_of_queries_however_long_the_post_mortem(
@@ -171,9 +172,9 @@ def test_it_keeps_a_constant_number_of_queries_over_200_post_mortems(
     PostMortem.objects.bulk_create(PostMortem(title=f"Incident {n}") for n in range(199))
     client.force_login(manager)
 
-    # session, user, groups, the post-mortem, 6 prefetches, owner <select>, history:
-    # a manager sees everything, so no visibility subqueries are added.
-    with django_assert_num_queries(12):
+    # session, user, groups, the post-mortem, 8 prefetches (two of them perf runs),
+    # owner <select>, history: a manager sees everything, so no visibility subqueries.
+    with django_assert_num_queries(14):
         response = client.get(url(pm))
 
     assert response.status_code == 200

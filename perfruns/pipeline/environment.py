@@ -130,15 +130,24 @@ def drop_leftover_databases(*, environment: ReviewEnvironment) -> list[str]:
         cluster = managed_cluster(environment)
         if not cluster.is_running():
             return done
-        for name in drop_scratch_databases(
-            cluster.conninfo("postgres"), live=environment.database_name
-        ):
+        for name in _leftovers(cluster.conninfo("postgres"), environment.database_name):
             done.append(f"dropped {environment.name}/{name}")
         # Nothing runs on a managed cluster between pipeline steps: a running
         # one was left by a killed worker.
         cluster.stop(mode="fast")
         done.append(f"stopped the cluster of {environment.name}")
         return done
-    for name in drop_scratch_databases(environment.read_dsn(), live=environment.database_name):
+    for name in _leftovers(environment.read_dsn(), environment.database_name):
         done.append(f"dropped {environment.name}/{name}")
     return done
+
+
+def _leftovers(admin_conninfo: str, live: str) -> list[str]:
+    """Half-restored databases and the clones of runs that no longer run (the janitor
+    only calls this for environments without a live restore or run)."""
+    from perfruns.runner import drop_run_databases
+
+    return [
+        *drop_scratch_databases(admin_conninfo, live=live),
+        *drop_run_databases(admin_conninfo, live=live, keep=()),
+    ]

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from perfruns import services
+from perfruns.models import PerfRun, RunStatus, RunTrigger, Scenario
+
+# Exit statuses CI pipelines read: passed, failed (thresholds), error (the pipeline broke).
+EXIT = {RunStatus.PASSED: 0, RunStatus.FAILED: 1}
+QUEUED_PATIENCE = 120  # seconds before saying no worker took the run
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a perf run of a scenario; print its URL and, with --wait, its verdict. "
+        "Exit status: 0 passed, 1 failed, 2 error (or cancelled, or invalid)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("scenario", help="the scenario's name")
+        parser.add_argument(
+            "--wait", action="store_true", help="wait for a Celery worker to finish the run"
+        )
+        parser.add_argument(
+            "--here",
+            action="store_true",
+            help="run it in this process instead of a Celery worker (waits too)",
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            scenario = Scenario.objects.select_related("environment").get(name=options["scenario"])
+        except Scenario.DoesNotExist:
+            raise CommandError(f"No scenario named {options['scenario']}.") from None
+        try:
+            with transaction.atomic():
+                run = services.perfrun_request(
+                    scenario=scenario, trigger=RunTrigger.COMMAND, actor=None
+                )
+                if not options["here"]:
+                    services.perfrun_enqueue(run)
+        except services.PipelineRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"{settings.SITE_URL}{run.get_absolute_url()}")
+        if options["here"]:
+            run = services.perfrun_run(run_id=run.pk)
+        elif options["wait"]:
+            run = self._wait(run)
+        else:
+            return
+        self._report(run)
+
+    def _wait(self, run: PerfRun) -> PerfRun:
+        started = time.monotonic()
+        deadline = started + settings.PIPELINE_TIMEOUT + 300
+        while True:
+            run.refresh_from_db()
+            if not run.is_active:
+                return run
+            if run.status == RunStatus.QUEUED and time.monotonic() - started > QUEUED_PATIENCE:
+                services.perfrun_cancel(run=run)
+                raise CommandError(
+                    f"No Celery worker took run #{run.pk} within {QUEUED_PATIENCE} s (is one "
+                    "running? `make run` starts one); the run was cancelled. "
+                    "--here runs it in this process."
+                )
+            if time.monotonic() > deadline:
+                raise CommandError(f"Run #{run.pk} is still {run.stage or run.status}; gave up.")
+            time.sleep(1)
+
+    def _report(self, run: PerfRun) -> None:
+        summary = run.summary
+        figures = []
+        if summary.get("requests") is not None:
+            figures.append(f"{summary['requests']} requests")
+            figures.append(f"failure rate {100 * summary.get('failure_rate', 0):.2f} %")
+        if summary.get("p95_ms") is not None:
+            figures.append(f"p95 {summary['p95_ms']:.0f} ms")
+        if summary.get("db_ram_peak") is not None:
+            figures.append(f"DB RAM peak {summary['db_ram_peak'] / 2**20:.0f} MiB")
+        self.stdout.write(f"{run.get_status_display()}: " + ", ".join(figures))
+        for line in run.verdict:
+            mark = "ok " if line["passed"] else "FAIL"
+            self.stdout.write(f"  {mark} {line['check']}: {line['value']} (limit {line['limit']})")
+        if run.invalid_reason:
+            self.stderr.write(f"Invalid: {run.invalid_reason}")
+            raise SystemExit(2)
+        if run.error:
+            self.stderr.write(run.error)
+        raise SystemExit(EXIT.get(run.status, 2))

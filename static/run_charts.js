@@ -1,0 +1,43 @@
+// The run's charts on one time axis (uPlot, served from static/vendor by `make vendor`).
+(async () => {
+  const box = document.getElementById("charts");
+  if (!box || typeof uPlot === "undefined") return;
+  const response = await fetch(box.dataset.series);
+  if (!response.ok) return;
+  const data = await response.json();
+  const labels = JSON.parse(box.dataset.labels);
+  const mib = (values) => values.map((v) => (v === null ? null : v / 1048576));
+  // Locust's rows and the memory sampler's rows interleave on t: each keeps its own
+  // points and uPlot bridges the gaps of the other.
+  const charts = [
+    [labels.latency, [["p50", data.p50_ms], ["p95", data.p95_ms]]],
+    [labels.load, [["users", data.users], ["req/s", data.rps]]],
+    [labels.failures, [["failures/s", data.failures_per_s]]],
+    [labels.memory, [["DB PSS", mib(data.db_pss)], ["DB anon", mib(data.db_pss_anon)],
+                     ["target RSS", mib(data.target_rss)]]],
+  ];
+  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8"];
+  const width = Math.min(box.clientWidth || 900, 1100);
+  for (const [title, lines] of charts) {
+    if (!lines.some(([, values]) => values.some((v) => v !== null))) continue;
+    const section = document.createElement("div");
+    section.className = "chart";
+    const heading = document.createElement("h3");
+    heading.textContent = title;
+    section.append(heading);
+    box.append(section);
+    new uPlot(
+      {
+        width,
+        height: 200,
+        scales: { x: { time: false } },
+        axes: [{ label: "s" }, {}],
+        series: [{}, ...lines.map(([label], i) => ({
+          label, stroke: colors[i % colors.length], spanGaps: true,
+        }))],
+      },
+      [data.t, ...lines.map(([, values]) => values)],
+      section,
+    );
+  }
+})();
