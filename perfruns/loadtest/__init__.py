@@ -1,0 +1,52 @@
+"""Load tests with Locust, run as a subprocess, and what their results mean.
+
+Plain library code, no models: command lines and generated locustfiles (command), the
+files Locust writes (results), breaking points and memory growth (analysis), and the
+memory of process trees from /proc (memory).
+"""
+
+from .analysis import (
+    BreakingPoint,
+    MemorySlope,
+    StepStats,
+    breaking_point,
+    memory_slope,
+    steps_from_history,
+)
+from .command import LoadShape, LocustPlan, check_locustfile, file_sha256, locust_plan
+from .memory import MemorySample, MemorySampler, TreeMemory, process_tree, tree_memory
+from .results import (
+    EndpointResult,
+    FailureGroup,
+    HistoryRow,
+    iter_history,
+    load_generator_saturated,
+    read_failures,
+    read_final,
+)
+
+__all__ = [
+    "BreakingPoint",
+    "EndpointResult",
+    "FailureGroup",
+    "HistoryRow",
+    "LoadShape",
+    "LocustPlan",
+    "MemorySample",
+    "MemorySampler",
+    "MemorySlope",
+    "StepStats",
+    "TreeMemory",
+    "breaking_point",
+    "check_locustfile",
+    "file_sha256",
+    "iter_history",
+    "load_generator_saturated",
+    "locust_plan",
+    "memory_slope",
+    "process_tree",
+    "read_failures",
+    "read_final",
+    "steps_from_history",
+    "tree_memory",
+]

@@ -1,0 +1,163 @@
+"""What a run's numbers mean: the steps of a step load, its breaking point, memory growth.
+
+Pure functions over plain values, so they can be checked on constructed series.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .results import AGGREGATED, HistoryRow
+
+# A step fails when more than this share of its requests failed.
+FAILURE_RATE = 0.01
+# The knee: throughput per user down to this share of the first step's, or p95 up this much.
+KNEE_THROUGHPUT_SHARE = 0.5
+KNEE_P95_FACTOR = 2.0
+# A memory series grows steadily when a straight line explains this much of its variance.
+LEAK_R2 = 0.8
+MIN_MEMORY_POINTS = 5
+
+
+@dataclass
+class StepStats:
+    users: int
+    requests: int
+    failures: int
+    rps: float
+    p95_ms: float | None
+
+
+@dataclass
+class BreakingPoint:
+    first_failure_users: int | None
+    knee_users: int | None
+    max_sustained_rps: float | None
+
+
+@dataclass
+class MemorySlope:
+    per_minute: float
+    r2: float
+    leak: bool
+
+
+def steps_from_history(rows: Iterable[HistoryRow]) -> list[StepStats]:
+    """The Aggregated history rows grouped by user count, in order of first appearance.
+
+    The history's counts are cumulative: the requests and seconds between two rows belong to
+    the user count of the later row. A step's rate is its requests over its seconds, and its
+    p95 the last one seen during it (Locust's sliding window of about 10 s). Rows with 0
+    users (before the start, after the stop) make no step.
+    """
+    order: list[int] = []
+    requests: dict[int, int] = {}
+    failures: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    p95: dict[int, float | None] = {}
+    previous: HistoryRow | None = None
+    for row in rows:
+        if row.name != AGGREGATED or row.method:
+            continue
+        if previous is None:
+            previous = row
+            continue
+        new_requests = row.requests - previous.requests
+        new_failures = row.failures - previous.failures
+        if new_requests < 0:  # the stats were reset: the counts start again
+            new_requests, new_failures = row.requests, row.failures
+        elapsed = max(row.timestamp - previous.timestamp, 0)
+        previous = row
+        if row.users <= 0:
+            continue
+        if row.users not in requests:
+            order.append(row.users)
+            requests[row.users] = failures[row.users] = 0
+            seconds[row.users] = 0.0
+            p95[row.users] = None
+        requests[row.users] += new_requests
+        failures[row.users] += max(new_failures, 0)
+        seconds[row.users] += elapsed
+        if row.p95_ms is not None:
+            p95[row.users] = row.p95_ms
+    return [
+        StepStats(
+            users=users,
+            requests=requests[users],
+            failures=failures[users],
+            rps=requests[users] / seconds[users] if seconds[users] else 0.0,
+            p95_ms=p95[users],
+        )
+        for users in order
+    ]
+
+
+def _failed(step: StepStats) -> bool:
+    if step.failures <= 0:
+        return False
+    return step.requests <= 0 or step.failures / step.requests > FAILURE_RATE
+
+
+def breaking_point(steps: list[StepStats]) -> BreakingPoint:
+    """Where a step load broke.
+
+    first_failure_users  the users of the first step with more than 1 % failed requests
+    knee_users           the users of the first step after the first one whose throughput
+                         per user fell to half the first step's, or whose p95 doubled
+    max_sustained_rps    the highest rate among the steps before the first failing one
+    """
+    first_failure = next((i for i, step in enumerate(steps) if _failed(step)), None)
+    sustained = steps if first_failure is None else steps[:first_failure]
+
+    knee = None
+    if steps:
+        base = steps[0]
+        base_per_user = base.rps / base.users if base.users > 0 else 0.0
+        for step in steps[1:]:
+            per_user = step.rps / step.users if step.users > 0 else 0.0
+            slower = base_per_user > 0 and per_user <= KNEE_THROUGHPUT_SHARE * base_per_user
+            later = (
+                base.p95_ms is not None
+                and base.p95_ms > 0
+                and step.p95_ms is not None
+                and step.p95_ms >= KNEE_P95_FACTOR * base.p95_ms
+            )
+            if slower or later:
+                knee = step.users
+                break
+
+    return BreakingPoint(
+        first_failure_users=steps[first_failure].users if first_failure is not None else None,
+        knee_users=knee,
+        max_sustained_rps=max(step.rps for step in sustained) if sustained else None,
+    )
+
+
+def memory_slope(points: list[tuple[float, float]], *, min_per_minute: float) -> MemorySlope | None:
+    """The least-squares line through (seconds, bytes) points: its slope per minute and R².
+
+    A leak is a slope of at least min_per_minute bytes a minute that the line explains well
+    (R² >= 0.8): steady growth, not a spike or noise. None with fewer than 5 points or when
+    they all share one time. A perfectly flat series has R² 1 (nothing left to explain).
+    """
+    if not min_per_minute > 0:
+        raise ValueError("min_per_minute must be above 0 bytes")
+    if len(points) < MIN_MEMORY_POINTS:
+        return None
+    count = len(points)
+    mean_t = math.fsum(t for t, _ in points) / count
+    mean_b = math.fsum(b for _, b in points) / count
+    s_tt = math.fsum((t - mean_t) ** 2 for t, _ in points)
+    if s_tt == 0:
+        return None
+    s_tb = math.fsum((t - mean_t) * (b - mean_b) for t, b in points)
+    s_bb = math.fsum((b - mean_b) ** 2 for _, b in points)
+    slope = s_tb / s_tt
+    residual = math.fsum((b - mean_b - slope * (t - mean_t)) ** 2 for t, b in points)
+    r2 = 1.0 - residual / s_bb if s_bb > 0 else 1.0
+    per_minute = slope * 60
+    return MemorySlope(
+        per_minute=per_minute, r2=r2, leak=per_minute >= min_per_minute and r2 >= LEAK_R2
+    )

@@ -1,0 +1,192 @@
+"""Steps, breaking points and memory slopes on constructed series with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfruns.loadtest import (
+    BreakingPoint,
+    HistoryRow,
+    StepStats,
+    breaking_point,
+    memory_slope,
+    steps_from_history,
+)
+
+MB = 1024 * 1024
+
+
+def row(t, users, requests, failures=0, p95=None, name="Aggregated", method=""):
+    return HistoryRow(
+        timestamp=t,
+        users=users,
+        name=name,
+        method=method,
+        rps=0.0,
+        failures_per_s=0.0,
+        p50_ms=None if p95 is None else p95 / 2,
+        p95_ms=p95,
+        requests=requests,
+        failures=failures,
+    )
+
+
+def test_steps_group_the_aggregated_rows_by_user_count_in_order():
+    rows = [
+        row(100, 0, 0),
+        row(101, 10, 80, name="/ok", method="GET"),
+        row(101, 10, 100, p95=20),
+        row(102, 10, 200, p95=22),
+        row(103, 20, 400, failures=2, p95=30),
+        row(103, 20, 390, name="/ok", method="GET"),
+        row(104, 20, 600, failures=4, p95=35),
+        row(105, 0, 610, failures=4),  # the stop: no step
+    ]
+
+    steps = steps_from_history(rows)
+
+    assert steps == [
+        StepStats(users=10, requests=200, failures=0, rps=100.0, p95_ms=22),
+        StepStats(users=20, requests=400, failures=4, rps=200.0, p95_ms=35),
+    ]
+
+
+def test_a_user_count_seen_again_adds_to_its_step():
+    rows = [row(0, 0, 0), row(1, 5, 10), row(2, 6, 30), row(3, 5, 40)]
+
+    steps = steps_from_history(rows)
+
+    assert [(s.users, s.requests, s.rps) for s in steps] == [(5, 20, 10.0), (6, 20, 20.0)]
+
+
+def test_counts_starting_again_after_a_stats_reset_are_not_negative():
+    rows = [row(0, 0, 0), row(1, 5, 500), row(2, 5, 30)]
+
+    [step] = steps_from_history(rows)
+
+    assert step.requests == 530
+
+
+def test_no_rows_make_no_steps():
+    assert steps_from_history([]) == []
+    assert steps_from_history([row(0, 0, 0)]) == []
+
+
+def step(users, rps, p95=50.0, requests=1000, failures=0):
+    return StepStats(users=users, requests=requests, failures=failures, rps=rps, p95_ms=p95)
+
+
+def test_a_load_that_scales_has_no_failure_and_no_knee():
+    steps = [step(10, 100), step(20, 195, 52), step(30, 290, 60)]
+
+    assert breaking_point(steps) == BreakingPoint(
+        first_failure_users=None, knee_users=None, max_sustained_rps=290
+    )
+
+
+def test_a_step_load_reports_the_users_at_the_first_failing_step():
+    steps = [
+        step(10, 100),
+        step(20, 200, failures=5),  # 0.5 %: noise, not failing
+        step(30, 280, failures=10),  # exactly 1 %: not more than 1 %
+        step(40, 250, failures=100),  # 10 %
+        step(50, 400, failures=500),
+    ]
+
+    point = breaking_point(steps)
+
+    assert point.first_failure_users == 40
+    assert point.max_sustained_rps == 280
+
+
+def test_the_knee_is_where_throughput_per_user_halves():
+    # 10 requests a second per user, then 9.5, then 5.
+    steps = [step(10, 100), step(20, 190), step(40, 200), step(80, 210)]
+
+    assert breaking_point(steps).knee_users == 40
+
+
+def test_the_knee_is_where_p95_doubles():
+    steps = [step(10, 100, p95=40), step(20, 200, p95=79), step(30, 300, p95=80)]
+
+    assert breaking_point(steps).knee_users == 30
+
+
+def test_a_first_step_without_a_p95_only_looks_at_throughput_for_the_knee():
+    steps = [step(10, 100, p95=None), step(20, 200, p95=500)]
+
+    assert breaking_point(steps).knee_users is None
+
+
+def test_a_load_failing_from_its_first_step_sustained_no_rate():
+    steps = [step(10, 100, failures=50), step(20, 150)]
+
+    assert breaking_point(steps) == BreakingPoint(
+        first_failure_users=10, knee_users=None, max_sustained_rps=None
+    )
+
+
+def test_no_steps_have_no_breaking_point():
+    assert breaking_point([]) == BreakingPoint(None, None, None)
+
+
+def line(per_minute, *, start=200 * MB, seconds=300, every=10, noise=()):
+    """(seconds, bytes) samples of a straight line, plus a repeating noise pattern."""
+    points = []
+    for i, t in enumerate(range(0, seconds + 1, every)):
+        wiggle = noise[i % len(noise)] if noise else 0
+        points.append((float(t), start + per_minute * t / 60 + wiggle))
+    return points
+
+
+def test_flat_memory_has_no_slope_and_no_leak():
+    slope = memory_slope(line(0), min_per_minute=MB)
+
+    assert slope is not None
+    assert slope.per_minute == pytest.approx(0, abs=1e-6)
+    assert not slope.leak
+
+
+def test_a_steady_leak_is_found_with_its_rate_per_minute():
+    slope = memory_slope(line(4 * MB, noise=(0, 64 * 1024, -64 * 1024)), min_per_minute=MB)
+
+    assert slope.per_minute == pytest.approx(4 * MB, rel=0.01)
+    assert slope.r2 > 0.99
+    assert slope.leak
+
+
+def test_noisy_memory_with_a_small_drift_is_no_leak():
+    # 2 MB a minute of drift under swings of +-100 MB: the line explains little.
+    slope = memory_slope(line(2 * MB, noise=(100 * MB, -100 * MB, 40 * MB)), min_per_minute=MB)
+
+    assert slope.r2 < 0.8
+    assert not slope.leak
+
+
+def test_steady_growth_below_the_threshold_is_no_leak():
+    slope = memory_slope(line(MB // 2), min_per_minute=MB)
+
+    assert slope.r2 == pytest.approx(1)
+    assert slope.per_minute == pytest.approx(MB / 2)
+    assert not slope.leak
+
+
+def test_a_single_jump_is_not_a_steady_leak():
+    # Flat, one step up by 50 MB (a cache filling), flat again.
+    points = [(float(t), 100 * MB if t < 200 else 150 * MB) for t in range(0, 301, 10)]
+
+    slope = memory_slope(points, min_per_minute=MB)
+
+    assert slope.per_minute > MB
+    assert slope.r2 == pytest.approx(0.6875)
+    assert not slope.leak
+
+
+def test_too_few_points_or_one_instant_have_no_slope():
+    assert memory_slope(line(MB, seconds=30), min_per_minute=MB) is None  # 4 points
+    assert memory_slope([(5.0, float(b)) for b in range(10)], min_per_minute=MB) is None
+
+
+def test_the_leak_threshold_must_be_positive():
+    with pytest.raises(ValueError):
+        memory_slope(line(MB), min_per_minute=0)
