@@ -46,6 +46,7 @@ from .pipeline.perfrun import (
     RunStepError,
     Target,
     database_stats,
+    port_in_use,
     postmaster_pid,
     record_spawn,
     reset_statements,
@@ -113,6 +114,7 @@ class RunExecution:
         self.stage = "starting"
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self.cancelled_during = ""
         self.pid_file = self.workdir / "pids"
 
     # -- the run row ------------------------------------------------------------------
@@ -129,6 +131,8 @@ class RunExecution:
         if not self._cancelled and now - self._last_cancel_check >= 1:
             self._last_cancel_check = now
             self._cancelled = PerfRun.objects.filter(pk=self.run.pk, cancel_requested=True).exists()
+            if self._cancelled:
+                self.cancelled_during = self.stage
         return self._cancelled
 
     def _finish(self, status: str, *, error: str = "", **fields: Any) -> None:
@@ -226,6 +230,14 @@ class RunExecution:
                         raise RunCancelled()
                     if scenario.start_command:
                         self._set_stage("starting the target", 15)
+                        if port_in_use(scenario.target_url):
+                            # Its health URL would answer for the target: the run would
+                            # measure another program.
+                            raise RunStepError(
+                                "starting the target",
+                                f"something already listens at {scenario.target_url}; stop it "
+                                "or give the scenario another port",
+                            )
                         target = Target(
                             command=scenario.start_command,
                             env={**scenario.start_env, "DATABASE_URL": _uri(conninfo)},
@@ -262,7 +274,10 @@ class RunExecution:
                         log.warning("run %s: could not drop %s: %s", run.pk, clone, exc)
         except RunCancelled:
             self._record_artifacts()
-            self._finish(RunStatus.CANCELLED, error=f"Cancelled during the {self.stage} step.")
+            self._finish(
+                RunStatus.CANCELLED,
+                error=f"Cancelled during the {self.cancelled_during or self.stage} step.",
+            )
         except RunStepError as exc:
             self._record_artifacts()
             self._finish(RunStatus.ERROR, error=str(exc))
@@ -343,9 +358,12 @@ class RunExecution:
                 "the results up to then are kept",
             )
         if outcome.target_died is not None:
-            raise RunStepError(
-                "load", f"the target exited with status {outcome.target_died} during the load"
+            how = (
+                f"was killed (signal {-outcome.target_died})"
+                if outcome.target_died < 0
+                else f"exited with status {outcome.target_died}"
             )
+            raise RunStepError("load", f"the target {how} during the load")
         if outcome.killed_by is not None:
             raise RunStepError("load", f"Locust was killed (signal {outcome.killed_by})")
         if outcome.returncode not in (0, 1):  # 1: some requests failed

@@ -86,6 +86,19 @@ def stop_group(proc: subprocess.Popen[bytes], *, grace: float = 10) -> None:
 # ---------------------------------------------------------------- the target
 
 
+def port_in_use(url: str) -> bool:
+    """Whether something already accepts connections where the target should listen."""
+    import socket
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Target:
     """The application under test, started by its command with the run's DATABASE_URL."""

@@ -1,0 +1,335 @@
+"""services.perfrun_run in-process: the demo target on a managed review environment,
+driven by real Locust, and every fault the run page must name (with its cleanup)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.db import connection
+from psycopg import sql
+
+from perfruns import services
+from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Scenario
+from perfruns.pipeline.cluster import ManagedCluster, free_port, stop_stale_clusters
+from perfruns.pipeline.environment import cluster_os_user
+from perfruns.pipeline.pgtools import find_binary, run
+from perfruns.pipeline.restore import list_databases, restore_and_swap
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "demo"
+SERVER = "host=127.0.0.1 port=5432 user=postgres"
+
+
+@pytest.fixture(scope="module")
+def demo_dump() -> Iterator[Path]:
+    """The demo target's database, seeded small and dumped."""
+    name = f"fixproof_perftest_{uuid.uuid4().hex[:10]}"
+    folder = Path(tempfile.mkdtemp(prefix="fixproof-perftest-"))
+    folder.chmod(0o755)
+    with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+        subprocess.run(
+            [sys.executable, str(DEMO / "seed.py"), "--users", "2000", "--events", "20000"],
+            env={**os.environ, "DATABASE_URL": url},
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        dump = folder / "demo.dump"
+        run([find_binary("pg_dump"), "-Fc", "-f", str(dump), url], timeout=300)
+        yield dump
+    finally:
+        with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def restored_dir(demo_dump) -> Iterator[Path]:
+    """A data folder whose `review` environment cluster holds the restored demo database."""
+    folder = Path(tempfile.mkdtemp(prefix="fixproof-data-", dir="/tmp"))
+    folder.chmod(0o755)
+    cluster = ManagedCluster(folder / "clusters" / "review", os_user=cluster_os_user())
+    cluster.initialize(shared_buffers="128MB", work_mem="4MB", max_connections=50, durable=True)
+    cluster.start()
+    try:
+        restore_and_swap(
+            dump_path=demo_dump,
+            admin_conninfo=cluster.conninfo("postgres"),
+            live="review",
+            jobs=2,
+            timeout=300,
+        )
+    finally:
+        cluster.stop()
+    yield folder
+    stop_stale_clusters(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def environment(restored_dir, settings) -> ReviewEnvironment:
+    settings.FIXPROOF_DATA_DIR = restored_dir
+    return ReviewEnvironment.objects.create(name="review", shared_buffers="128MB")
+
+
+def make_scenario(environment, **overrides) -> Scenario:
+    port = free_port()
+    values = {
+        "environment": environment,
+        "locustfile_path": "examples/demo/locustfile.py",
+        "target_url": f"http://127.0.0.1:{port}",
+        "start_command": (
+            f"{sys.executable} -m gunicorn --chdir examples/demo --bind 127.0.0.1:{port}"
+            " --workers 1 --threads 4 app:application"
+        ),
+        "start_env": {"DEMO_PATHOLOGIES": "n_plus_one,leak,slow_join"},
+        "health_url": f"http://127.0.0.1:{port}/health",
+        "health_timeout_s": 30,
+        "users": 5,
+        "spawn_rate": 5,
+        "duration_s": 6,
+        "thresholds": {"p95_ms": 5000, "failure_rate": 0.01},
+    }
+    values.update(overrides)
+    scenario, _ = services.scenario_save(name="demo", values=values)
+    return scenario
+
+
+def execute(scenario: Scenario, *, during=None) -> PerfRun:
+    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
+    watcher = None
+    if during is not None:
+
+        def watch() -> None:
+            try:
+                during(run.pk)
+            finally:
+                connection.close()  # this thread's own database session
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    result = services.perfrun_run(run_id=run.pk)
+    if watcher is not None:
+        watcher.join(timeout=60)
+    return result
+
+
+def clones_left(environment: ReviewEnvironment) -> list[str]:
+    cluster = ManagedCluster(environment.data_dir, os_user=cluster_os_user())
+    assert not cluster.is_running(), "the run left its cluster running"
+    cluster.start()
+    try:
+        return list_databases(cluster.conninfo("postgres"), "review__run")
+    finally:
+        cluster.stop()
+
+
+def wait_for_stage(run_id: int, stage: str, *, progress: int = 0, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = PerfRun.objects.filter(pk=run_id).values("stage", "progress", "status").first()
+        if row["stage"] == stage and row["progress"] >= progress:
+            return True
+        if row["status"] not in ("queued", "running"):
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def no_process_listens(url: str) -> bool:
+    from perfruns.pipeline.perfrun import port_in_use
+
+    return not port_in_use(url)
+
+
+def test_a_run_drives_the_demo_target_and_keeps_real_figures(environment):
+    scenario = make_scenario(environment)
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.PASSED, run.error
+    s = run.summary
+    assert s["requests"] > 0 and s["rps"] > 0 and s["p95_ms"] > 0
+    assert s["db_ram_peak"] > 0 and s["db_ram_peak_anon"] > 0 and s["target_rss_peak"] > 0
+    assert s["sampler"]["achieved_interval_s"] is not None
+    names = {e.name for e in run.endpoints.all()}
+    assert names == {"/users/[id]", "/users/[id]/events", "/report", "Aggregated"}
+    assert all(e.requests > 0 for e in run.endpoints.all())
+    # The N+1 shows in the statements: one query per event, many calls.
+    top = run.database["top_statements"]
+    assert top and max(q["calls"] for q in top) > s["requests"] / 3
+    assert run.database["connections"]["peak_total"] >= 1
+    assert run.database["delta"]["xact_commit"] > 0
+    assert run.samples.filter(users__gt=0).exists()
+    assert run.samples.filter(db_pss__gt=0).exists()
+    assert run.samples.filter(target_rss__gt=0).exists()
+    assert {"locust.html", "locust_stats_history.csv", "locust.log", "target.log"} <= {
+        a.name for a in run.artifacts.all()
+    }
+    assert len(run.locustfile_sha256) == 64
+    assert [line["passed"] for line in run.verdict] == [True, True]
+    assert run.environment_settings["shared_buffers"] == "128MB"
+    # Cleaned: the target stopped, the clone dropped, the cluster stopped.
+    assert no_process_listens(scenario.target_url)
+    assert clones_left(environment) == []
+
+
+def test_a_locustfile_with_a_syntax_error_is_named_before_anything_starts(environment):
+    scenario = make_scenario(
+        environment,
+        locustfile_path="",
+        locustfile_text="from locust import HttpUser\n\nclass Shopper(HttpUser)\n    pass\n",
+    )
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error.startswith("preparing: the locustfile cannot be loaded: ")
+    assert "line 3" in run.error
+    assert no_process_listens(scenario.target_url)
+
+
+def test_a_target_that_never_gets_healthy_is_stopped_and_named(environment):
+    scenario = make_scenario(
+        environment,
+        start_command=f"{sys.executable} -c 'import time; time.sleep(120)'",
+        health_timeout_s=2,
+    )
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error.startswith("waiting for the target: ")
+    assert f"{scenario.health_url} was not healthy within 2 s" in run.error
+    assert clones_left(environment) == []
+
+
+def test_a_target_that_dies_during_the_load_is_named_and_the_figures_so_far_kept(environment):
+    scenario = make_scenario(environment, duration_s=30)
+    scenario.start_command = "timeout -s KILL 6 " + scenario.start_command
+    scenario.save()
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error == "load: the target was killed (signal 9) during the load"
+    assert run.summary["requests"] > 0
+    assert clones_left(environment) == []
+
+
+def test_a_killed_locust_is_named_and_the_target_stopped(environment):
+    scenario = make_scenario(environment, duration_s=60)
+
+    def kill_locust(run_id: int) -> None:
+        assert wait_for_stage(run_id, "load", progress=22)
+        pid_file = services.runs_root() / f"run-{run_id}" / "pids"
+        for line in pid_file.read_text().splitlines():
+            pid, argv0 = line.split(" ", 1)
+            if argv0.endswith("locust"):
+                os.kill(int(pid), signal.SIGKILL)
+
+    run = execute(scenario, during=kill_locust)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error == "load: Locust was killed (signal 9)"
+    assert no_process_listens(scenario.target_url)
+
+
+def test_a_run_past_its_time_budget_stops_and_keeps_what_it_measured(environment, settings):
+    settings.PIPELINE_TIMEOUT = 15
+    scenario = make_scenario(environment, duration_s=120)
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error == (
+        "load: the run's time budget (15 s) was exceeded; the results up to then are kept"
+    )
+    assert run.summary["requests"] > 0 and run.endpoints.exists()
+    assert no_process_listens(scenario.target_url)
+
+
+def test_a_cancelled_run_stops_everything_and_keeps_what_it_measured(environment):
+    scenario = make_scenario(environment, duration_s=60)
+
+    def cancel(run_id: int) -> None:
+        assert wait_for_stage(run_id, "load", progress=24)
+        services.perfrun_cancel(run=PerfRun.objects.get(pk=run_id))
+
+    run = execute(scenario, during=cancel)
+
+    assert run.status == RunStatus.CANCELLED
+    assert run.error == "Cancelled during the load step."
+    assert run.summary["requests"] > 0
+    assert no_process_listens(scenario.target_url)
+    assert clones_left(environment) == []
+
+
+def test_a_restore_that_cannot_be_done_stops_the_run_before_the_load(environment):
+    scenario = make_scenario(environment, restore_first=True)
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error == (
+        "restoring: There is no ready snapshot to restore into review: take one first."
+    )
+    assert not run.endpoints.exists()
+
+
+def test_a_target_port_already_taken_is_refused_rather_than_measuring_another_program(
+    environment,
+):
+    scenario = make_scenario(environment)
+    port = int(scenario.target_url.rsplit(":", 1)[1])
+    import socket
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    try:
+        run = execute(scenario)
+    finally:
+        squatter.close()
+
+    assert run.status == RunStatus.ERROR
+    assert run.error == (
+        f"starting the target: something already listens at {scenario.target_url}; "
+        "stop it or give the scenario another port"
+    )
+
+
+def test_an_environment_never_restored_says_so(environment, settings, tmp_path):
+    empty = Path(tempfile.mkdtemp(prefix="fixproof-data-", dir="/tmp"))
+    empty.chmod(0o755)
+    settings.FIXPROOF_DATA_DIR = empty
+    try:
+        run = execute(make_scenario(environment))
+    finally:
+        stop_stale_clusters(empty)
+        shutil.rmtree(empty, ignore_errors=True)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error == (
+        "cloning the database: the review environment review has no restored database yet: "
+        "restore a snapshot into it first"
+    )
