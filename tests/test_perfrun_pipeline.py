@@ -20,12 +20,13 @@ import pytest
 from django.db import connection
 from psycopg import sql
 
-from perfruns import services
+from perfruns import services, tasks
 from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Scenario
 from perfruns.pipeline.cluster import ManagedCluster, free_port, stop_stale_clusters
 from perfruns.pipeline.environment import cluster_os_user
 from perfruns.pipeline.pgtools import find_binary, run
 from perfruns.pipeline.restore import list_databases, restore_and_swap
+from tests.celeryworker import send, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -333,3 +334,36 @@ def test_an_environment_never_restored_says_so(environment, settings, tmp_path):
         "cloning the database: the review environment review has no restored database yet: "
         "restore a snapshot into it first"
     )
+
+
+def test_a_worker_runs_a_queued_run_once_and_attaches_it_to_the_incident(
+    environment, restored_dir, make_postmortem, engineer
+):
+    incident = make_postmortem(actor=engineer, title="Pool exhausted")
+    scenario = make_scenario(environment, duration_s=15)
+    scenario.postmortems.add(incident)
+    scenario.actions.add(incident.actions.first())
+    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
+    worker = start_worker(restored_dir)
+    try:
+        send(tasks.perfrun_execute, run.pk)
+        # The same message delivered twice: the second finds nothing queued.
+        send(tasks.perfrun_execute, run.pk)
+        run = wait_for(
+            lambda: PerfRun.objects.get(pk=run.pk),
+            lambda r: r.status not in ("queued", "running"),
+            timeout=240,
+        )
+    finally:
+        stop_worker(worker)
+
+    assert run.status == RunStatus.PASSED, run.error
+    assert run.worker.rpartition(":")[2] != str(os.getpid())  # not this process
+    assert PerfRun.objects.count() == 1
+    assert run.summary["requests"] > 0 and run.summary["db_ram_peak"] > 0
+    assert {e.name for e in run.endpoints.all()} == {
+        "/users/[id]", "/users/[id]/events", "/report", "Aggregated"
+    }  # fmt: skip
+    assert run.database["top_statements"]
+    assert list(incident.perf_runs.all()) == [run]
+    assert list(incident.actions.first().perf_runs.all()) == [run]
