@@ -89,6 +89,7 @@ run: db messages native vendor
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) ensure_admin
 	$(MANAGE) load_demo
+	$(MANAGE) load_perf_demo
 	@echo
 	@echo "Fixproof is starting: $$($(MANAGE) shell --no-imports -c 'from django.conf import settings; print(settings.SITE_URL)')/"
 	@echo "(web, Celery worker and beat; Ctrl-C stops all three)"
