@@ -190,3 +190,24 @@ def test_a_failing_callback_is_counted_and_the_sampling_goes_on(family):
 
     assert sampler.errors == sampler.rounds
     assert sampler.last_error == "target: disk full"
+
+
+def test_the_sampler_spreads_its_rounds_out_to_stay_within_its_cpu_budget(family, postmaster):
+    parent, _ = family
+    # A budget so small that every round, however cheap, must wait far longer than asked.
+    sampler = MemorySampler({"target": parent, "db": postmaster}, interval=0.001, cpu_budget=0.01)
+    sampler.start()
+    try:
+        _until(lambda: sampler.rounds >= 2)
+    finally:
+        sampler.stop()
+
+    assert sampler.achieved_interval is not None
+    assert sampler.achieved_interval > 10 * 0.001
+    # Asked for a round every millisecond, it would otherwise use a whole core.
+    assert sampler.cpu_fraction < 0.05
+
+
+def test_a_cpu_budget_outside_a_core_is_refused():
+    with pytest.raises(ValueError, match="fraction of a core"):
+        MemorySampler({"x": 1}, cpu_budget=0)

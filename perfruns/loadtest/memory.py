@@ -38,6 +38,11 @@ class TreeMemory:
     processes: int
 
 
+# The share of one core the sampler may use; its rounds spread out beyond the interval
+# asked when they cost more (achieved_interval says what it was).
+CPU_BUDGET = 0.02
+
+
 @dataclass
 class MemorySample:
     t: float  # time.time(), to line up with Locust's history timestamps
@@ -121,7 +126,8 @@ class MemorySampler:
     Samples are kept for stop() unless on_sample is given: then each is handed to it as
     taken and none is kept. The sampler measures its own cost: cpu_fraction is the CPU time
     its thread used over the wall time it ran, achieved_interval the mean spacing of its
-    rounds (longer than asked when a round takes longer than the interval).
+    rounds (longer than asked when a round takes longer than the interval, or costs more
+    CPU than `cpu_budget` of the interval).
     """
 
     def __init__(
@@ -129,9 +135,13 @@ class MemorySampler:
         targets: dict[str, int],
         interval: float = 1.0,
         on_sample: Callable[[MemorySample], None] | None = None,
+        cpu_budget: float = CPU_BUDGET,
     ) -> None:
         if not interval > 0:
             raise ValueError("the sampling interval must be above 0 seconds")
+        if not 0 < cpu_budget <= 1:
+            raise ValueError("the CPU budget is a fraction of a core, above 0 and at most 1")
+        self.cpu_budget = cpu_budget
         self.targets = dict(targets)
         self.interval = interval
         self.on_sample = on_sample
@@ -184,13 +194,17 @@ class MemorySampler:
         try:
             while not self._stop.is_set():
                 began = time.monotonic()
+                round_cpu = time.thread_time()
                 self._round()
+                round_cpu = time.thread_time() - round_cpu
                 self._rounds += 1
                 if self._first_round is None:
                     self._first_round = began
                 self._last_round = began
                 self._cpu = time.thread_time() - cpu_start
-                next_round += self.interval
+                # smaps_rollup walks each process's page tables: with many large backends a
+                # round costs more, and the rounds spread out to stay within the budget.
+                next_round += max(self.interval, round_cpu / self.cpu_budget)
                 now = time.monotonic()
                 if next_round < now:  # a slow round: do not try to catch up
                     next_round = now
