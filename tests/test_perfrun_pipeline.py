@@ -367,3 +367,15 @@ def test_a_worker_runs_a_queued_run_once_and_attaches_it_to_the_incident(
     assert run.database["top_statements"]
     assert list(incident.perf_runs.all()) == [run]
     assert list(incident.actions.first().perf_runs.all()) == [run]
+
+
+def test_a_distributed_run_drives_the_target_from_a_master_and_its_workers(environment):
+    scenario = make_scenario(environment, workers=2)
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.PASSED, run.error
+    assert run.summary["requests"] > 0
+    assert {e.name for e in run.endpoints.all()} >= {"/users/[id]", "/report"}
+    logs = {a.name for a in run.artifacts.all()}
+    assert any(name.startswith("locust-worker") for name in logs), logs
