@@ -158,3 +158,58 @@ def test_an_engineer_writes_publishes_and_downloads_a_postmortem(
     assert pm.impacts.count() == 1
     assert pm.root_causes.count() == 1
     assert Action.objects.filter(postmortem=pm).count() == 2
+
+
+def test_an_engineer_watches_a_run_finish_and_reads_its_charts(
+    live_server, page: Page, engineer: User
+):
+    from perfruns import services
+    from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Sample
+
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="checkout",
+        values={
+            "environment": env,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+        },
+    )
+    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
+    services.perfrun_claim(run_id=run.pk)
+    PerfRun.objects.filter(pk=run.pk).update(stage="load", progress=45)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(f"{live_server.url}/perf/runs/{run.pk}/")  # through the login page
+    page.get_by_label("Username").fill("emma")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#run-live progress")).to_have_attribute("value", "45")
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+
+    # The worker finishes: the page notices on its next poll and shows the results.
+    Sample.objects.bulk_create(
+        [Sample(run=run, t=t, users=10, rps=40.0 + t, failures_per_s=0.0, p50_ms=10.0,
+                p95_ms=30.0 + t)
+         for t in range(30)]
+        + [Sample(run=run, t=t + 0.5, db_pss=(200 + t) * 2**20, target_rss=80 * 2**20)
+           for t in range(30)]
+    )  # fmt: skip
+    PerfRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.PASSED,
+        stage="",
+        progress=100,
+        summary={"requests": 1200, "failures": 0, "failure_rate": 0.0, "rps": 40.0,
+                 "p50_ms": 10.0, "p95_ms": 59.0, "p99_ms": 80.0, "db_ram_peak": 229 * 2**20,
+                 "db_ram_peak_anon": 20 * 2**20},
+        verdict=[{"check": "p95_ms", "limit": 500, "value": 59.0, "passed": True}],
+    )  # fmt: skip
+
+    expect(page.get_by_role("heading", name="Verdict")).to_be_visible(timeout=20_000)
+    expect(page.locator("#run-live .badge")).to_have_text("Passed")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    # Four charts on one time axis: latency, users and RPS, failures, memory.
+    expect(page.locator("#charts .chart")).to_have_count(4)
+    expect(page.locator("#charts canvas")).to_have_count(4)
+    assert errors == []
