@@ -524,6 +524,8 @@ class Sample(models.Model):
     db_pss = models.BigIntegerField(null=True)
     db_pss_anon = models.BigIntegerField(null=True)
     db_pss_shared = models.BigIntegerField(null=True)
+    # The database's container (memory cgroup), when it runs in one of its own.
+    db_cgroup = models.BigIntegerField(null=True)
     target_rss = models.BigIntegerField(null=True)
 
     class Meta:

@@ -301,7 +301,7 @@ class RunExecution:
         load_started = time.time()
         with memory_file.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["t", "label", "pss", "pss_anon", "pss_shared", "rss"])
+            writer.writerow(["t", "label", "pss", "pss_anon", "pss_shared", "rss", "cgroup"])
 
             def on_sample(sample: Any) -> None:
                 m = sample.memory
@@ -313,6 +313,7 @@ class RunExecution:
                         m.pss_anon,
                         m.pss_shared,
                         m.rss,
+                        "" if m.cgroup is None else m.cgroup,
                     ]
                 )
 
@@ -500,6 +501,7 @@ class RunExecution:
                         db_pss=int(row["pss"]),
                         db_pss_anon=int(row["pss_anon"]),
                         db_pss_shared=int(row["pss_shared"]),
+                        db_cgroup=int(row["cgroup"]) if row["cgroup"] else None,
                     )
                 elif row["label"] == "target":
                     yield Sample(run=self.run, t=t, target_rss=int(row["rss"]))
@@ -518,6 +520,9 @@ class RunExecution:
                         peaks["db_ram_peak"] = pss
                         peaks["db_ram_peak_anon"] = int(row["pss_anon"])
                     series["db"].append((t, pss))
+                    if row["cgroup"]:
+                        cgroup = int(row["cgroup"])
+                        peaks["db_cgroup_peak"] = max(peaks.get("db_cgroup_peak", 0), cgroup)
                 elif row["label"] == "target":
                     rss = int(row["rss"])
                     peaks["target_rss_peak"] = max(peaks.get("target_rss_peak", 0), rss)

@@ -345,6 +345,7 @@ def run_series(request: HttpRequest, pk: int) -> JsonResponse:
         "db_pss",
         "db_pss_anon",
         "db_pss_shared",
+        "db_cgroup",
         "target_rss",
     )
     series: dict[str, list] = {name: [] for name in fields}

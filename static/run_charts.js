@@ -14,9 +14,9 @@
     [labels.load, [["users", data.users], ["req/s", data.rps]]],
     [labels.failures, [["failures/s", data.failures_per_s]]],
     [labels.memory, [["DB PSS", mib(data.db_pss)], ["DB anon", mib(data.db_pss_anon)],
-                     ["target RSS", mib(data.target_rss)]]],
+                     ["DB cgroup", mib(data.db_cgroup)], ["target RSS", mib(data.target_rss)]]],
   ];
-  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8"];
+  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8", "#f79009"];
   const width = Math.min(box.clientWidth || 900, 1100);
   for (const [title, lines] of charts) {
     if (!lines.some(([, values]) => values.some((v) => v !== null))) continue;

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from perfruns.loadtest import MemorySampler, process_tree, tree_memory
-from perfruns.loadtest.memory import _parent
+from perfruns.loadtest.memory import _parent, memory_cgroup
 
 MB = 1024 * 1024
 CHILD_MB = 50
@@ -211,3 +211,51 @@ def test_the_sampler_spreads_its_rounds_out_to_stay_within_its_cpu_budget(family
 def test_a_cpu_budget_outside_a_core_is_refused():
     with pytest.raises(ValueError, match="fraction of a core"):
         MemorySampler({"x": 1}, cpu_budget=0)
+
+
+def test_a_database_in_a_cgroup_of_its_own_has_its_container_memory_sampled(family, postmaster):
+    parent, _ = family
+    sampler = MemorySampler({"target": parent, "db": postmaster}, interval=0.05)
+    sampler.start()
+    try:
+        _until(lambda: sampler.rounds >= 1)
+    finally:
+        samples = sampler.stop()
+
+    by_label = {s.label: s.memory for s in samples}
+    # Our own child shares our cgroup: no container figure for it.
+    assert by_label["target"].cgroup is None
+    if memory_cgroup(postmaster) != memory_cgroup(os.getpid()):
+        assert by_label["db"].cgroup is not None and by_label["db"].cgroup > 0
+    else:
+        assert by_label["db"].cgroup is None
+
+
+@pytest.mark.parametrize(
+    ("cgroup_file", "files"),
+    [
+        # cgroup v1: the memory controller's own hierarchy
+        ("4:memory:/docker/abc\n0::/\n", {"memory/docker/abc/memory.usage_in_bytes": "4096\n"}),
+        # cgroup v2 alone
+        ("0::/system.slice/postgresql.service\n",
+         {"system.slice/postgresql.service/memory.current": "8192\n"}),
+        # cgroup v2 beside v1, under unified/
+        ("1:cpu:/\n0::/db\n", {"unified/db/memory.current": "16384\n"}),
+    ],
+)  # fmt: skip
+def test_the_container_memory_is_read_from_either_cgroup_layout(
+    tmp_path, monkeypatch, cgroup_file, files
+):
+    from perfruns.loadtest import memory
+
+    proc = tmp_path / "proc" / "42"
+    proc.mkdir(parents=True)
+    (proc / "cgroup").write_text(cgroup_file)
+    for name, text in files.items():
+        path = tmp_path / "cgroup" / name
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    monkeypatch.setattr(memory, "PROC", tmp_path / "proc")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "cgroup")
+
+    assert memory.cgroup_memory(memory.memory_cgroup(42)) == int(next(iter(files.values())))

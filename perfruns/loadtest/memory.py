@@ -36,6 +36,47 @@ class TreeMemory:
     pss_shared: int
     rss: int
     processes: int
+    # What the kernel charges to the root process's memory cgroup, when that cgroup is not
+    # the sampler's own (the database in a container of its own); page cache included.
+    cgroup: int | None = None
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def memory_cgroup(pid: int) -> str | None:
+    """The memory cgroup path of a process: the v1 memory controller's, else v2's."""
+    try:
+        lines = (PROC / str(pid) / "cgroup").read_text().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    unified = None
+    for line in lines:
+        _id, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return f"memory{path}"
+        if controllers == "":
+            unified = path
+    return f"unified{unified}" if unified is not None else None
+
+
+def cgroup_memory(cgroup: str) -> int | None:
+    """Bytes charged to a cgroup from memory_cgroup(), None when the file is not there."""
+    kind, _, path = cgroup.partition("/")
+    if kind == "memory":
+        files = [CGROUP_ROOT / "memory" / path / "memory.usage_in_bytes"]
+    else:
+        # v2 mounted alone at the root, or beside v1 under unified/.
+        files = [
+            CGROUP_ROOT / path / "memory.current",
+            CGROUP_ROOT / "unified" / path / "memory.current",
+        ]
+    for file in files:
+        try:
+            return int(file.read_text())
+        except (FileNotFoundError, ValueError, PermissionError):
+            continue
+    return None
 
 
 # The share of one core the sampler may use; its rounds spread out beyond the interval
@@ -156,6 +197,7 @@ class MemorySampler:
         self._started = 0.0
         self._ended: float | None = None
         self._cpu = 0.0
+        self._cgroups: dict[str, str | None] = {}
 
     def start(self) -> None:
         if self._thread is not None:
@@ -213,6 +255,13 @@ class MemorySampler:
             self._cpu = time.thread_time() - cpu_start
             self._ended = time.monotonic()
 
+    def _own_cgroup(self, label: str, pid: int) -> str | None:
+        """The root's memory cgroup when it has one of its own (looked up once)."""
+        if label not in self._cgroups:
+            theirs = memory_cgroup(pid)
+            self._cgroups[label] = theirs if theirs != memory_cgroup(os.getpid()) else None
+        return self._cgroups[label]
+
     def _round(self) -> None:
         try:
             children = _children()  # one pass over /proc for all the targets
@@ -222,6 +271,9 @@ class MemorySampler:
         for label, pid in self.targets.items():
             try:
                 memory = tree_memory(pid, children)
+                cgroup = self._own_cgroup(label, pid)
+                if cgroup is not None and memory.processes:
+                    memory.cgroup = cgroup_memory(cgroup)
                 sample = MemorySample(t=time.time(), label=label, memory=memory)
                 if self.on_sample is not None:
                     self.on_sample(sample)
