@@ -365,6 +365,9 @@ def test_a_worker_runs_a_queued_run_once_and_attaches_it_to_the_incident(
         "/users/[id]", "/users/[id]/events", "/report", "Aggregated"
     }  # fmt: skip
     assert run.database["top_statements"]
+    # The demo's response cache never evicts: its memory climbs steadily.
+    assert run.summary["target_slope"]["leak"] is True
+    assert run.summary["target_slope"]["r2"] > 0.8
     assert list(incident.perf_runs.all()) == [run]
     assert list(incident.actions.first().perf_runs.all()) == [run]
 
@@ -379,3 +382,17 @@ def test_a_distributed_run_drives_the_target_from_a_master_and_its_workers(envir
     assert {e.name for e in run.endpoints.all()} >= {"/users/[id]", "/report"}
     logs = {a.name for a in run.artifacts.all()}
     assert any(name.startswith("locust-worker") for name in logs), logs
+
+
+def test_a_step_load_finds_where_the_target_stops_keeping_up(environment):
+    scenario = make_scenario(
+        environment, shape="steps", step_start=2, step_size=4, step_duration_s=4, step_max=10
+    )
+
+    run = execute(scenario)
+
+    assert run.status == RunStatus.PASSED, run.error
+    point = run.summary["breaking_point"]
+    assert point["max_sustained_rps"] > 0
+    users = sorted({u for u in run.samples.values_list("users", flat=True) if u})
+    assert users[-1] == 10 and 2 in users
