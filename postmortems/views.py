@@ -104,20 +104,21 @@ def _querystring_without_page(request: HttpRequest) -> str:
     return params.urlencode()
 
 
-def _detail_queryset():
+def _detail_queryset(*, with_runs: bool = False):
+    actions = Action.objects.select_related("owner")
+    runs = []
+    if with_runs:
+        # The page shows the measured runs of the incident and of each action.
+        actions = actions.prefetch_related(Prefetch("perf_runs", queryset=_attached_runs()))
+        runs = [Prefetch("perf_runs", queryset=_attached_runs())]
     return PostMortem.objects.select_related("team", "created_by").prefetch_related(
         "authors",
         "impacts",
         "root_causes",
         "timeline",
         "extra_sections",
-        Prefetch(
-            "actions",
-            queryset=Action.objects.select_related("owner").prefetch_related(
-                Prefetch("perf_runs", queryset=_attached_runs())
-            ),
-        ),
-        Prefetch("perf_runs", queryset=_attached_runs()),
+        Prefetch("actions", queryset=actions),
+        *runs,
     )
 
 
@@ -130,7 +131,7 @@ def _attached_runs():
 @require_GET
 def postmortem_detail(request: HttpRequest, pk: int) -> HttpResponse:
     access.require_role(request.user)
-    pm = access.get_visible_or_404(request.user, pk, _detail_queryset())
+    pm = access.get_visible_or_404(request.user, pk, _detail_queryset(with_runs=True))
     history = HistoryEntry.objects.filter(postmortem=pm).select_related("actor")[:HISTORY_SHOWN]
     can_manage = access.can_manage_actions(request.user)
     return render(
