@@ -180,7 +180,10 @@ class RunExecution:
         from .services import _describe, scenario_shape
 
         run, scenario, environment = self.run, self.scenario, self.environment
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # A folder of the same name may be left by an older database's run #N: its files
+        # must not be taken for this run's.
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
         shape = scenario_shape(scenario)
         self._update(
             artifacts_dir=str(self.workdir),

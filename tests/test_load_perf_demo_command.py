@@ -18,6 +18,18 @@ from postmortems.models import PostMortem
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def role_groups(db):
+    # An earlier transactional test's flush may have emptied the groups of migration 0002;
+    # load_demo only needs them to exist.
+    from django.contrib.auth.models import Group
+
+    from postmortems.access import ROLES
+
+    for role in ROLES:
+        Group.objects.get_or_create(name=role)
+
+
 @pytest.fixture
 def target_db(monkeypatch):
     name = f"fixproof_demotest_{uuid.uuid4().hex[:10]}"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from psycopg import sql
 
@@ -337,8 +338,10 @@ def test_an_environment_never_restored_says_so(environment, settings, tmp_path):
 
 
 def test_a_worker_runs_a_queued_run_once_and_attaches_it_to_the_incident(
-    environment, restored_dir, make_postmortem, engineer
+    environment, restored_dir, make_postmortem
 ):
+    # (No role fixture: a transactional test's flush empties the role groups.)
+    engineer = User.objects.create_user("emma")
     incident = make_postmortem(actor=engineer, title="Pool exhausted")
     scenario = make_scenario(environment, duration_s=15)
     scenario.postmortems.add(incident)
