@@ -359,6 +359,15 @@ class Scenario(models.Model):
     #  "endpoints": {"/users/[id]": {"p95_ms": 300}}}
     thresholds = models.JSONField(_("thresholds"), default=dict, blank=True)
     tags = models.CharField(_("tags"), max_length=200, blank=True)
+    baseline_run = models.ForeignKey(
+        "PerfRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("pinned baseline"),
+        help_text=_("Runs are compared with it instead of the previous passing run."),
+    )
     postmortems = models.ManyToManyField(
         "postmortems.PostMortem", blank=True, related_name="scenarios"
     )
@@ -436,6 +445,8 @@ class PerfRun(models.Model):
     summary = models.JSONField(default=dict, blank=True)
     # pg_stat_database before/after, peak connections by state, top statements.
     database = models.JSONField(default=dict, blank=True)
+    # The comparison with its baseline run: validity and per-endpoint verdicts.
+    regression = models.JSONField(default=dict, blank=True)
     artifacts_dir = models.CharField(max_length=500, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     postmortems = models.ManyToManyField(

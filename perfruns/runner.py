@@ -556,11 +556,35 @@ class RunExecution:
     # -- judge ------------------------------------------------------------------------
 
     def _judge(self) -> None:
-        run = PerfRun.objects.get(pk=self.run.pk)
+        from .comparison import ComparisonError, baseline_for, compare_runs
+
+        run = PerfRun.objects.select_related("scenario__baseline_run").get(pk=self.run.pk)
         verdict = judge(run)
+        regression: dict[str, Any] = {}
+        baseline = None if run.invalid_reason else baseline_for(run)
+        if baseline is not None:
+            try:
+                comparison = compare_runs(baseline=baseline, candidate=run)
+            except ComparisonError as exc:
+                regression = {"baseline": baseline.pk, "valid": False, "reasons": [str(exc)]}
+            else:
+                regression = comparison.as_json()
+                # A regression fails the run like a threshold would.
+                for worse in comparison.worse:
+                    verdict.append(
+                        {
+                            "check": f"{worse.endpoint} {worse.metric} vs run #{baseline.pk}",
+                            "limit": worse.baseline,
+                            "value": worse.candidate,
+                            "passed": False,
+                        }
+                    )
         passed = all(line["passed"] for line in verdict)
         self._finish(
-            RunStatus.PASSED if passed else RunStatus.FAILED, verdict=verdict, progress=100
+            RunStatus.PASSED if passed else RunStatus.FAILED,
+            verdict=verdict,
+            regression=regression,
+            progress=100,
         )
 
 

@@ -26,4 +26,5 @@ urlpatterns = [
     path("runs/<int:pk>/series/", views.run_series, name="run_series"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:pk>/files/<str:name>", views.run_artifact, name="run_artifact"),
+    path("runs/<int:base>/vs/<int:pk>/", views.run_compare, name="run_compare"),
 ]

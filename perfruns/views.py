@@ -379,3 +379,29 @@ def run_artifact(request: HttpRequest, pk: int, name: str) -> FileResponse:
         as_attachment=artifact.content_type != "text/html",
         filename=artifact.name,
     )
+
+
+@require_GET
+def run_compare(request: HttpRequest, base: int, pk: int) -> HttpResponse:
+    """Two runs side by side: per-endpoint deltas with their verdicts."""
+    from .comparison import ComparisonError, compare_runs
+
+    access.require_role(request.user)
+    runs = PerfRun.objects.select_related("scenario", "environment")
+    baseline = get_object_or_404(runs, pk=base)
+    candidate = get_object_or_404(runs, pk=pk)
+    comparison, problem = None, ""
+    try:
+        comparison = compare_runs(baseline=baseline, candidate=candidate)
+    except ComparisonError as exc:
+        problem = str(exc)
+    return render(
+        request,
+        "perfruns/compare.html",
+        {
+            "baseline": baseline,
+            "candidate": candidate,
+            "comparison": comparison,
+            "problem": problem,
+        },
+    )

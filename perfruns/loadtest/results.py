@@ -74,6 +74,7 @@ class HistoryRow:
     p95_ms: float | None
     requests: int
     failures: int
+    p99_ms: float | None = None
 
 
 @dataclass
@@ -242,9 +243,10 @@ def iter_history(history_csv: Path) -> Iterator[HistoryRow]:
             "95%",
             "Total Request Count",
             "Total Failure Count",
+            "99%",
         )
         width = max(columns) + 1
-        ts, users, method, name, rps, fps, p50, p95, requests, failures = columns
+        ts, users, method, name, rps, fps, p50, p95, requests, failures, p99 = columns
         for row in reader:
             if len(row) < width:
                 continue
@@ -257,6 +259,7 @@ def iter_history(history_csv: Path) -> Iterator[HistoryRow]:
                 failures_per_s=_number(row[fps]) or 0.0,
                 p50_ms=_number(row[p50]),
                 p95_ms=_number(row[p95]),
+                p99_ms=_number(row[p99]),
                 requests=int(float(row[requests])),
                 failures=int(float(row[failures])),
             )

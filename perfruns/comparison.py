@@ -1,0 +1,201 @@
+"""A run against its baseline: the replicates the statistics need, read from what the
+run kept, and the verdicts of perfruns.regression.
+
+Replicates are the 10-second intervals of Locust's full history (its percentiles are
+over a 10 s window: one row in ten does not overlap the next), the per-second samples of
+the database's PSS, and the memory series the runner wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .models import PerfRun, RunStatus
+
+INTERVAL_S = 10
+_SHAPE_KEYS = (
+    "shape",
+    "users",
+    "spawn_rate",
+    "duration_s",
+    "step_start",
+    "step_size",
+    "step_duration_s",
+    "step_max",
+    "arrival_rps",
+)
+
+
+class ComparisonError(Exception):
+    """The runs cannot be compared; the message says why, for a person."""
+
+
+@dataclass
+class Comparison:
+    baseline: PerfRun
+    candidate: PerfRun
+    valid: bool
+    reasons: list[str]
+    verdicts: list[Any] = field(default_factory=list)  # regression.MetricVerdict
+
+    @property
+    def worse(self) -> list[Any]:
+        return [v for v in self.verdicts if v.verdict == "worse"] if self.valid else []
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline.pk,
+            "valid": self.valid,
+            "reasons": self.reasons,
+            "verdicts": [
+                {
+                    "endpoint": v.endpoint,
+                    "metric": v.metric,
+                    "baseline": v.baseline,
+                    "candidate": v.candidate,
+                    "change": v.change,
+                    "change_rel": v.change_rel,
+                    "low": v.low,
+                    "high": v.high,
+                    "p_value": v.p_value,
+                    "q_value": v.q_value,
+                    "verdict": v.verdict,
+                }
+                for v in self.verdicts
+            ],
+        }
+
+
+def same_load(a: PerfRun, b: PerfRun) -> bool:
+    return all(a.settings.get(k) == b.settings.get(k) for k in _SHAPE_KEYS)
+
+
+def baseline_for(run: PerfRun) -> PerfRun | None:
+    """The scenario's pinned run, else the previous valid passing run of the same load."""
+    pinned = run.scenario.baseline_run
+    if pinned is not None and pinned.pk != run.pk:
+        return pinned
+    earlier = (
+        PerfRun.objects.filter(
+            scenario_id=run.scenario_id, status=RunStatus.PASSED, invalid_reason=""
+        )
+        .exclude(pk=run.pk)
+        .filter(created_at__lt=run.created_at)
+        .order_by("-created_at", "-id")
+    )
+    for candidate in earlier[:20]:
+        if same_load(candidate, run):
+            return candidate
+    return None
+
+
+def _history_file(run: PerfRun) -> Path:
+    path = Path(run.artifacts_dir or "/nonexistent") / "locust_stats_history.csv"
+    if not path.is_file():
+        raise ComparisonError(
+            f"Run #{run.pk} has no Locust history any more ({path.name} is not kept): "
+            "it cannot be compared."
+        )
+    return path
+
+
+def endpoint_series(run: PerfRun) -> dict[str, Any]:
+    """Per endpoint (and Aggregated): the p50/p95/p99 and RPS of each 10-s interval."""
+    from .loadtest import iter_history
+    from .regression import EndpointSeries
+
+    first: dict[str, int] = {}
+    previous: dict[str, int] = {}
+    series: dict[str, dict[str, list[float]]] = {}
+    for row in iter_history(_history_file(run)):
+        if row.users <= 0:
+            continue
+        start = first.setdefault(row.name, row.timestamp)
+        if (row.timestamp - start) % INTERVAL_S:
+            continue
+        values = series.setdefault(row.name, {"p50": [], "p95": [], "p99": [], "rps": []})
+        if row.name in previous:
+            values["rps"].append((row.requests - previous[row.name]) / INTERVAL_S)
+        previous[row.name] = row.requests
+        for key, value in (("p50", row.p50_ms), ("p95", row.p95_ms), ("p99", row.p99_ms)):
+            if value is not None and value > 0:
+                values[key].append(value)
+    totals = {(e.name): e for e in run.endpoints.all()}
+    result = {}
+    for name, values in series.items():
+        stat = totals.get(name)
+        result[name] = EndpointSeries(
+            p50=values["p50"],
+            p95=values["p95"],
+            p99=values["p99"],
+            requests=stat.requests if stat else 0,
+            failures=stat.failures if stat else 0,
+            rps=values["rps"],
+        )
+    return result
+
+
+def _ram_samples(run: PerfRun) -> list[float]:
+    return [
+        float(v)
+        for v in run.samples.filter(db_pss__isnull=False)
+        .order_by("t")
+        .values_list("db_pss", flat=True)
+    ]
+
+
+def _memory_points(run: PerfRun, label: str) -> list[tuple[float, float]]:
+    path = Path(run.artifacts_dir or "/nonexistent") / "memory.csv"
+    points: list[tuple[float, float]] = []
+    if path.is_file():
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["label"] == label:
+                    value = row["pss"] if label == "db" else row["rss"]
+                    points.append((float(row["t"]), float(value)))
+    return points
+
+
+def _facts(run: PerfRun):
+    from .regression import RunFacts
+
+    return RunFacts(
+        saturated=bool(run.invalid_reason),
+        shape=str(run.settings.get("shape", "")),
+        arrival_rps=run.settings.get("arrival_rps") or None,
+        achieved_rps=run.summary.get("rps"),
+        settings={k: str(v) for k, v in run.environment_settings.items()},
+    )
+
+
+def compare_runs(*, baseline: PerfRun, candidate: PerfRun) -> Comparison:
+    from .regression import (
+        check_validity,
+        compare_endpoints,
+        ram_verdict,
+        slope_and_se,
+        slope_verdict,
+    )
+
+    validity = check_validity(baseline=_facts(baseline), candidate=_facts(candidate))
+    reasons = list(validity.reasons)
+    if not same_load(baseline, candidate):
+        reasons.append("The two runs did not drive the same load (shape, users or duration).")
+    comparison = Comparison(
+        baseline=baseline, candidate=candidate, valid=not reasons, reasons=reasons
+    )
+    verdicts = compare_endpoints(endpoint_series(baseline), endpoint_series(candidate))
+    base_ram, cand_ram = _ram_samples(baseline), _ram_samples(candidate)
+    if base_ram and cand_ram:
+        verdicts.append(ram_verdict(base_ram, cand_ram))
+    for label in ("db", "target"):
+        base = slope_and_se(_memory_points(baseline, label))
+        cand = slope_and_se(_memory_points(candidate, label))
+        if base is not None and cand is not None:
+            verdict = slope_verdict(base[0], base[1], cand[0], cand[1], endpoint=label)
+            verdicts.append(verdict)
+    comparison.verdicts = verdicts
+    return comparison

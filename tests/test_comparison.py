@@ -1,0 +1,179 @@
+"""A run against its baseline: replicates read from the run's kept files, the verdicts,
+the baseline chosen, and a regression failing the run."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from perfruns import services
+from perfruns.comparison import ComparisonError, baseline_for, compare_runs, endpoint_series
+from perfruns.models import (
+    EndpointStat,
+    PerfRun,
+    ReviewEnvironment,
+    RunStatus,
+    RunTrigger,
+    Sample,
+    Scenario,
+)
+from perfruns.runner import RunExecution
+
+HEADER = [
+    "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "95%",
+    "99%", "Total Request Count", "Total Failure Count",
+]  # fmt: skip
+LOAD = {"shape": "constant", "users": 10, "spawn_rate": 5, "duration_s": 300}
+SETTINGS = {"shared_buffers": "128MB", "work_mem": "4MB", "max_connections": "50"}
+
+
+@pytest.fixture
+def scenario(db) -> Scenario:
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="checkout",
+        values={
+            "environment": env,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+        },
+    )
+    return scenario
+
+
+def make_run(scenario, folder: Path, *, p95: dict[str, float], seed: int, **fields) -> PerfRun:
+    """A finished run of 300 s whose history holds one row a second per endpoint."""
+    folder.mkdir(parents=True)
+    rng = random.Random(seed)
+    totals = dict.fromkeys(p95, 0)
+    with (folder / "locust_stats_history.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for second in range(300):
+            for name, level in p95.items():
+                totals[name] += 20
+                value = level * rng.uniform(0.95, 1.05)
+                writer.writerow(
+                    [1_700_000_000 + second, 10, "GET", name, 20, 0, value / 3, value,
+                     value * 1.5, totals[name], 0]
+                )  # fmt: skip
+    values = {
+        "scenario": scenario,
+        "environment": scenario.environment,
+        "trigger": RunTrigger.SCHEDULE,
+        "status": RunStatus.PASSED,
+        "settings": LOAD,
+        "environment_settings": SETTINGS,
+        "summary": {"rps": 40.0},
+        "artifacts_dir": str(folder),
+    }
+    values.update(fields)
+    run = PerfRun.objects.create(**values)
+    for name in p95:
+        EndpointStat.objects.create(
+            run=run, method="GET", name=name, requests=6000, failures=0, avg_ms=1, min_ms=1,
+            max_ms=1, percentiles={"95": p95[name]}, rps=20,
+        )  # fmt: skip
+    Sample.objects.bulk_create(
+        Sample(run=run, t=t, db_pss=int(200e6 * rng.uniform(0.99, 1.01))) for t in range(60)
+    )
+    return run
+
+
+def test_a_slower_endpoint_is_worse_and_an_unchanged_one_is_not(scenario, tmp_path):
+    before = make_run(scenario, tmp_path / "a", p95={"/users": 100.0, "/report": 400.0}, seed=1)
+    after = make_run(scenario, tmp_path / "b", p95={"/users": 100.0, "/report": 600.0}, seed=2)
+
+    comparison = compare_runs(baseline=before, candidate=after)
+
+    assert comparison.valid and comparison.reasons == []
+    worse = {(v.endpoint, v.metric) for v in comparison.worse}
+    assert ("/report", "p95") in worse
+    assert not any(endpoint == "/users" for endpoint, _ in worse)
+    report_p95 = next(
+        v for v in comparison.verdicts if (v.endpoint, v.metric) == ("/report", "p95")
+    )
+    assert report_p95.change == pytest.approx(200, rel=0.1) and report_p95.low > 0
+
+
+def test_the_replicates_are_the_ten_second_intervals_of_the_history(scenario, tmp_path):
+    run = make_run(scenario, tmp_path / "a", p95={"/users": 100.0}, seed=1)
+
+    series = endpoint_series(run)["/users"]
+
+    assert len(series.p95) == 30 and len(series.rps) == 29
+    assert series.rps[0] == pytest.approx(20.0)  # 200 requests every 10 s
+    assert series.requests == 6000
+
+
+def test_runs_on_differently_configured_environments_are_not_comparable(scenario, tmp_path):
+    before = make_run(scenario, tmp_path / "a", p95={"/users": 100.0}, seed=1)
+    after = make_run(
+        scenario,
+        tmp_path / "b",
+        p95={"/users": 300.0},
+        seed=2,
+        environment_settings={**SETTINGS, "shared_buffers": "1GB"},
+    )
+
+    comparison = compare_runs(baseline=before, candidate=after)
+
+    assert not comparison.valid and comparison.worse == []
+    assert any("shared_buffers" in reason for reason in comparison.reasons)
+
+
+def test_a_run_whose_files_are_gone_cannot_be_compared(scenario, tmp_path):
+    before = make_run(scenario, tmp_path / "a", p95={"/users": 100.0}, seed=1)
+    after = make_run(scenario, tmp_path / "b", p95={"/users": 100.0}, seed=2)
+    (tmp_path / "a" / "locust_stats_history.csv").unlink()
+
+    with pytest.raises(ComparisonError, match=rf"Run #{before.pk} has no Locust history"):
+        compare_runs(baseline=before, candidate=after)
+
+
+def test_the_baseline_is_the_previous_valid_passing_run_of_the_same_load(scenario, tmp_path):
+    good = make_run(scenario, tmp_path / "a", p95={"/u": 1.0}, seed=1)
+    make_run(scenario, tmp_path / "b", p95={"/u": 1.0}, seed=2, status=RunStatus.FAILED)
+    make_run(scenario, tmp_path / "c", p95={"/u": 1.0}, seed=3, invalid_reason="saturated")
+    make_run(scenario, tmp_path / "d", p95={"/u": 1.0}, seed=4, settings={**LOAD, "users": 99})
+    current = make_run(scenario, tmp_path / "e", p95={"/u": 1.0}, seed=5)
+
+    assert baseline_for(current) == good
+
+    pinned = make_run(scenario, tmp_path / "f", p95={"/u": 1.0}, seed=6)
+    scenario.baseline_run = pinned
+    scenario.save()
+    current.refresh_from_db()
+    assert baseline_for(current) == pinned
+
+
+def test_a_regression_against_the_baseline_fails_the_run_with_the_figures(scenario, tmp_path):
+    make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    run = make_run(
+        scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2, status=RunStatus.RUNNING
+    )
+
+    RunExecution(run)._judge()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    line = next(line for line in run.verdict if line["check"].startswith("/report p95 vs run #"))
+    assert not line["passed"] and line["value"] > line["limit"]
+    assert run.regression["valid"] is True
+
+
+def test_the_compare_page_shows_each_endpoint_with_its_verdict(client, viewer, scenario, tmp_path):
+    before = make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    after = make_run(scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2)
+    client.force_login(viewer)
+
+    response = client.get(reverse("perfruns:run_compare", args=[before.pk, after.pk]))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "/report" in html and "verdict-worse" in html
+    assert client.get(reverse("perfruns:run_compare", args=[before.pk, 999999])).status_code == 404
