@@ -2,7 +2,16 @@ from django import forms
 from django.contrib import admin
 
 from . import services
-from .models import DumpSource, PerfRun, Restore, ReviewEnvironment, Scenario, Snapshot
+from .models import (
+    DumpSource,
+    PerfRun,
+    Restore,
+    ReviewEnvironment,
+    Scenario,
+    Snapshot,
+    Verification,
+    VerificationCriterion,
+)
 
 
 @admin.register(DumpSource)
@@ -70,3 +79,17 @@ class PerfRunAdmin(admin.ModelAdmin):
     list_display = ("id", "scenario", "environment", "status", "stage", "created_at")
     list_filter = ("status", "scenario")
     readonly_fields = [f.name for f in PerfRun._meta.fields]
+
+
+@admin.register(VerificationCriterion)
+class VerificationCriterionAdmin(admin.ModelAdmin):
+    list_display = ("action", "scenario", "metric", "comparison", "value", "state", "state_run")
+    list_filter = ("state", "scenario")
+    readonly_fields = ("state", "state_run", "measured", "updated_at")
+    raw_id_fields = ("action", "reference_run")
+
+
+@admin.register(Verification)
+class VerificationAdmin(admin.ModelAdmin):
+    list_display = ("criterion", "run", "passed", "measured", "created_at")
+    readonly_fields = [f.name for f in Verification._meta.fields]

@@ -576,3 +576,114 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# ---------------------------------------------------------------- actions proven by runs
+
+
+class CriterionMetric(models.TextChoices):
+    P50 = "p50_ms", _("p50 (ms)")
+    P95 = "p95_ms", _("p95 (ms)")
+    P99 = "p99_ms", _("p99 (ms)")
+    FAILURE_RATE = "failure_rate", _("failure rate (0 to 1)")
+    RPS = "rps", _("requests/s")
+    DB_RAM = "db_ram_peak_mb", _("DB RAM peak (MiB)")
+    NOT_WORSE = "not_worse", _("not worse than a reference run")
+
+
+class CriterionComparison(models.TextChoices):
+    LT = "lt", "<"
+    LE = "le", "≤"
+    GT = "gt", ">"
+    GE = "ge", "≥"
+
+
+class VerificationState(models.TextChoices):
+    UNVERIFIED = "unverified", _("not verified yet")
+    VERIFIED = "verified", _("verified")
+    FAILED = "failed", _("failed verification")
+    REGRESSED = "regressed", _("regressed")
+
+
+class VerificationCriterion(models.Model):
+    """What a run must show for an action to count as done: "GET /users/[id] p95 < 500 ms
+    at 200 users", "failure rate < 1 %", "not worse than run #N"."""
+
+    action = models.OneToOneField(
+        "postmortems.Action", on_delete=models.CASCADE, related_name="criterion"
+    )
+    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="criteria")
+    endpoint = models.CharField(
+        _("endpoint"), max_length=500, blank=True, help_text=_("Empty: all endpoints together.")
+    )
+    metric = models.CharField(_("metric"), max_length=20, choices=CriterionMetric.choices)
+    comparison = models.CharField(
+        _("comparison"),
+        max_length=2,
+        choices=CriterionComparison.choices,
+        default=CriterionComparison.LT,
+    )
+    value = models.FloatField(_("value"), null=True, blank=True)
+    users = models.PositiveIntegerField(
+        _("at users"), null=True, blank=True, help_text=_("Only runs at this many users count.")
+    )
+    reference_run = models.ForeignKey(
+        "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(
+        max_length=10, choices=VerificationState.choices, default=VerificationState.UNVERIFIED
+    )
+    # The run that set the state, and what it measured.
+    state_run = models.ForeignKey(
+        "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    measured = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("verification criterion")
+        verbose_name_plural = _("verification criteria")
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(metric="not_worse") & Q(reference_run__isnull=False))
+                | (~Q(metric="not_worse") & Q(value__isnull=False)),
+                name="criterion_has_a_value_or_a_reference",
+                violation_error_message=_("Give a value, or a reference run for 'not worse than'."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.description
+
+    @property
+    def description(self) -> str:
+        where = self.endpoint or "all endpoints"
+        at = f" at {self.users} users" if self.users else ""
+        if self.metric == CriterionMetric.NOT_WORSE:
+            return f"{where} not worse than run #{self.reference_run_id}{at} ({self.scenario})"
+        return (
+            f"{where} {self.metric} {self.get_comparison_display()} {self.value:g}{at} "
+            f"({self.scenario})"
+        )
+
+
+class Verification(models.Model):
+    """One run's evaluation of a criterion: the evidence behind the action's state."""
+
+    criterion = models.ForeignKey(
+        VerificationCriterion, on_delete=models.CASCADE, related_name="verifications"
+    )
+    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="verifications")
+    passed = models.BooleanField()
+    measured = models.FloatField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["criterion", "run"], name="verification_once_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.criterion_id} by run #{self.run_id}: {'passed' if self.passed else 'failed'}"

@@ -586,6 +586,11 @@ class RunExecution:
             regression=regression,
             progress=100,
         )
+        from .services import criteria_evaluate
+
+        run.refresh_from_db()
+        for line in criteria_evaluate(run=run):
+            log.info("run %s: %s", run.pk, line)
 
 
 class _NoProcess(Target):

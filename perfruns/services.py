@@ -35,6 +35,8 @@ from .models import (
     Snapshot,
     SnapshotStatus,
     SourceConfigError,
+    Verification,
+    VerificationCriterion,
 )
 
 log = logging.getLogger(__name__)
@@ -747,3 +749,99 @@ def _run_ids(runs_dir: Path) -> list[int]:
         for folder in runs_dir.iterdir()
         if (match := re.fullmatch(r"run-(\d+)", folder.name)) and (folder / "pids").exists()
     ]
+
+
+# ---------------------------------------------------------------- verified actions
+
+_COMPARE = {
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+
+
+def _criterion_measure(criterion: VerificationCriterion, run: PerfRun) -> float | None:
+    metric = criterion.metric
+    if metric == "db_ram_peak_mb":
+        peak = run.summary.get("db_ram_peak")
+        return peak / 2**20 if peak is not None else None
+    name = criterion.endpoint or "Aggregated"
+    stat = next((e for e in run.endpoints.all() if e.name == name), None)
+    if stat is None:
+        return None
+    if metric == "failure_rate":
+        return stat.failure_rate
+    if metric == "rps":
+        return stat.rps
+    return stat.percentiles.get(metric.removesuffix("_ms").removeprefix("p"))
+
+
+def _criterion_check(
+    criterion: VerificationCriterion, run: PerfRun
+) -> tuple[bool, float | None, str]:
+    if criterion.metric == "not_worse":
+        from .comparison import ComparisonError, compare_runs
+
+        try:
+            comparison = compare_runs(baseline=criterion.reference_run, candidate=run)
+        except ComparisonError as exc:
+            return False, None, str(exc)[:300]
+        if not comparison.valid:
+            return False, None, " ".join(comparison.reasons)[:300]
+        worse = [
+            v
+            for v in comparison.worse
+            if not criterion.endpoint or v.endpoint == criterion.endpoint
+        ]
+        note = ", ".join(f"{v.endpoint} {v.metric}" for v in worse)
+        return not worse, None, (f"worse: {note}" if note else "")[:300]
+    measured = _criterion_measure(criterion, run)
+    if measured is None:
+        return False, None, "not measured by this run"
+    return _COMPARE[criterion.comparison](measured, criterion.value), measured, ""
+
+
+def criteria_evaluate(*, run: PerfRun) -> list[str]:
+    """Evaluate the verification criteria of the run's scenario; move each action's state.
+
+    A passing run verifies a done action; a failing one marks it failed, or regressed if it
+    was verified (the action is reopened). Invalid runs and runs at another number of
+    users than a criterion asks prove nothing. Returns one line per criterion evaluated.
+    """
+    from postmortems.models import ActionStatus
+
+    if run.invalid_reason or run.status not in (RunStatus.PASSED, RunStatus.FAILED):
+        return []
+    lines = []
+    criteria = VerificationCriterion.objects.filter(scenario_id=run.scenario_id).select_related(
+        "action", "reference_run", "scenario"
+    )
+    for criterion in criteria:
+        if criterion.users and run.settings.get("users") != criterion.users:
+            continue
+        passed, measured, note = _criterion_check(criterion, run)
+        with transaction.atomic():
+            _verification, created = Verification.objects.get_or_create(
+                criterion=criterion,
+                run=run,
+                defaults={"passed": passed, "measured": measured, "note": note},
+            )
+            if not created:
+                continue  # this run was evaluated already (a redelivered task)
+            action = criterion.action
+            if passed:
+                state = "verified" if action.status == ActionStatus.DONE else criterion.state
+            elif criterion.state in ("verified", "regressed"):
+                state = "regressed"
+                # A fix that stopped working is open work again.
+                type(action).objects.filter(pk=action.pk, status=ActionStatus.DONE).update(
+                    status=ActionStatus.IN_PROGRESS, done_at=None
+                )
+            else:
+                state = "failed"
+            VerificationCriterion.objects.filter(pk=criterion.pk).update(
+                state=state, state_run=run, measured=measured, updated_at=timezone.now()
+            )
+        lines.append(f"action {action.pk}: {state} by run #{run.pk}")
+    return lines

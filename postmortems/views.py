@@ -109,7 +109,9 @@ def _detail_queryset(*, with_runs: bool = False):
     runs = []
     if with_runs:
         # The page shows the measured runs of the incident and of each action.
-        actions = actions.prefetch_related(Prefetch("perf_runs", queryset=_attached_runs()))
+        actions = actions.select_related("criterion__scenario").prefetch_related(
+            Prefetch("perf_runs", queryset=_attached_runs())
+        )
         runs = [Prefetch("perf_runs", queryset=_attached_runs())]
     return PostMortem.objects.select_related("team", "created_by").prefetch_related(
         "authors",

@@ -1,0 +1,172 @@
+"""services.criteria_evaluate: an action verified by a run, failed, regressed and reopened."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from perfruns import services
+from perfruns.models import (
+    EndpointStat,
+    PerfRun,
+    ReviewEnvironment,
+    RunStatus,
+    RunTrigger,
+    Scenario,
+    Verification,
+    VerificationCriterion,
+)
+from postmortems.models import ActionStatus
+
+
+@pytest.fixture
+def scenario(db) -> Scenario:
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="advisors",
+        values={
+            "environment": env,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+            "users": 200,
+        },
+    )
+    return scenario
+
+
+@pytest.fixture
+def action(make_postmortem, engineer):
+    action = make_postmortem(actor=engineer).actions.first()
+    action.status = ActionStatus.DONE
+    action.done_at = timezone.now()
+    action.save()
+    return action
+
+
+def run_with(scenario, *, p95: float, users: int = 200, status=RunStatus.PASSED, **fields):
+    run = PerfRun.objects.create(
+        scenario=scenario,
+        environment=scenario.environment,
+        trigger=RunTrigger.SCHEDULE,
+        status=status,
+        settings={"users": users, "shape": "constant"},
+        summary={"db_ram_peak": 1200 * 2**20},
+        **fields,
+    )
+    EndpointStat.objects.create(
+        run=run, method="GET", name="/advisors/[id]/young", requests=1000, failures=5,
+        avg_ms=100, min_ms=1, max_ms=900, percentiles={"95": p95}, rps=50,
+    )  # fmt: skip
+    return run
+
+
+def criterion_for(action, scenario, **fields) -> VerificationCriterion:
+    values = {
+        "endpoint": "/advisors/[id]/young",
+        "metric": "p95_ms",
+        "comparison": "lt",
+        "value": 500,
+        "users": 200,
+    }
+    values.update(fields)
+    return VerificationCriterion.objects.create(action=action, scenario=scenario, **values)
+
+
+def test_a_passing_run_verifies_a_done_action_with_its_figure(scenario, action):
+    criterion = criterion_for(action, scenario)
+    run = run_with(scenario, p95=412)
+
+    assert services.criteria_evaluate(run=run) == [f"action {action.pk}: verified by run #{run.pk}"]
+
+    criterion.refresh_from_db()
+    assert (criterion.state, criterion.state_run, criterion.measured) == ("verified", run, 412)
+    assert Verification.objects.get().passed
+
+
+def test_a_later_run_that_breaks_it_marks_it_regressed_and_reopens_the_action(scenario, action):
+    criterion = criterion_for(action, scenario)
+    services.criteria_evaluate(run=run_with(scenario, p95=412))
+    slower = run_with(scenario, p95=760)
+
+    services.criteria_evaluate(run=slower)
+
+    criterion.refresh_from_db()
+    action.refresh_from_db()
+    assert (criterion.state, criterion.state_run, criterion.measured) == ("regressed", slower, 760)
+    assert action.status == ActionStatus.IN_PROGRESS and action.done_at is None
+
+
+def test_a_run_that_misses_the_criterion_first_is_a_failed_verification(scenario, action):
+    criterion = criterion_for(action, scenario)
+
+    services.criteria_evaluate(run=run_with(scenario, p95=760))
+
+    criterion.refresh_from_db()
+    action.refresh_from_db()
+    assert criterion.state == "failed"
+    assert action.status == ActionStatus.DONE  # never verified: nothing to reopen
+
+
+def test_an_action_not_done_yet_is_not_verified_by_a_passing_run(scenario, action):
+    action.status, action.done_at = ActionStatus.IN_PROGRESS, None
+    action.save()
+    criterion = criterion_for(action, scenario)
+
+    services.criteria_evaluate(run=run_with(scenario, p95=100))
+
+    criterion.refresh_from_db()
+    assert criterion.state == "unverified"
+    assert Verification.objects.get().passed  # the evidence is kept for later
+
+
+@pytest.mark.parametrize(
+    "run_fields",
+    [
+        {"users": 50},  # another load than the criterion's "at 200 users"
+        {"invalid_reason": "Locust's CPU was saturated"},
+        {"status": RunStatus.ERROR},
+    ],
+)
+def test_a_run_that_proves_nothing_leaves_the_state_alone(scenario, action, run_fields):
+    criterion = criterion_for(action, scenario)
+
+    assert services.criteria_evaluate(run=run_with(scenario, p95=100, **run_fields)) == []
+
+    criterion.refresh_from_db()
+    assert criterion.state == "unverified" and not Verification.objects.exists()
+
+
+def test_a_redelivered_evaluation_does_not_count_twice(scenario, action):
+    criterion_for(action, scenario)
+    run = run_with(scenario, p95=100)
+
+    services.criteria_evaluate(run=run)
+
+    assert services.criteria_evaluate(run=run) == []
+    assert Verification.objects.count() == 1
+
+
+def test_the_db_ram_and_failure_rate_criteria_read_the_run_figures(scenario, action, engineer):
+    ram = criterion_for(action, scenario, endpoint="", metric="db_ram_peak_mb", value=1536)
+    other = action.postmortem.actions.exclude(pk=action.pk).first()
+    failures = criterion_for(other, scenario, metric="failure_rate", value=0.001)
+
+    services.criteria_evaluate(run=run_with(scenario, p95=100))
+
+    ram.refresh_from_db()
+    failures.refresh_from_db()
+    assert (ram.state, ram.measured) == ("verified", 1200)
+    assert failures.state == "failed" and failures.measured == pytest.approx(0.005)
+
+
+def test_the_post_mortem_page_shows_each_action_with_its_evidence(client, viewer, scenario, action):
+    criterion_for(action, scenario)
+    run = run_with(scenario, p95=412)
+    services.criteria_evaluate(run=run)
+    client.force_login(viewer)
+
+    html = client.get(action.postmortem.get_absolute_url()).content.decode()
+
+    assert "verification-verified" in html
+    assert "/advisors/[id]/young p95_ms &lt; 500 at 200 users" in html
+    assert f"run #{run.pk}" in html and "measured 412" in html
