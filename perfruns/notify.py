@@ -201,13 +201,13 @@ def send(
             retryable = exc.code == 429 or exc.code >= 500
             asked_delay = _retry_after(exc.headers)
             exc.close()  # it holds the connection of the answer
-        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
-            status = None
-            failure = f"the {kind_of_hook} webhook could not be reached: {_reason(exc)}"
-        except ValueError as exc:  # http.client.InvalidURL, an unencodable URL
+        except (http.client.InvalidURL, ValueError) as exc:  # ValueError: unencodable URL
             status = None
             failure = f"the {kind_of_hook} webhook could not be reached: {_reason(exc)}"
             retryable = False
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            status = None
+            failure = f"the {kind_of_hook} webhook could not be reached: {_reason(exc)}"
         if not retryable or attempt == attempts:
             break
         delay = min(backoff_s * 2 ** (attempt - 1), MAX_DELAY_S)
