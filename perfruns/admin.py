@@ -11,6 +11,7 @@ from .models import (
     Snapshot,
     Verification,
     VerificationCriterion,
+    Webhook,
 )
 
 
@@ -93,3 +94,27 @@ class VerificationCriterionAdmin(admin.ModelAdmin):
 class VerificationAdmin(admin.ModelAdmin):
     list_display = ("criterion", "run", "passed", "measured", "created_at")
     readonly_fields = [f.name for f in Verification._meta.fields]
+
+
+class WebhookAdminForm(forms.ModelForm):
+    # The URL holds a token: typed in, never shown back (leave empty to keep it).
+    url = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), max_length=500
+    )
+
+    class Meta:
+        model = Webhook
+        fields = ("team", "kind", "url_env", "url", "enabled")
+
+    def clean_url(self):
+        value = self.cleaned_data["url"]
+        if not value and self.instance.pk and not self.cleaned_data.get("url_env"):
+            return self.instance.url  # unchanged
+        return value
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    form = WebhookAdminForm
+    list_display = ("team", "kind", "url_env", "enabled")
+    list_filter = ("kind", "enabled")

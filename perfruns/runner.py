@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -284,10 +285,12 @@ class RunExecution:
         except RunStepError as exc:
             self._record_artifacts()
             self._finish(RunStatus.ERROR, error=str(exc))
+            self._notify_error(str(exc))
         except Exception as exc:
             log.exception("run %s failed during %s", run.pk, self.stage)
             self._record_artifacts()
             self._finish(RunStatus.ERROR, error=f"{self.stage}: {_describe(exc)}")
+            self._notify_error(f"{self.stage}: {_describe(exc)}")
 
     def _load_and_record(self, plan: Any, conninfo: str, target: Target | None) -> None:
         from .loadtest import MemorySampler
@@ -553,6 +556,39 @@ class RunExecution:
             Artifact.objects.filter(run=self.run).delete()
             Artifact.objects.bulk_create(rows)
 
+    # -- notifications ----------------------------------------------------------------
+
+    def _teams(self) -> list[int]:
+        return list(self.run.postmortems.values_list("team_id", flat=True))
+
+    def _notify_error(self, error: str) -> None:
+        from .services import notification_enqueue
+
+        notification_enqueue(
+            kind="run_error",
+            title=f"Run #{self.run.pk} of {self.scenario.name} broke",
+            path=self.run.get_absolute_url(),
+            figures={"error": error},
+            dedupe_key=f"run_error:run={self.run.pk}",
+            team_ids=self._teams(),
+        )
+
+    def _notify_regression(self, baseline: PerfRun, worse: list[Any]) -> None:
+        from .services import notification_enqueue
+
+        figures = {}
+        for v in worse[:8]:
+            change = f" ({100 * v.change_rel:+.0f} %)" if v.change_rel is not None else ""
+            figures[f"{v.endpoint} {v.metric}"] = f"{v.baseline:.4g} → {v.candidate:.4g}{change}"
+        notification_enqueue(
+            kind="regression",
+            title=f"Run #{self.run.pk} of {self.scenario.name} is worse than run #{baseline.pk}",
+            path=reverse("perfruns:run_compare", args=[baseline.pk, self.run.pk]),
+            figures=figures,
+            dedupe_key=f"regression:scenario={self.scenario.name}:run={self.run.pk}",
+            team_ids=self._teams(),
+        )
+
     # -- judge ------------------------------------------------------------------------
 
     def _judge(self) -> None:
@@ -569,6 +605,8 @@ class RunExecution:
                 regression = {"baseline": baseline.pk, "valid": False, "reasons": [str(exc)]}
             else:
                 regression = comparison.as_json()
+                if comparison.worse:
+                    self._notify_regression(baseline, comparison.worse)
                 # A regression fails the run like a threshold would.
                 for worse in comparison.worse:
                     verdict.append(

@@ -8,6 +8,8 @@ after itself whatever happens.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
 import os
 import re
@@ -25,6 +27,7 @@ from .models import (
     ACTIVE_RUN_STATUSES,
     DumpSource,
     EnvironmentKind,
+    NotificationSent,
     PerfRun,
     Restore,
     RestoreStatus,
@@ -37,6 +40,7 @@ from .models import (
     SourceConfigError,
     Verification,
     VerificationCriterion,
+    Webhook,
 )
 
 log = logging.getLogger(__name__)
@@ -843,5 +847,101 @@ def criteria_evaluate(*, run: PerfRun) -> list[str]:
             VerificationCriterion.objects.filter(pk=criterion.pk).update(
                 state=state, state_run=run, measured=measured, updated_at=timezone.now()
             )
+            if state in ("failed", "regressed") and criterion.state != state:
+                _notify_verification(criterion, run, state=state, measured=measured, note=note)
         lines.append(f"action {action.pk}: {state} by run #{run.pk}")
     return lines
+
+
+# ---------------------------------------------------------------- notifications
+
+NOTIFICATION_TTL_S = 7 * 86400
+
+
+class DatabaseDeduplicator:
+    """notify's Deduplicator over NotificationSent: one delivery per key across workers
+    (the unique key is claimed by an INSERT), again after the TTL."""
+
+    def __init__(self, ttl_s: float = NOTIFICATION_TTL_S) -> None:
+        self.ttl_s = ttl_s
+
+    def first_time(self, key: str) -> bool:
+        cutoff = timezone.now() - dt.timedelta(seconds=self.ttl_s)
+        NotificationSent.objects.filter(key=key, created_at__lt=cutoff).delete()
+        try:
+            with transaction.atomic():
+                NotificationSent.objects.create(key=key)
+        except IntegrityError:
+            return False
+        return True
+
+    def forget(self, key: str) -> None:
+        NotificationSent.objects.filter(key=key).delete()
+
+
+def notification_enqueue(
+    *,
+    kind: str,
+    title: str,
+    path: str,
+    figures: dict[str, str],
+    dedupe_key: str,
+    team_ids: list[int],
+) -> bool:
+    """Queue a notification for the teams' enabled webhooks (after commit); False when no
+    team has one."""
+    team_ids = sorted({pk for pk in team_ids if pk is not None})
+    if not Webhook.objects.filter(team_id__in=team_ids, enabled=True).exists():
+        return False
+    from . import tasks
+
+    event = {
+        "kind": kind,
+        "title": title,
+        "url": f"{settings.SITE_URL}{path}",
+        "figures": figures,
+        "dedupe_key": dedupe_key,
+    }
+    transaction.on_commit(functools.partial(tasks.notify_event.delay, event, team_ids))
+    return True
+
+
+def notification_send(*, event: dict[str, Any], team_ids: list[int]) -> list[str]:
+    """Deliver one event to the teams' enabled webhooks (retried with backoff, once per
+    hook); one line per hook, never holding a URL."""
+    from .notify import Event, notify
+
+    lines: list[str] = []
+    hooks = []
+    for hook in Webhook.objects.filter(team_id__in=team_ids, enabled=True).select_related("team"):
+        try:
+            hooks.append((hook.kind, hook.read_url()))
+        except SourceConfigError as exc:
+            lines.append(str(exc))
+    lines += notify(hooks, Event(**event), dedupe=DatabaseDeduplicator())
+    for line in lines:
+        log.info("notification %s: %s", event["dedupe_key"], line)
+    return lines
+
+
+def _notify_verification(
+    criterion: VerificationCriterion, run: PerfRun, *, state: str, measured, note: str
+) -> None:
+    action = criterion.action
+    postmortem = action.postmortem
+    figures = {
+        "criterion": criterion.description,
+        "measured": f"{measured:.4g}" if measured is not None else (note or "not measured"),
+        "run": f"#{run.pk}",
+    }
+    if action.owner_display:
+        figures["owner"] = action.owner_display
+    what = "regressed (reopened)" if state == "regressed" else "failed its verification"
+    notification_enqueue(
+        kind=f"verification_{state}",
+        title=f"Action {action.number} of “{postmortem.title}” {what}",
+        path=f"{postmortem.get_absolute_url()}#action-{action.number}",
+        figures=figures,
+        dedupe_key=f"verification_{state}:action={action.pk}:run={run.pk}",
+        team_ids=[postmortem.team_id],
+    )

@@ -41,6 +41,11 @@ def scenario_scheduled(scenario_id: int) -> int | None:
     return run.pk if run is not None else None
 
 
+@shared_task(name="perfruns.notify_event", acks_late=True, soft_time_limit=600, time_limit=660)
+def notify_event(event: dict, team_ids: list[int]) -> list[str]:
+    return services.notification_send(event=event, team_ids=team_ids)
+
+
 @shared_task(name="perfruns.janitor_sweep", acks_late=True, soft_time_limit=300, time_limit=360)
 def janitor_sweep() -> list[str]:
     return services.janitor_sweep()

@@ -1,0 +1,184 @@
+"""Notifications: a regressed action and a broken run reach the team's webhooks, once,
+and a webhook's URL appears in no line, log or page."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.utils import timezone
+
+from perfruns import services, tasks
+from perfruns.models import (
+    EndpointStat,
+    NotificationSent,
+    PerfRun,
+    ReviewEnvironment,
+    RunStatus,
+    RunTrigger,
+    Scenario,
+    VerificationCriterion,
+    Webhook,
+)
+from postmortems.models import ActionStatus, Team
+
+TOKEN = "T0KEN-SECRET-42"
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/{TOKEN}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def team(db) -> Team:
+    return Team.objects.create(name="Platform", slug="platform")
+
+
+@pytest.fixture
+def scenario(db) -> Scenario:
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="advisors",
+        values={
+            "environment": env,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+        },
+    )
+    return scenario
+
+
+def run_with(scenario, p95: float) -> PerfRun:
+    run = PerfRun.objects.create(
+        scenario=scenario,
+        environment=scenario.environment,
+        trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.PASSED,
+        settings={"users": 10},
+    )
+    EndpointStat.objects.create(
+        run=run, method="", name="Aggregated", requests=100, failures=0, avg_ms=1, min_ms=1,
+        max_ms=1, percentiles={"95": p95}, rps=10,
+    )  # fmt: skip
+    return run
+
+
+def test_a_regressed_action_notifies_its_team_once_with_its_figures(
+    receiver, team, scenario, make_postmortem, engineer, monkeypatch, caplog,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    monkeypatch.setenv("PLATFORM_HOOK", receiver.url)
+    Webhook.objects.create(team=team, kind="json", url_env="PLATFORM_HOOK")
+    pm = make_postmortem(actor=engineer, team=team, title="Pool exhausted")
+    action = pm.actions.first()
+    action.status, action.done_at = ActionStatus.DONE, timezone.now()
+    action.save()
+    VerificationCriterion.objects.create(
+        action=action, scenario=scenario, metric="p95_ms", comparison="lt", value=500
+    )
+    services.criteria_evaluate(run=run_with(scenario, 412))
+    slower = run_with(scenario, 760)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.criteria_evaluate(run=slower)
+    # The worker's part: the task as queued, run in this process.
+    assert len(callbacks) == 1
+    event, team_ids = callbacks[0].args
+    with caplog.at_level(logging.INFO):
+        lines = tasks.notify_event(event, team_ids)
+        again = tasks.notify_event(event, team_ids)
+
+    assert lines == ["sent to json"] and again == ["already sent to json"]
+    assert len(receiver.bodies) == 1
+    body = receiver.bodies[0]
+    assert body["event"] == "verification_regressed"
+    assert body["title"] == f"Action {action.number} of “Pool exhausted” regressed (reopened)"
+    assert body["figures"]["measured"] == "760" and body["figures"]["run"] == f"#{slower.pk}"
+    assert body["url"].endswith(f"{pm.get_absolute_url()}#action-{action.number}")
+    assert TOKEN not in caplog.text
+    assert NotificationSent.objects.count() == 1
+
+
+def test_nothing_is_queued_for_a_team_without_webhooks(
+    team, scenario, make_postmortem, engineer, django_capture_on_commit_callbacks
+):
+    pm = make_postmortem(actor=engineer, team=team)
+    action = pm.actions.first()
+    VerificationCriterion.objects.create(
+        action=action, scenario=scenario, metric="p95_ms", comparison="lt", value=500
+    )
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.criteria_evaluate(run=run_with(scenario, 900))
+
+    assert callbacks == []
+
+
+def test_a_webhook_that_fails_says_so_without_its_url_and_is_tried_again_later(team, monkeypatch):
+    monkeypatch.setenv("PLATFORM_HOOK", f"http://127.0.0.1:9/hooks/{TOKEN}")  # nothing listens
+    Webhook.objects.create(team=team, kind="slack", url_env="PLATFORM_HOOK")
+    event = {"kind": "run_error", "title": "Run #1 broke", "url": "http://x/perf/runs/1/",
+             "figures": {"error": "load: Locust was killed (signal 9)"},
+             "dedupe_key": "run_error:run=1"}  # fmt: skip
+
+    lines = services.notification_send(event=event, team_ids=[team.pk])
+
+    assert len(lines) == 1 and lines[0].startswith("failed to send to slack: ")
+    assert TOKEN not in lines[0]
+    assert not NotificationSent.objects.exists()  # forgotten: the next event tries again
+
+
+def test_a_missing_url_variable_is_named_and_its_value_never_shown(team):
+    Webhook.objects.create(team=team, kind="mattermost", url_env="NOT_SET_ANYWHERE")
+    event = {"kind": "run_error", "title": "t", "url": "http://x/", "figures": {},
+             "dedupe_key": "k"}  # fmt: skip
+
+    lines = services.notification_send(event=event, team_ids=[team.pk])
+
+    assert lines == [
+        "The environment variable NOT_SET_ANYWHERE that should hold the mattermost webhook "
+        "URL of team Platform is not set."
+    ]
+
+
+def test_the_admin_never_shows_a_webhook_url_back(client, team, django_user_model):
+    admin = django_user_model.objects.create_superuser("root", password="correct horse battery")
+    hook = Webhook.objects.create(team=team, kind="slack", url=f"https://hooks.example/{TOKEN}")
+    client.force_login(admin)
+
+    html = client.get(f"/admin/perfruns/webhook/{hook.pk}/change/").content.decode()
+
+    assert TOKEN not in html
