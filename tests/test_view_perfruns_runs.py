@@ -111,8 +111,8 @@ def test_the_scenario_page_shows_its_settings_schedule_and_runs(
     client.force_login(engineer)
 
     # session, user, groups, the scenario with its environment, its schedule with its
-    # crontab, its runs, its post-mortems
-    with django_assert_num_queries(7):
+    # crontab, the runs of its trend, its runs, its post-mortems
+    with django_assert_num_queries(8):
         response = client.get(scenario_url())
 
     html = response.content.decode()
@@ -280,3 +280,23 @@ def test_the_post_mortem_page_shows_the_runs_attached_to_it_and_to_its_actions(
     assert "Measured runs" in html
     assert html.count(f"checkout #{finished.pk}") == 2  # the incident's and the action's
     assert "412 ms" in html and "1.00 %" in html and "300 MiB" in html
+
+
+def test_the_scenario_page_marks_the_run_where_p95_moved_to_a_new_level(client, viewer, scenario):
+    runs = [
+        PerfRun.objects.create(
+            scenario=scenario,
+            environment=scenario.environment,
+            trigger=RunTrigger.SCHEDULE,
+            status=RunStatus.PASSED,
+            summary={"p95_ms": (100.0 if n < 10 else 150.0) + n % 3},
+        )
+        for n in range(20)
+    ]
+    client.force_login(viewer)
+
+    html = client.get(scenario_url()).content.decode()
+
+    assert "Trend" in html
+    assert f'a new level from run <a href="/perf/runs/{runs[10].pk}/">#{runs[10].pk}</a>' in html
+    assert "no change over the last" not in html.split("p95 (ms)")[1].split("</li>")[0]
