@@ -749,3 +749,25 @@ class NotificationSent(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class RegressionIncident(models.Model):
+    """The draft post-mortem opened for a change point of a scenario's series: one per
+    scenario and run where the new level starts."""
+
+    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="incidents")
+    start_run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="+")
+    postmortem = models.ForeignKey(
+        "postmortems.PostMortem", on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scenario", "start_run"], name="regression_incident_once_per_change"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scenario} from run #{self.start_run_id}"

@@ -629,6 +629,10 @@ class RunExecution:
         run.refresh_from_db()
         for line in criteria_evaluate(run=run):
             log.info("run %s: %s", run.pk, line)
+        from .services import regression_incidents_open
+
+        for postmortem in regression_incidents_open(scenario=run.scenario):
+            log.info("run %s: opened the draft post-mortem #%s", run.pk, postmortem.pk)
 
 
 class _NoProcess(Target):

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import socket
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from .models import (
     EnvironmentKind,
     NotificationSent,
     PerfRun,
+    RegressionIncident,
     Restore,
     RestoreStatus,
     ReviewEnvironment,
@@ -945,3 +947,120 @@ def _notify_verification(
         dedupe_key=f"verification_{state}:action={action.pk}:run={run.pk}",
         team_ids=[postmortem.team_id],
     )
+
+
+# ---------------------------------------------------------------- the weekly series
+
+TREND_METRICS = (
+    ("p95_ms", "p95 (ms)"),
+    ("failure_rate", "failure rate"),
+    ("db_ram_peak", "DB RAM"),
+)
+TREND_MIN_RUNS = 6
+
+
+def scenario_trend(scenario: Scenario) -> list[dict[str, Any]]:
+    """Per metric, the scenario's valid finished runs (oldest first, the last 200) and the
+    runs where E-divisive change points say a new level started."""
+    from .regression import change_points
+
+    runs = list(
+        scenario.runs.filter(status__in=[RunStatus.PASSED, RunStatus.FAILED], invalid_reason="")
+        .order_by("-created_at", "-id")
+        .values("pk", "summary")[:200]
+    )[::-1]
+    trend = []
+    for key, label in TREND_METRICS:
+        points = [(r["pk"], r["summary"][key]) for r in runs if r["summary"].get(key) is not None]
+        if len(points) < TREND_MIN_RUNS:
+            continue
+        changes = []
+        for i in change_points([value for _, value in points]):
+            before = [v for _, v in points[:i]]
+            after = [v for _, v in points[i:]]
+            changes.append(
+                {
+                    "run": points[i][0],
+                    "before": sum(before) / len(before),
+                    "after": sum(after) / len(after),
+                    "runs_after": [pk for pk, _ in points[i:]],
+                }
+            )
+        trend.append({"key": key, "label": label, "points": len(points), "changes": changes})
+    return trend
+
+
+def _is_worse(key: str, before: float, after: float) -> bool:
+    # The floors of the per-run comparison (perfruns.regression.Floors).
+    if key == "p95_ms":
+        return after - before > max(0.10 * before, 20.0)
+    if key == "failure_rate":
+        return after - before > 0.005
+    return after - before > 0.05 * before  # DB RAM
+
+
+@transaction.atomic
+def regression_incidents_open(*, scenario: Scenario) -> list[Any]:
+    """A draft post-mortem for each change point of the series that made things worse,
+    once per scenario and change point, with its figures as impacts and its runs attached."""
+    from postmortems.models import Team
+    from postmortems.services import PostMortemContent, postmortem_save
+
+    opened = []
+    by_run: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for metric in scenario_trend(scenario):
+        for change in metric["changes"]:
+            if _is_worse(metric["key"], change["before"], change["after"]):
+                by_run.setdefault(change["run"], []).append((metric["key"], change))
+    for start_run, changes in sorted(by_run.items()):
+        if RegressionIncident.objects.filter(scenario=scenario, start_run_id=start_run).exists():
+            continue
+        impacts = []
+        for key, change in changes:
+            unit, scale = {"p95_ms": ("ms", 1), "failure_rate": ("%", 100)}.get(
+                key, ("MiB", 1 / 2**20)
+            )
+            name = dict(TREND_METRICS)[key]
+            for when in ("before", "after"):
+                value = Decimal(str(round(change[when] * scale, 2)))
+                impacts.append(
+                    {"label": f"{name} {when}", "value": value, "unit": unit, "window": ""}
+                )
+        run = PerfRun.objects.get(pk=start_run)
+        worse = [
+            v["endpoint"] for v in run.regression.get("verdicts", []) if v["verdict"] == "worse"
+        ]
+        if worse:
+            impacts.append(
+                {"label": "endpoints concerned: " + ", ".join(sorted(set(worse)))[:280],
+                 "value": None, "unit": "", "window": ""}
+            )  # fmt: skip
+        team = scenario.postmortems.exclude(team=None).values_list("team", flat=True).first()
+        names = ", ".join(dict(TREND_METRICS)[key] for key, _ in changes)
+        postmortem = postmortem_save(
+            actor=None,
+            content=PostMortemContent(
+                fields={
+                    "title": f"Regression of {scenario.name} from run #{start_run}"[:200],
+                    "summary": (
+                        f"The runs of scenario {scenario.name} moved to a worse level from run "
+                        f"#{start_run} ({names}), found by change-point detection over its "
+                        "series. Opened by Fixproof as a draft: write what happened."
+                    ),
+                    "team": Team.objects.filter(pk=team).first() if team else None,
+                },
+                authors=[],
+                impacts=impacts,
+                root_causes=[],
+                timeline=[],
+                actions=[],
+            ),
+        )
+        RegressionIncident.objects.create(
+            scenario=scenario, start_run_id=start_run, postmortem=postmortem
+        )
+        runs_after = {pk for _, change in changes for pk in change["runs_after"]}
+        for attached in PerfRun.objects.filter(pk__in=runs_after):
+            attached.postmortems.add(postmortem)
+        opened.append(postmortem)
+    return opened

@@ -258,7 +258,7 @@ def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
             "scenario": scenario,
             "schedule": schedule,
             "form": form,
-            "trend": _trend(scenario),
+            "trend": services.scenario_trend(scenario),
             "runs": scenario.runs.select_related("created_by")[:30],
             "postmortems": scenario.postmortems.all(),
             "can_run": access.can_write(request.user),
@@ -406,45 +406,3 @@ def run_compare(request: HttpRequest, base: int, pk: int) -> HttpResponse:
             "problem": problem,
         },
     )
-
-
-TREND_METRICS = (
-    ("p95_ms", "p95 (ms)"),
-    ("failure_rate", "failure rate"),
-    ("db_ram_peak", "DB RAM"),
-)
-
-
-def _trend(scenario: Scenario) -> list[dict]:
-    """Per metric, the series of the scenario's valid finished runs (oldest first) and the
-    runs where a change point (E-divisive) says a new regime started."""
-    from .regression import change_points
-
-    runs = list(
-        scenario.runs.filter(status__in=["passed", "failed"], invalid_reason="")
-        .order_by("-created_at")
-        .values("pk", "summary")[:200]
-    )[::-1]
-    trend = []
-    for key, label in TREND_METRICS:
-        points = [
-            (r["pk"], r["summary"].get(key)) for r in runs if r["summary"].get(key) is not None
-        ]
-        if len(points) < 6:
-            continue
-        starts = change_points([value for _, value in points])
-        trend.append(
-            {
-                "label": label,
-                "points": len(points),
-                "changes": [
-                    {
-                        "run": points[i][0],
-                        "before": sum(v for _, v in points[:i]) / i,
-                        "after": sum(v for _, v in points[i:]) / (len(points) - i),
-                    }
-                    for i in starts
-                ],
-            }
-        )
-    return trend

@@ -170,3 +170,39 @@ def test_the_post_mortem_page_shows_each_action_with_its_evidence(client, viewer
     assert "verification-verified" in html
     assert "/advisors/[id]/young p95_ms &lt; 500 at 200 users" in html
     assert f"run #{run.pk}" in html and "measured 412" in html
+
+
+def test_a_worse_level_in_the_series_opens_one_draft_post_mortem_with_its_figures(
+    scenario, engineer
+):
+    from perfruns.models import RegressionIncident
+    from postmortems.models import PostMortem
+
+    runs = []
+    for n in range(20):
+        run = run_with(scenario, p95=(100.0 if n < 12 else 180.0) + n % 3)
+        run.summary = {"p95_ms": (100.0 if n < 12 else 180.0) + n % 3, "failure_rate": 0.0}
+        run.save()
+        runs.append(run)
+
+    opened = services.regression_incidents_open(scenario=scenario)
+    again = services.regression_incidents_open(scenario=scenario)
+
+    assert len(opened) == 1 and again == []
+    pm = PostMortem.objects.get(pk=opened[0].pk)
+    assert pm.status == "draft"
+    assert pm.title == f"Regression of advisors from run #{runs[12].pk}"
+    impacts = {i.label: i.value for i in pm.impacts.all()}
+    assert float(impacts["p95 (ms) before"]) == pytest.approx(101, abs=1)
+    assert float(impacts["p95 (ms) after"]) == pytest.approx(181, abs=1)
+    assert set(pm.perf_runs.all()) == set(runs[12:])
+    assert RegressionIncident.objects.get().start_run == runs[12]
+
+
+def test_a_level_that_got_better_opens_nothing(scenario):
+    for n in range(20):
+        run = run_with(scenario, p95=100)
+        run.summary = {"p95_ms": (180.0 if n < 12 else 100.0) + n % 3}
+        run.save()
+
+    assert services.regression_incidents_open(scenario=scenario) == []
