@@ -19,15 +19,26 @@ import psycopg
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from django.utils import timezone
 from psycopg import sql
 
 from perfruns import services, tasks
-from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Scenario
+from perfruns.models import (
+    PerfRun,
+    ReviewEnvironment,
+    RunStatus,
+    RunTrigger,
+    Scenario,
+    VerificationCriterion,
+    Webhook,
+)
 from perfruns.pipeline.cluster import ManagedCluster, free_port, stop_stale_clusters
 from perfruns.pipeline.environment import cluster_os_user
 from perfruns.pipeline.pgtools import find_binary, run
 from perfruns.pipeline.restore import list_databases, restore_and_swap
+from postmortems.models import ActionStatus, Team
 from tests.celeryworker import send, start_worker, stop_worker, wait_for
+from tests.webhookreceiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,7 +58,8 @@ def demo_dump() -> Iterator[Path]:
     try:
         url = f"postgresql://postgres@127.0.0.1:5432/{name}"
         subprocess.run(
-            [sys.executable, str(DEMO / "seed.py"), "--users", "2000", "--events", "20000"],
+            # The seed's defaults (100,000 events): enough for the slow join to show.
+            [sys.executable, str(DEMO / "seed.py")],
             env={**os.environ, "DATABASE_URL": url},
             check=True,
             capture_output=True,
@@ -399,3 +411,56 @@ def test_a_step_load_finds_where_the_target_stops_keeping_up(environment):
     assert point["max_sustained_rps"] > 0
     users = sorted({u for u in run.samples.values_list("users", flat=True) if u})
     assert users[-1] == 10 and 2 in users
+
+
+def test_an_action_is_verified_by_a_run_then_regressed_when_the_pathology_returns(
+    environment, restored_dir, make_postmortem, monkeypatch
+):
+    """Issue 5's promise end to end, through a real worker: the fixed report verifies its
+    action; the slow join switched back on regresses it, reopens it and tells the team."""
+    receiver = Receiver()
+    monkeypatch.setenv("FIXPROOF_TEST_HOOK", receiver.url)  # the worker inherits it
+    team = Team.objects.create(name="Platform", slug="platform")
+    Webhook.objects.create(team=team, kind="json", url_env="FIXPROOF_TEST_HOOK")
+    incident = make_postmortem(actor=User.objects.create_user("emma"), team=team)
+    action = incident.actions.first()
+    action.status, action.done_at = ActionStatus.DONE, timezone.now()
+    action.save()
+    scenario = make_scenario(environment, duration_s=8, start_env={"DEMO_PATHOLOGIES": ""})
+    # The report takes about 7 ms at its median with its index, about 45 ms without.
+    criterion = VerificationCriterion.objects.create(
+        action=action, scenario=scenario, endpoint="/report", metric="p50_ms", comparison="lt",
+        value=20, users=5,
+    )  # fmt: skip
+    worker = start_worker(restored_dir)
+
+    def run_through_worker() -> PerfRun:
+        run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.SCHEDULE, actor=None)
+        send(tasks.perfrun_execute, run.pk)
+        return wait_for(
+            lambda: PerfRun.objects.get(pk=run.pk),
+            lambda r: r.status not in ("queued", "running"),
+            timeout=240,
+        )
+
+    try:
+        healthy = run_through_worker()
+        criterion.refresh_from_db()
+        assert (criterion.state, criterion.state_run) == ("verified", healthy), healthy.error
+
+        scenario.start_env = {"DEMO_PATHOLOGIES": "slow_join"}
+        scenario.save()
+        slow = run_through_worker()
+        criterion.refresh_from_db()
+        assert (criterion.state, criterion.state_run) == ("regressed", slow), slow.error
+        assert criterion.measured > 20
+        action.refresh_from_db()
+        assert action.status == ActionStatus.IN_PROGRESS
+        bodies = wait_for(lambda: receiver.bodies, lambda b: len(b) >= 1, timeout=60)
+    finally:
+        stop_worker(worker)
+        receiver.close()
+
+    assert len(bodies) == 1
+    assert bodies[0]["event"] == "verification_regressed"
+    assert bodies[0]["figures"]["run"] == f"#{slow.pk}"
