@@ -213,3 +213,42 @@ def test_an_engineer_watches_a_run_finish_and_reads_its_charts(
     expect(page.locator("#charts .chart")).to_have_count(4)
     expect(page.locator("#charts canvas")).to_have_count(4)
     assert errors == []
+
+
+def test_the_compare_page_overlays_the_two_runs(live_server, page: Page, engineer: User):
+    from perfruns import services
+    from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Sample
+
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="checkout",
+        values={
+            "environment": env,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+        },
+    )
+    runs = []
+    for level in (100.0, 150.0):
+        run = PerfRun.objects.create(
+            scenario=scenario, environment=env, trigger=RunTrigger.MANUAL,
+            status=RunStatus.PASSED,
+        )  # fmt: skip
+        Sample.objects.bulk_create(
+            [Sample(run=run, t=t, users=10, rps=40.0, p95_ms=level + t % 5) for t in range(30)]
+            + [Sample(run=run, t=t + 0.5, db_pss=int(level) * 2**20) for t in range(30)]
+        )
+        runs.append(run)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(f"{live_server.url}/perf/runs/{runs[0].pk}/vs/{runs[1].pk}/")
+    page.get_by_label("Username").fill("emma")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+
+    # The runs kept no Locust files here: the verdicts cannot be computed, the charts can.
+    expect(page.locator(".error")).to_contain_text("has no Locust history")
+    expect(page.locator("#overlay canvas")).to_have_count(3)
+    expect(page.locator("#overlay .u-legend").first).to_contain_text(f"#{runs[1].pk}")
+    assert errors == []
