@@ -751,11 +751,21 @@ class NotificationSent(models.Model):
         return self.key
 
 
+class ChangeState(models.TextChoices):
+    CONFIRMED = "confirmed", _("confirmed")
+    ACCEPTED = "accepted", _("accepted as the new normal")
+    FIXED = "fixed", _("fixed")
+
+
 class RegressionIncident(models.Model):
     """The draft post-mortem opened for a change point of a scenario's series: one per
-    scenario and run where the new level starts."""
+    scenario and run where the new level starts. (A worse run without a change point yet
+    is only suspected: its comparison says so on the run page.)"""
 
     scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="incidents")
+    state = models.CharField(
+        max_length=10, choices=ChangeState.choices, default=ChangeState.CONFIRMED
+    )
     start_run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="+")
     postmortem = models.ForeignKey(
         "postmortems.PostMortem", on_delete=models.CASCADE, related_name="+"

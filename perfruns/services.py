@@ -26,6 +26,7 @@ from django.utils import timezone
 from .masking.policy import PolicyError, parse_policy, policy_hash
 from .models import (
     ACTIVE_RUN_STATUSES,
+    ChangeState,
     DumpSource,
     EnvironmentKind,
     NotificationSent,
@@ -1064,3 +1065,30 @@ def regression_incidents_open(*, scenario: Scenario) -> list[Any]:
             attached.postmortems.add(postmortem)
         opened.append(postmortem)
     return opened
+
+
+def regression_incident_resolve(*, incident: RegressionIncident, state: str) -> bool:
+    """Accept a change as the new normal (runs are then compared with the latest valid
+    passing run of the new level) or say it was fixed; False when it was no longer
+    confirmed."""
+    if state not in (ChangeState.ACCEPTED, ChangeState.FIXED):
+        raise PipelineRefused(f"A change can be accepted or fixed, not {state!r}.")
+    with transaction.atomic():
+        changed = RegressionIncident.objects.filter(
+            pk=incident.pk, state=ChangeState.CONFIRMED
+        ).update(state=state)
+        if changed and state == ChangeState.ACCEPTED:
+            latest = (
+                PerfRun.objects.filter(
+                    scenario_id=incident.scenario_id,
+                    status=RunStatus.PASSED,
+                    invalid_reason="",
+                    created_at__gte=incident.start_run.created_at,
+                )
+                .order_by("-created_at", "-id")
+                .first()
+            )
+            Scenario.objects.filter(pk=incident.scenario_id).update(
+                baseline_run=latest or incident.start_run
+            )
+    return bool(changed)

@@ -21,6 +21,11 @@ urlpatterns = [
     path("scenarios/<slug:name>/", views.scenario_detail, name="scenario"),
     path("scenarios/<slug:name>/run/", views.scenario_run, name="scenario_run"),
     path("scenarios/<slug:name>/schedule/", views.scenario_schedule, name="scenario_schedule"),
+    path(
+        "scenarios/<slug:name>/changes/<int:pk>/",
+        views.incident_resolve,
+        name="incident_resolve",
+    ),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/series/", views.run_series, name="run_series"),

@@ -19,6 +19,7 @@ from .models import (
     Artifact,
     DumpSource,
     PerfRun,
+    RegressionIncident,
     Restore,
     ReviewEnvironment,
     RunTrigger,
@@ -259,6 +260,7 @@ def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
             "schedule": schedule,
             "form": form,
             "trend": services.scenario_trend(scenario),
+            "incidents": scenario.incidents.select_related("postmortem", "start_run"),
             "runs": scenario.runs.select_related("created_by")[:30],
             "postmortems": scenario.postmortems.all(),
             "can_run": access.can_write(request.user),
@@ -406,3 +408,21 @@ def run_compare(request: HttpRequest, base: int, pk: int) -> HttpResponse:
             "problem": problem,
         },
     )
+
+
+@require_POST
+def incident_resolve(request: HttpRequest, name: str, pk: int) -> HttpResponse:
+    access.require_write(request.user)
+    incident = get_object_or_404(RegressionIncident, scenario__name=name, pk=pk)
+    try:
+        changed = services.regression_incident_resolve(
+            incident=incident, state=request.POST.get("state", "")
+        )
+    except services.PipelineRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        if changed:
+            messages.success(request, _("Change marked."))
+        else:
+            messages.error(request, _("This change was already accepted or fixed."))
+    return redirect("perfruns:scenario", name=name)

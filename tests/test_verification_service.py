@@ -206,3 +206,27 @@ def test_a_level_that_got_better_opens_nothing(scenario):
         run.save()
 
     assert services.regression_incidents_open(scenario=scenario) == []
+
+
+def test_accepting_a_change_pins_the_new_level_as_the_baseline(scenario):
+    from perfruns.models import RegressionIncident
+
+    runs = []
+    for n in range(20):
+        run = run_with(scenario, p95=100)
+        run.summary = {"p95_ms": (100.0 if n < 12 else 180.0) + n % 3}
+        run.save()
+        runs.append(run)
+    services.regression_incidents_open(scenario=scenario)
+    incident = RegressionIncident.objects.get()
+    assert incident.state == "confirmed"
+
+    assert services.regression_incident_resolve(incident=incident, state="accepted")
+    assert not services.regression_incident_resolve(incident=incident, state="fixed")
+
+    incident.refresh_from_db()
+    scenario.refresh_from_db()
+    assert incident.state == "accepted"
+    assert scenario.baseline_run == runs[-1]  # the latest run of the new normal
+    with pytest.raises(services.PipelineRefused, match="accepted or fixed, not 'ignored'"):
+        services.regression_incident_resolve(incident=incident, state="ignored")

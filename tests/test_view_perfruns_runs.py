@@ -111,8 +111,8 @@ def test_the_scenario_page_shows_its_settings_schedule_and_runs(
     client.force_login(engineer)
 
     # session, user, groups, the scenario with its environment, its schedule with its
-    # crontab, the runs of its trend, its runs, its post-mortems
-    with django_assert_num_queries(8):
+    # crontab, the runs of its trend, the changes found, its runs, its post-mortems
+    with django_assert_num_queries(9):
         response = client.get(scenario_url())
 
     html = response.content.decode()
@@ -300,3 +300,29 @@ def test_the_scenario_page_marks_the_run_where_p95_moved_to_a_new_level(client, 
     assert "Trend" in html
     assert f'a new level from run <a href="/perf/runs/{runs[10].pk}/">#{runs[10].pk}</a>' in html
     assert "no change over the last" not in html.split("p95 (ms)")[1].split("</li>")[0]
+
+
+def test_an_engineer_marks_a_change_fixed_and_a_viewer_cannot(
+    client, engineer, viewer, scenario, make_postmortem
+):
+    from perfruns.models import RegressionIncident
+
+    start = PerfRun.objects.create(
+        scenario=scenario, environment=scenario.environment, trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.PASSED,
+    )  # fmt: skip
+    incident = RegressionIncident.objects.create(
+        scenario=scenario, start_run=start, postmortem=make_postmortem(actor=engineer)
+    )
+    url = reverse("perfruns:incident_resolve", args=["checkout", incident.pk])
+    client.force_login(viewer)
+    assert client.post(url, {"state": "fixed"}).status_code == 403
+    client.force_login(engineer)
+    assert "Accept as the new normal" in client.get(scenario_url()).content.decode()
+
+    response = client.post(url, {"state": "fixed"})
+
+    assert response.status_code == 302
+    incident.refresh_from_db()
+    assert incident.state == "fixed"
+    assert client.get(url).status_code == 405
