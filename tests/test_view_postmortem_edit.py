@@ -95,9 +95,10 @@ def test_it_saves_changed_added_and_removed_rows_and_records_them(
     # SAVEPOINT, SELECT FOR UPDATE, the old authors, UPDATE post-mortem, authors
     # SELECT (5); impacts SELECT + UPDATE, root causes SELECT + INSERT, timeline
     # SELECT (5); actions: SELECT, INSERT the new one, DELETE the removed one:
-    # its history SET NULL, its links to scenarios and to perf runs, then the
-    # action (6); bulk INSERT history (1); reindex (4); refresh, RELEASE (2).
-    with django_assert_num_queries(36):
+    # its history SET NULL, its links to scenarios and to perf runs, its
+    # verification criterion, then the action (7); bulk INSERT history (1);
+    # reindex (4); refresh, RELEASE (2).
+    with django_assert_num_queries(37):
         response = client.post(url(pm), data)
 
     assert response.status_code == 302

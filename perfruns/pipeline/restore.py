@@ -9,6 +9,7 @@ database is a template, so each perf run clones it (FILE_COPY: seconds, not a re
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import re
@@ -571,12 +572,15 @@ class _SplitCopy:
     ) -> None:
         assert proc.stdout is not None
         streams = self.streams
-        # One queue for all sessions: whichever is free takes the next block.
-        blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=2 * streams)
+        # A queue per session, blocks dealt in turn: every session loads its share. (With
+        # one shared queue, a session whose writes return at once took every block while
+        # the others waited.) The sessions load the same table: their pace is the same.
+        queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=2) for _ in range(streams)]
+        dealt = itertools.count()
         failed = threading.Event()
         errors: list[BaseException] = []
 
-        def write(conn: psycopg.Connection) -> None:
+        def write(conn: psycopg.Connection, blocks: queue.Queue[bytes | None]) -> None:
             ended = False
             try:
                 with conn, conn.cursor() as cur, cur.copy(copy) as writer:
@@ -591,7 +595,8 @@ class _SplitCopy:
                 while not ended and blocks.get() is not None:
                     pass
 
-        def put(item: bytes | None) -> None:
+        def put(item: bytes | None, blocks: queue.Queue[bytes | None] | None = None) -> None:
+            blocks = blocks if blocks is not None else queues[next(dealt) % streams]
             while True:
                 if time.monotonic() >= self.deadline:
                     self._timed_out(label)
@@ -621,7 +626,10 @@ class _SplitCopy:
             raise RestoreError(
                 f"restoring the {label} failed: {condense(str(exc)) or type(exc).__name__}"
             ) from exc
-        writers = [threading.Thread(target=write, args=[c], daemon=True) for c in connections]
+        writers = [
+            threading.Thread(target=write, args=[c, q], daemon=True)
+            for c, q in zip(connections, queues, strict=True)
+        ]
         for writer in writers:
             writer.start()
         try:
@@ -651,8 +659,8 @@ class _SplitCopy:
             while proc.stdout.read(SPLIT_BLOCK_BYTES):
                 pass
         finally:
-            for _ in writers:
-                put(None)
+            for blocks in queues:
+                put(None, blocks)
             for writer in writers:
                 writer.join()
         if errors:
