@@ -624,15 +624,18 @@ class RunExecution:
             regression=regression,
             progress=100,
         )
-        from .services import criteria_evaluate
+        from .services import criteria_evaluate, regression_incidents_open
 
         run.refresh_from_db()
-        for line in criteria_evaluate(run=run):
-            log.info("run %s: %s", run.pk, line)
-        from .services import regression_incidents_open
-
-        for postmortem in regression_incidents_open(scenario=run.scenario):
-            log.info("run %s: opened the draft post-mortem #%s", run.pk, postmortem.pk)
+        # The run's own outcome is recorded: what follows from it must not turn it into an
+        # error (the next run evaluates the series again).
+        try:
+            for line in criteria_evaluate(run=run):
+                log.info("run %s: %s", run.pk, line)
+            for postmortem in regression_incidents_open(scenario=run.scenario):
+                log.info("run %s: opened the draft post-mortem #%s", run.pk, postmortem.pk)
+        except Exception:
+            log.exception("run %s: evaluating its criteria and series failed", run.pk)
 
 
 class _NoProcess(Target):
