@@ -31,6 +31,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -170,6 +171,14 @@ def _clean(values: Sequence[float | None]) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
+def _decided(*, floors: Floors, alpha: float, **measured: Any) -> MetricVerdict:
+    """A single test's verdict, with its decision taken (q_value only comes from
+    compare_endpoints' adjustment)."""
+    verdict = MetricVerdict(**measured, q_value=None, verdict="inconclusive")
+    verdict.verdict = decide(verdict, floors=floors, alpha=alpha)
+    return verdict
+
+
 def _replicates_verdict(
     endpoint: str,
     metric: str,
@@ -203,7 +212,7 @@ def _replicates_verdict(
         p_value = float(stats.mannwhitneyu(cand, base, alternative="two-sided").pvalue)
         if math.isnan(p_value):
             p_value = 1.0
-    verdict = MetricVerdict(
+    return _decided(
         endpoint=endpoint,
         metric=metric,
         baseline=base_stat,
@@ -213,11 +222,9 @@ def _replicates_verdict(
         low=low,
         high=high,
         p_value=p_value,
-        q_value=None,
-        verdict="inconclusive",
+        floors=floors,
+        alpha=alpha,
     )
-    verdict.verdict = decide(verdict, floors=floors, alpha=alpha)
-    return verdict
 
 
 def latency_verdict(
@@ -374,7 +381,7 @@ def failure_verdict(
             [base_failures, base_requests - base_failures],
         ]
         p_value = float(stats.fisher_exact(table, alternative="two-sided").pvalue)
-    verdict = MetricVerdict(
+    return _decided(
         endpoint=endpoint,
         metric=FAILURE_RATE,
         baseline=base_rate,
@@ -384,11 +391,9 @@ def failure_verdict(
         low=low,
         high=high,
         p_value=p_value,
-        q_value=None,
-        verdict="inconclusive",
+        floors=floors,
+        alpha=alpha,
     )
-    verdict.verdict = decide(verdict, floors=floors, alpha=alpha)
-    return verdict
 
 
 # ------------------------------------------------------------------------- memory slope
@@ -445,7 +450,7 @@ def slope_verdict(
                 p_value = float(2 * stats.norm.sf(abs(change) / se))
             else:
                 p_value = 0.0 if change else 1.0
-    verdict = MetricVerdict(
+    return _decided(
         endpoint=endpoint,
         metric=MEMORY_SLOPE,
         baseline=baseline_slope,
@@ -455,11 +460,9 @@ def slope_verdict(
         low=low,
         high=high,
         p_value=p_value,
-        q_value=None,
-        verdict="inconclusive",
+        floors=floors,
+        alpha=alpha,
     )
-    verdict.verdict = decide(verdict, floors=floors, alpha=alpha)
-    return verdict
 
 
 # --------------------------------------------------------------- many endpoints at once
