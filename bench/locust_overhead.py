@@ -35,7 +35,6 @@ something.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shlex
 import shutil
@@ -59,17 +58,15 @@ from django.conf import settings  # noqa: E402
 
 from perfruns.loadtest import (  # noqa: E402
     LoadShape,
-    MemorySampler,
     load_generator_saturated,
     locust_plan,
     read_final,
 )
 from perfruns.loadtest.command import free_port  # noqa: E402
 from perfruns.pipeline.perfrun import (  # noqa: E402
-    ConnectionWatcher,
     Target,
-    postmaster_pid,
-    run_load,
+    measured_load,
+    memory_roots,
     stop_group,
 )
 from perfruns.pipeline.restore import create_database, drop_database  # noqa: E402
@@ -157,7 +154,7 @@ def service_round(
     url: str, users: int, duration: int, work: Path, conninfo: str, target: Target
 ) -> tuple[float, int, int, bool, float, float | None]:
     """Requests/s, requests, failures, Locust's CPU warning, the sampler's CPU fraction and
-    achieved interval of a service-driven run: RunExecution._load_and_record's load."""
+    achieved interval of a service-driven run: the runner's own measured_load."""
     workdir = work / "service"
     shutil.rmtree(workdir, ignore_errors=True)
     plan = locust_plan(
@@ -167,50 +164,20 @@ def service_round(
         shape=LoadShape(kind="constant", users=users, spawn_rate=users, duration_s=duration),
         workdir=workdir,
     )
-    roots: dict[str, int] = {}
-    db_pid = postmaster_pid(conninfo)
-    if db_pid is not None:
-        roots["db"] = db_pid
-    if target.proc is not None:
-        roots["target"] = target.proc.pid
-    memory_file = workdir / "memory.csv"
-    load_started = time.time()
-    with memory_file.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["t", "label", "pss", "pss_anon", "pss_shared", "rss", "cgroup"])
-
-        def on_sample(sample) -> None:
-            m = sample.memory
-            writer.writerow(
-                [
-                    f"{time.time() - load_started:.3f}",
-                    sample.label,
-                    m.pss,
-                    m.pss_anon,
-                    m.pss_shared,
-                    m.rss,
-                    "" if m.cgroup is None else m.cgroup,
-                ]
-            )
-
-        sampler = MemorySampler(roots, interval=1.0, on_sample=on_sample)
-        watcher = ConnectionWatcher(conninfo)
-        sampler.start()
-        watcher.start()
-        try:
-            outcome = run_load(
-                [plan.master, *plan.workers],
-                cwd=workdir,
-                log_file=workdir / "locust-console.log",
-                deadline=time.monotonic() + plan.expected_duration_s + SLACK_S,
-                expected_s=plan.expected_duration_s,
-                target=target,
-                cancelled=lambda: False,
-                progress=lambda _fraction: None,
-            )
-        finally:
-            sampler.stop()
-            watcher.stop()
+    load = measured_load(
+        [plan.master, *plan.workers],
+        conninfo=conninfo,
+        roots=memory_roots(conninfo, target),
+        memory_file=workdir / "memory.csv",
+        cwd=workdir,
+        log_file=workdir / "locust-console.log",
+        deadline=time.monotonic() + plan.expected_duration_s + SLACK_S,
+        expected_s=plan.expected_duration_s,
+        target=target,
+        cancelled=lambda: False,
+        progress=lambda _fraction: None,
+    )
+    outcome, sampler = load.outcome, load.sampler
     if outcome.timed_out or outcome.target_died is not None or outcome.killed_by is not None:
         raise SystemExit(f"the service-driven run did not end normally: {outcome}")
     if outcome.returncode not in (0, 1):

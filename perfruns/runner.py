@@ -42,16 +42,15 @@ from .models import (
     Sample,
 )
 from .pipeline.perfrun import (
-    ConnectionWatcher,
     RunCancelled,
     RunStepError,
     Target,
     database_stats,
+    measured_load,
+    memory_roots,
     port_in_use,
-    postmaster_pid,
     record_spawn,
     reset_statements,
-    run_load,
     stats_delta,
     top_statements,
 )
@@ -293,69 +292,38 @@ class RunExecution:
             self._notify_error(f"{self.stage}: {_describe(exc)}")
 
     def _load_and_record(self, plan: Any, conninfo: str, target: Target | None) -> None:
-        from .loadtest import MemorySampler
-
         reset_statements(conninfo)
         before = database_stats(conninfo)
-        roots: dict[str, int] = {}
-        db_pid = postmaster_pid(conninfo)
-        if db_pid is not None:
-            roots["db"] = db_pid
-        if target is not None and target.proc is not None:
-            roots["target"] = target.proc.pid
         memory_file = self.workdir / "memory.csv"
-        load_started = time.time()
-        with memory_file.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["t", "label", "pss", "pss_anon", "pss_shared", "rss", "cgroup"])
-
-            def on_sample(sample: Any) -> None:
-                m = sample.memory
-                writer.writerow(
-                    [
-                        f"{time.time() - load_started:.3f}",
-                        sample.label,
-                        m.pss,
-                        m.pss_anon,
-                        m.pss_shared,
-                        m.rss,
-                        "" if m.cgroup is None else m.cgroup,
-                    ]
-                )
-
-            sampler = MemorySampler(roots, interval=1.0, on_sample=on_sample)
-            watcher = ConnectionWatcher(conninfo)
-            sampler.start()
-            watcher.start()
-            try:
-                outcome = run_load(
-                    [plan.master, *plan.workers],
-                    cwd=self.workdir,
-                    log_file=self.workdir / "locust-console.log",
-                    deadline=self.deadline,
-                    expected_s=plan.expected_duration_s,
-                    target=target,
-                    cancelled=self._is_cancelled,
-                    progress=lambda f: self._update(progress=20 + int(70 * f)),
-                    on_spawn=lambda pid, argv0: record_spawn(self.pid_file, pid, argv0),
-                )
-            finally:
-                sampler.stop()
-                connections = watcher.stop()
+        load = measured_load(
+            [plan.master, *plan.workers],
+            conninfo=conninfo,
+            roots=memory_roots(conninfo, target),
+            memory_file=memory_file,
+            cwd=self.workdir,
+            log_file=self.workdir / "locust-console.log",
+            deadline=self.deadline,
+            expected_s=plan.expected_duration_s,
+            target=target,
+            cancelled=self._is_cancelled,
+            progress=lambda f: self._update(progress=20 + int(70 * f)),
+            on_spawn=lambda pid, argv0: record_spawn(self.pid_file, pid, argv0),
+        )
+        outcome = load.outcome
         sampler_figures = {
-            "achieved_interval_s": sampler.achieved_interval,
-            "cpu_fraction": sampler.cpu_fraction,
+            "achieved_interval_s": load.sampler.achieved_interval,
+            "cpu_fraction": load.sampler.cpu_fraction,
         }
         after = database_stats(conninfo)
         database = {
             "before": before,
             "after": after,
             "delta": stats_delta(before, after),
-            "connections": connections,
+            "connections": load.connections,
             "top_statements": top_statements(conninfo),
         }
         self._set_stage("recording", 92)
-        self._record(plan, load_started, memory_file, database, sampler_figures)
+        self._record(plan, load.started, memory_file, database, sampler_figures)
         if outcome.cancelled:
             raise RunCancelled()
         if outcome.timed_out:

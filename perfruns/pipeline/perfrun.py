@@ -258,6 +258,92 @@ def run_load(
     return outcome
 
 
+@dataclass
+class MeasuredLoad:
+    outcome: LoadOutcome
+    sampler: Any  # the loadtest.MemorySampler, stopped: its cost and rounds
+    connections: dict[str, Any]  # ConnectionWatcher.stop()
+    started: float  # time.time() when the load started: t = 0 of memory.csv
+
+
+MEMORY_COLUMNS = ["t", "label", "pss", "pss_anon", "pss_shared", "rss", "cgroup"]
+
+
+def measured_load(
+    argvs: list[list[str]],
+    *,
+    conninfo: str,
+    roots: dict[str, int],
+    memory_file: Path,
+    cwd: Path,
+    log_file: Path,
+    deadline: float,
+    expected_s: float,
+    target: Target | None,
+    cancelled: Callable[[], bool],
+    progress: Callable[[float], None],
+    on_spawn: Callable[[int, str], None] = lambda _pid, _argv0: None,
+) -> MeasuredLoad:
+    """The load as a run drives it: Locust (run_load) while the memory of the `roots`
+    process trees streams to `memory_file` (t seconds since the load started) and
+    pg_stat_activity is polled for peak connections."""
+    import csv
+
+    from perfruns.loadtest import MemorySampler
+
+    started = time.time()
+    with memory_file.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MEMORY_COLUMNS)
+
+        def on_sample(sample: Any) -> None:
+            m = sample.memory
+            writer.writerow(
+                [
+                    f"{time.time() - started:.3f}",
+                    sample.label,
+                    m.pss,
+                    m.pss_anon,
+                    m.pss_shared,
+                    m.rss,
+                    "" if m.cgroup is None else m.cgroup,
+                ]
+            )
+
+        sampler = MemorySampler(roots, interval=1.0, on_sample=on_sample)
+        watcher = ConnectionWatcher(conninfo)
+        sampler.start()
+        watcher.start()
+        try:
+            outcome = run_load(
+                argvs,
+                cwd=cwd,
+                log_file=log_file,
+                deadline=deadline,
+                expected_s=expected_s,
+                target=target,
+                cancelled=cancelled,
+                progress=progress,
+                on_spawn=on_spawn,
+            )
+        finally:
+            sampler.stop()
+            connections = watcher.stop()
+    return MeasuredLoad(outcome=outcome, sampler=sampler, connections=connections, started=started)
+
+
+def memory_roots(conninfo: str, target: Target | None) -> dict[str, int]:
+    """The process trees a run samples: the database's postmaster when it runs on this
+    machine, and the target when Fixproof started it."""
+    roots: dict[str, int] = {}
+    db_pid = postmaster_pid(conninfo)
+    if db_pid is not None:
+        roots["db"] = db_pid
+    if target is not None and target.proc is not None:
+        roots["target"] = target.proc.pid
+    return roots
+
+
 # ---------------------------------------------------------------- the database
 
 
