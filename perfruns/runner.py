@@ -586,24 +586,24 @@ class RunExecution:
                         }
                     )
         passed = all(line["passed"] for line in verdict)
-        self._finish(
-            RunStatus.PASSED if passed else RunStatus.FAILED,
-            verdict=verdict,
-            regression=regression,
-            progress=100,
-        )
+        status = RunStatus.PASSED if passed else RunStatus.FAILED
         from .services import criteria_evaluate, regression_incidents_open
 
-        run.refresh_from_db()
-        # The run's own outcome is recorded: what follows from it must not turn it into an
-        # error (the next run evaluates the series again).
+        # What follows from the outcome must not turn it into an error (the next run
+        # evaluates again). The actions' verifications come before the run shows as
+        # finished, so whoever sees it finished sees them too; the series needs it finished.
+        run.status = status
         try:
             for line in criteria_evaluate(run=run):
                 log.info("run %s: %s", run.pk, line)
+        except Exception:
+            log.exception("run %s: evaluating the verification criteria failed", run.pk)
+        self._finish(status, verdict=verdict, regression=regression, progress=100)
+        try:
             for postmortem in regression_incidents_open(scenario=run.scenario):
                 log.info("run %s: opened the draft post-mortem #%s", run.pk, postmortem.pk)
         except Exception:
-            log.exception("run %s: evaluating its criteria and series failed", run.pk)
+            log.exception("run %s: looking for changes in the series failed", run.pk)
 
 
 class _NoProcess(Target):
