@@ -58,7 +58,8 @@ def _drop_database(name: str) -> None:
 
 def _env(**values: str | None) -> dict[str, str]:
     """This process's environment without the demo's variables, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEMO_PATHOLOGIES")}
+    knobs = ("DATABASE_URL", "DEMO_PATHOLOGIES", "DEMO_UPSTREAM_MS", "DEMO_SLOWDOWN_PCT")
+    env = {k: v for k, v in os.environ.items() if k not in knobs}
     env.update({k: v for k, v in values.items() if v is not None})
     return env
 
@@ -192,10 +193,11 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def gunicorn(database_url: str | None, pathologies: str = "", *, wait: bool = True):
+def gunicorn(database_url: str | None, pathologies: str = "", *, wait: bool = True, **knobs: str):
     """A running demo app on a free loopback port; killed on the way out, always.
 
-    `wait` waits for /health to answer 200 (or fails the test with gunicorn's log).
+    `wait` waits for /health to answer 200 (or fails the test with gunicorn's log); `knobs`
+    are more of the app's variables (DEMO_UPSTREAM_MS="100").
     """
     with tempfile.TemporaryDirectory(prefix="fixproof-demo-") as tmp:
         log_path = Path(tmp) / "gunicorn.log"
@@ -218,7 +220,7 @@ def gunicorn(database_url: str | None, pathologies: str = "", *, wait: bool = Tr
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env=_env(DATABASE_URL=database_url, DEMO_PATHOLOGIES=pathologies),
+                env=_env(DATABASE_URL=database_url, DEMO_PATHOLOGIES=pathologies, **knobs),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -379,7 +381,12 @@ def test_health_answers_ok_after_one_query(healthy):
     response = healthy.get("/health")
     assert response.status == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"status": "ok", "pathologies": []}
+    assert response.json() == {
+        "status": "ok",
+        "pathologies": [],
+        "upstream_ms": 0,
+        "slowdown_pct": 0,
+    }
     assert response.queries == 1
 
 
@@ -536,6 +543,43 @@ def test_all_switches_every_pathology_on(demo_db):
         assert server.get("/health").json()["pathologies"] == ["leak", "n_plus_one", "slow_join"]
         assert server.get("/users/1/events").queries == 21
         assert server.get("/report").headers["x-report-sql"] == "SLOW_REPORT_SQL"
+
+
+def _seconds(server: Server, path: str) -> float:
+    started = time.perf_counter()
+    response = server.get(path)
+    assert response.status == 200, response.body
+    return time.perf_counter() - started
+
+
+def test_the_upstream_wait_holds_every_request_but_health_for_at_least_half_its_time(demo_db):
+    with gunicorn(demo_db, DEMO_UPSTREAM_MS="120") as server:
+        health = server.get("/health").json()
+        # A sleep never ends early: lower bounds only, whatever the machine's load.
+        waits = [_seconds(server, path) for path in ("/users/1", "/users/1/events", "/report")]
+    assert (health["upstream_ms"], health["slowdown_pct"]) == (120, 0)
+    assert min(waits) >= 0.060
+
+
+def test_the_slowdown_holds_each_response_back_by_its_share_of_the_time_taken(demo_db):
+    with gunicorn(demo_db, DEMO_UPSTREAM_MS="100", DEMO_SLOWDOWN_PCT="100") as server:
+        health = server.get("/health").json()
+        waits = [_seconds(server, "/users/2") for _ in range(3)]
+    assert (health["upstream_ms"], health["slowdown_pct"]) == (100, 100)
+    # At least 50 ms upstream, then as long again held back.
+    assert min(waits) >= 0.100
+
+
+@pytest.mark.parametrize(
+    ("knob", "value"), [("DEMO_UPSTREAM_MS", "fast"), ("DEMO_SLOWDOWN_PCT", "1001")]
+)
+def test_the_app_refuses_to_start_with_a_knob_that_is_not_a_whole_number_in_range(
+    demo_db, knob, value
+):
+    with gunicorn(demo_db, wait=False, **{knob: value}) as server:
+        assert server.wait_for_exit() != 0
+        log = server.log()
+    assert f"{knob}: '{value}' is not a whole number" in log
 
 
 # --- Locust -------------------------------------------------------------------------------------

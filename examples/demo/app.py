@@ -18,6 +18,17 @@ one; empty or unset for a healthy app):
     leak         /users/<id> keeps every response in a cache that never hits or evicts
     slow_join    /report filters on created_at::date, which no index serves
 
+Two more knobs, for measuring Fixproof's regression verdicts (bench/regression_power.py):
+
+    DEMO_UPSTREAM_MS=200   every request but /health first waits for a (simulated)
+                           upstream service that answers in 0.5x to 1.5x that many ms:
+                           what an auth check or a pricing API adds to a real endpoint
+    DEMO_SLOWDOWN_PCT=15   every response but /health is held back by that share of the
+                           time it took: a build uniformly 15 % slower, a planted
+                           regression of known size
+
+Both are whole numbers, 0 or unset for none; anything else stops the worker from booting.
+
 A plain WSGI application: one psycopg connection per worker thread, reconnected when
 the database drops it.
 """
@@ -28,9 +39,11 @@ import datetime as dt
 import itertools
 import json
 import os
+import random
 import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -61,9 +74,23 @@ def parse_pathologies(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def parse_whole(name: str, text: str, *, high: int) -> int:
+    """A knob's value: empty -> 0, a whole number from 0 to `high`, else ValueError."""
+    text = text.strip()
+    if not text:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) > high:
+        raise ValueError(f"{name}: {text!r} is not a whole number from 0 to {high}")
+    return int(text)
+
+
 # Read once, at import: a typo stops the worker from booting instead of load-testing
 # a healthy app by mistake. So does a missing DATABASE_URL.
 ACTIVE = parse_pathologies(os.environ.get("DEMO_PATHOLOGIES", ""))
+UPSTREAM_MS = parse_whole("DEMO_UPSTREAM_MS", os.environ.get("DEMO_UPSTREAM_MS", ""), high=10_000)
+SLOWDOWN_PCT = parse_whole(
+    "DEMO_SLOWDOWN_PCT", os.environ.get("DEMO_SLOWDOWN_PCT", ""), high=1_000
+)
 DATABASE_URL = dburl.required()
 
 
@@ -224,7 +251,24 @@ def _log(message: str) -> None:
 
 def health(db: Database) -> Any:
     db.fetch("SELECT 1")
-    return {"status": "ok", "pathologies": sorted(ACTIVE)}
+    return {
+        "status": "ok",
+        "pathologies": sorted(ACTIVE),
+        "upstream_ms": UPSTREAM_MS,
+        "slowdown_pct": SLOWDOWN_PCT,
+    }
+
+
+def upstream_wait() -> None:
+    """The simulated upstream call: a wait, no CPU, uniform in [0.5, 1.5] x UPSTREAM_MS."""
+    if UPSTREAM_MS:
+        time.sleep(UPSTREAM_MS * random.uniform(0.5, 1.5) / 1000)
+
+
+def slow_down(started: float) -> None:
+    """Hold the response back by SLOWDOWN_PCT % of the time it took since `started`."""
+    if SLOWDOWN_PCT:
+        time.sleep((time.perf_counter() - started) * SLOWDOWN_PCT / 100)
 
 
 def user_detail(db: Database, user_id: int) -> Any:
@@ -323,6 +367,7 @@ def _route(environ: dict, db: Database) -> tuple[Any, list[tuple[str, str]]]:
         raise HttpError(405, "only GET is allowed")
     if parts == ["health"]:
         return health(db), []
+    upstream_wait()
     if parts == ["report"]:
         payload, query_name = report(db, _days(environ.get("QUERY_STRING", "")))
         return payload, [("X-Report-Sql", query_name)]
@@ -338,11 +383,14 @@ def _route(environ: dict, db: Database) -> tuple[Any, list[tuple[str, str]]]:
 def application(
     environ: dict, start_response: Callable[[str, list[tuple[str, str]]], Any]
 ) -> Iterable[bytes]:
+    started = time.perf_counter()
     db = Database()
     headers: list[tuple[str, str]] = []
     try:
         payload, headers = _route(environ, db)
         status = 200
+        if environ.get("PATH_INFO") != "/health":
+            slow_down(started)
     except HttpError as exc:
         status, payload = exc.status, {"error": str(exc)}
         if status == 405:
