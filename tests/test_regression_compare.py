@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from perfruns.regression import (
     EndpointSeries,
@@ -20,6 +21,7 @@ from perfruns.regression import (
     slope_and_se,
     slope_verdict,
 )
+from perfruns.regression.compare import autocorrelation_inflation, block_length
 
 MIB = 2**20
 
@@ -279,6 +281,62 @@ def test_the_slope_and_its_standard_error_match_a_hand_computation():
 
 
 # --------------------------------------------------------------------- many endpoints
+
+
+# ------------------------------------------------------------------ autocorrelation
+
+
+def ar1(seed: int, level: float, rho: float, n: int, sd: float = 10.0) -> np.ndarray:
+    """An AR(1) series around `level`, its lag-1 autocorrelation rho, its spread sd."""
+    rng = np.random.default_rng(seed)
+    values = np.empty(n)
+    values[0] = rng.normal(0, sd)
+    for t in range(1, n):
+        values[t] = rho * values[t - 1] + rng.normal(0, sd * math.sqrt(1 - rho**2))
+    return level + values
+
+
+def test_independent_replicates_are_judged_one_by_one():
+    series = [np.asarray(normal(seed, 200, 10, 60)) for seed in range(20)]
+
+    lengths = [block_length(a, b) for a, b in zip(series[::2], series[1::2], strict=True)]
+
+    assert lengths.count(1) >= 9  # a chance sample ρ past 2/sqrt(n) is rare
+
+
+def test_strongly_autocorrelated_replicates_are_taken_in_blocks():
+    a, b = ar1(1, 200, 0.8, 60), ar1(2, 200, 0.8, 60)
+
+    assert 5 <= autocorrelation_inflation(a, b) <= 15  # (1 + 0.8) / (1 - 0.8) = 9, about
+    assert 5 <= block_length(a, b) <= 12  # at most 60 / 5: five blocks a side
+    assert block_length(a[:10], b[:10]) == 1  # too short to tell
+
+
+def test_autocorrelated_runs_of_one_level_are_rarely_called_different():
+    """A/A pairs whose intervals drift slowly: judged as independent, half of them would
+    differ; with the autocorrelation accounted for, about the 5 % the test allows."""
+    no_floor = Floors(p_rel=0, p_abs_ms=0)
+    pairs = [(ar1(2 * i, 200, 0.8, 60), ar1(2 * i + 1, 200, 0.8, 60)) for i in range(200)]
+
+    verdicts = [
+        latency_verdict("GET /", "p95", list(a), list(b), floors=no_floor, n_boot=500).verdict
+        for a, b in pairs
+    ]
+    naive = [stats.mannwhitneyu(a, b, alternative="two-sided").pvalue < 0.05 for a, b in pairs]
+
+    assert sum(naive) / len(pairs) > 0.3
+    assert sum(v in ("worse", "better") for v in verdicts) / len(pairs) <= 0.09
+
+
+def test_a_slope_of_autocorrelated_memory_has_a_wider_standard_error():
+    t = np.arange(120.0)
+    wobble = ar1(5, 0, 0.9, 120, sd=2 * MIB)
+    shuffled = np.random.default_rng(5).permutation(wobble)  # the same values, order lost
+
+    _slope, se = slope_and_se(list(zip(t, 0.1 * MIB * t + wobble, strict=True)))
+    _slope, se_shuffled = slope_and_se(list(zip(t, 0.1 * MIB * t + shuffled, strict=True)))
+
+    assert se > 2 * se_shuffled
 
 
 def test_benjamini_hochberg_matches_a_hand_computed_example():

@@ -179,6 +179,77 @@ def _decided(*, floors: Floors, alpha: float, **measured: Any) -> MetricVerdict:
     return verdict
 
 
+# A series needs this many replicates before its autocorrelation is estimated at all.
+MIN_FOR_AUTOCORRELATION = 20
+
+
+def lag1_autocorrelation(values: np.ndarray) -> float | None:
+    """The lag-1 autocorrelation of a series; None for a short or constant one."""
+    if len(values) < MIN_FOR_AUTOCORRELATION:
+        return None
+    centred = values - values.mean()
+    denominator = float(np.sum(centred**2))
+    if denominator == 0:
+        return None
+    return float(np.sum(centred[:-1] * centred[1:])) / denominator
+
+
+def autocorrelation_inflation(*series: np.ndarray) -> float:
+    """How much the series' autocorrelation inflates the variance of a statistic that
+    assumes independent values: the AR(1) factor (1 + ρ) / (1 - ρ) of their lag-1
+    autocorrelation ρ (the mean over the series long enough to estimate it, corrected for
+    its small-sample bias of about -(1 + 4ρ)/n, at most 0.95); 1 when no series is long
+    enough or ρ is within noise of 0 (at most 2/sqrt(n), Bartlett).
+
+    Neighbouring 10-s intervals share the target's state (a cache warming, a vacuum, a
+    neighbour on the machine): treated as independent they make the intervals too narrow
+    and the p-values too small, most of all for a long run or per-second memory samples.
+    """
+    rhos = [rho for values in series if (rho := lag1_autocorrelation(values)) is not None]
+    if not rhos:
+        return 1.0
+    n = min(len(values) for values in series)
+    rho = float(np.mean(rhos))
+    rho = min(rho + (1 + 4 * rho) / n, 0.95)
+    if rho <= 2 / math.sqrt(n):
+        return 1.0
+    return (1 + rho) / (1 - rho)
+
+
+def block_length(*series: np.ndarray) -> int:
+    """How many consecutive replicates a bootstrap keeps together: the variance inflation
+    (autocorrelation_inflation) rounded up, at most what leaves each series
+    MIN_REPLICATES blocks; 1 for independent replicates."""
+    wanted = math.ceil(autocorrelation_inflation(*series))
+    most = min(len(values) for values in series) // MIN_REPLICATES
+    return max(1, min(wanted, most))
+
+
+def _mann_whitney(candidate: np.ndarray, baseline: np.ndarray, inflation: float) -> float:
+    """Mann-Whitney U's two-sided p-value; with autocorrelated replicates, its normal
+    approximation with the z-score shrunk by sqrt(inflation)."""
+    if inflation <= 1:
+        return float(stats.mannwhitneyu(candidate, baseline, alternative="two-sided").pvalue)
+    p_value = float(
+        stats.mannwhitneyu(candidate, baseline, alternative="two-sided", method="asymptotic").pvalue
+    )
+    z = float(stats.norm.isf(p_value / 2))
+    return float(2 * stats.norm.sf(z / math.sqrt(inflation)))
+
+
+def _block_resample(
+    values: np.ndarray, length: int, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """n_boot moving-block bootstrap resamples of `values` (blocks of `length` consecutive
+    values drawn with replacement, joined, cut to the series' length); length 1 is the
+    ordinary bootstrap."""
+    n = len(values)
+    blocks = -(-n // length)
+    starts = rng.integers(0, n - length + 1, (n_boot, blocks))
+    index = (starts[:, :, None] + np.arange(length)).reshape(n_boot, -1)[:, :n]
+    return values[index]
+
+
 def _replicates_verdict(
     endpoint: str,
     metric: str,
@@ -190,6 +261,7 @@ def _replicates_verdict(
     n_boot: int,
     alpha: float,
     quantile: float = 0.5,
+    bootstrap_test: bool = False,
 ) -> MetricVerdict:
     if n_boot < 100:
         raise ValueError("n_boot must be at least 100")
@@ -204,12 +276,20 @@ def _replicates_verdict(
         change_rel = change / base_stat if base_stat != 0 else None
     if len(base) >= MIN_REPLICATES and len(cand) >= MIN_REPLICATES:
         rng = np.random.default_rng(rng_seed)
-        base_boot = np.quantile(base[rng.integers(0, len(base), (n_boot, len(base)))], quantile, 1)
-        cand_boot = np.quantile(cand[rng.integers(0, len(cand), (n_boot, len(cand)))], quantile, 1)
+        inflation = autocorrelation_inflation(base, cand)
+        length = block_length(base, cand)
+        base_boot = np.quantile(_block_resample(base, length, n_boot, rng), quantile, 1)
+        cand_boot = np.quantile(_block_resample(cand, length, n_boot, rng), quantile, 1)
         low, high = (
             float(v) for v in np.quantile(cand_boot - base_boot, [alpha / 2, 1 - alpha / 2])
         )
-        p_value = float(stats.mannwhitneyu(cand, base, alternative="two-sided").pvalue)
+        if bootstrap_test:
+            # How often the resampled change falls on either side of 0, both tails.
+            differences = cand_boot - base_boot
+            tail = min(int(np.sum(differences <= 0)), int(np.sum(differences >= 0)))
+            p_value = min(1.0, (1 + 2 * tail) / (n_boot + 1))
+        else:
+            p_value = _mann_whitney(cand, base, inflation)
         if math.isnan(p_value):
             p_value = 1.0
     return _decided(
@@ -245,7 +325,11 @@ def latency_verdict(
     baseline/candidate in the verdict are the medians of the replicates and change their
     difference. The interval is a percentile bootstrap of the difference of medians
     (each side resampled on its own, n_boot times, seeded by rng_seed), at 1 - alpha; the
-    p-value is Mann-Whitney U's, two-sided.
+    p-value is Mann-Whitney U's, two-sided. When the replicates are autocorrelated (20 or
+    more a side, lag-1 autocorrelation past noise), the bootstrap draws blocks of
+    consecutive replicates (block_length) and the test's z-score is shrunk by the variance
+    inflation (autocorrelation_inflation): a run's neighbouring intervals are not
+    independent evidence.
 
     Rule: "worse" when the interval lies entirely above 0, the change exceeds the floor both
     relatively and absolutely (+10 % of the baseline AND +20 ms by default), and the p-value
@@ -311,8 +395,10 @@ def ram_verdict(
     during the top tenth of the run, robust to one odd sample where the maximum is not, and
     one a bootstrap can put an interval around (it cannot for a maximum, which no resample
     exceeds). quantile=1.0 compares the maxima anyway. The interval is a bootstrap of the
-    difference of those quantiles; the p-value is Mann-Whitney U's on all samples, so it
-    tests a shift of the whole series, warm-up included. The floor is +5 % of the baseline.
+    difference of those quantiles (in blocks: per-second samples are strongly
+    autocorrelated), and the p-value the bootstrap's own, two-sided: the same statistic,
+    so a warm-up ramp at the start of the runs weighs nothing, as it does not on the
+    peak. The floor is +5 % of the baseline.
     """
     if not 0 < quantile <= 1:
         raise ValueError("quantile must be in (0, 1]")
@@ -326,6 +412,7 @@ def ram_verdict(
         n_boot=n_boot,
         alpha=alpha,
         quantile=quantile,
+        bootstrap_test=True,
     )
 
 
@@ -402,8 +489,9 @@ def failure_verdict(
 def slope_and_se(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
     """The least-squares slope of (seconds, bytes) points per minute, and its standard error.
 
-    The classic OLS standard error, which assumes independent residuals: memory samples a few
-    seconds apart are not, so it is optimistic. None with fewer than 3 points or one time.
+    Memory samples a second apart are not independent: the OLS standard error is widened
+    by the square root of the residuals' autocorrelation_inflation, else any wobble would
+    look certain. None with fewer than 3 points or one time.
     """
     if len(points) < 3:
         return None
@@ -415,6 +503,7 @@ def slope_and_se(points: Sequence[tuple[float, float]]) -> tuple[float, float] |
     slope = float(np.sum((t - t.mean()) * (b - b.mean()))) / s_tt
     residuals = b - b.mean() - slope * (t - t.mean())
     se = math.sqrt(float(np.sum(residuals**2)) / (len(points) - 2) / s_tt)
+    se *= math.sqrt(autocorrelation_inflation(residuals))
     return slope * 60, se * 60
 
 
