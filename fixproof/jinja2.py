@@ -8,6 +8,7 @@ from django.contrib.messages import get_messages
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import formats, timezone, translation
+from django.utils.html import json_script
 from django.utils.translation import gettext, ngettext
 from jinja2 import Environment
 
@@ -52,5 +53,13 @@ def environment(**options: Any) -> Environment:
             "LANGUAGES": settings.LANGUAGES,
         }
     )
-    env.filters.update({"localtime": localtime, "date": date_format, "number": number})
+    env.filters.update(
+        {
+            "localtime": localtime,
+            "date": date_format,
+            "number": number,
+            # Data for a page's script, escaped for a <script> element.
+            "json_script": json_script,
+        }
+    )
     return env

@@ -80,7 +80,10 @@ def baseline_for(run: PerfRun) -> PerfRun | None:
         return pinned
     earlier = (
         PerfRun.objects.filter(
-            scenario_id=run.scenario_id, status=RunStatus.PASSED, invalid_reason=""
+            scenario_id=run.scenario_id,
+            status=RunStatus.PASSED,
+            invalid_reason="",
+            version_comparison__isnull=True,
         )
         .exclude(pk=run.pk)
         .filter(created_at__lt=run.created_at)

@@ -98,3 +98,8 @@ class ScheduleForm(forms.Form):
     hour = forms.IntegerField(label=_("Hour"), min_value=0, max_value=23)
     minute = forms.IntegerField(label=_("Minute"), min_value=0, max_value=59)
     enabled = forms.BooleanField(label=_("Enabled"), required=False)
+
+
+class VersionComparisonForm(forms.Form):
+    version_a = forms.CharField(max_length=100, label=_("Version A (reference)"))
+    version_b = forms.CharField(max_length=100, label=_("Version B (under test)"))

@@ -359,6 +359,15 @@ class Scenario(models.Model):
     #  "endpoints": {"/users/[id]": {"p95_ms": 300}}}
     thresholds = models.JSONField(_("thresholds"), default=dict, blank=True)
     tags = models.CharField(_("tags"), max_length=200, blank=True)
+    default_version = models.CharField(
+        _("version of the weekly runs"),
+        max_length=100,
+        blank=True,
+        help_text=_(
+            "When the start command or its environment holds {version}: what it stands for "
+            "in runs that are not a version comparison."
+        ),
+    )
     baseline_run = models.ForeignKey(
         "PerfRun",
         null=True,
@@ -372,6 +381,9 @@ class Scenario(models.Model):
         "postmortems.PostMortem", blank=True, related_name="scenarios"
     )
     actions = models.ManyToManyField("postmortems.Action", blank=True, related_name="scenarios")
+    # The change points of the series, computed after each run (E-divisive costs seconds
+    # over hundreds of runs: no page view computes it): services.scenario_trend_refresh.
+    trend = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -398,6 +410,15 @@ class Scenario(models.Model):
     def schedule_name(self) -> str:
         return f"fixproof scenario {self.name}"
 
+    @property
+    def takes_version(self) -> bool:
+        return VERSION_PLACEHOLDER in self.start_command or any(
+            VERSION_PLACEHOLDER in str(value) for value in (self.start_env or {}).values()
+        )
+
+
+VERSION_PLACEHOLDER = "{version}"
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", _("Queued")
@@ -415,6 +436,7 @@ class RunTrigger(models.TextChoices):
     MANUAL = "manual", _("Run now")
     SCHEDULE = "schedule", _("Schedule")
     COMMAND = "command", _("Command line")
+    COMPARISON = "comparison", _("Version comparison")
 
 
 class PerfRun(models.Model):
@@ -449,6 +471,13 @@ class PerfRun(models.Model):
     regression = models.JSONField(default=dict, blank=True)
     artifacts_dir = models.CharField(max_length=500, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # What {version} stood for in the start command; the A/B/A comparison it belongs to
+    # and its place there. Such runs stay out of the weekly series and its baselines.
+    version = models.CharField(max_length=100, blank=True)
+    version_comparison = models.ForeignKey(
+        "VersionComparison", null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+    )
+    role = models.CharField(max_length=2, blank=True)
     postmortems = models.ManyToManyField(
         "postmortems.PostMortem", blank=True, related_name="perf_runs"
     )
@@ -470,6 +499,12 @@ class PerfRun(models.Model):
                 fields=["environment"],
                 condition=Q(status__in=["queued", "running"]),
                 name="perfrun_one_active_per_environment",
+            ),
+            # A redelivered comparison finds its run instead of starting another.
+            models.UniqueConstraint(
+                fields=["version_comparison", "role"],
+                condition=Q(version_comparison__isnull=False),
+                name="perfrun_one_per_comparison_role",
             ),
         ]
 
@@ -781,3 +816,79 @@ class RegressionIncident(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scenario} from run #{self.start_run_id}"
+
+
+# ---------------------------------------------------------------- A/B/A comparisons
+
+
+class ComparisonStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    ERROR = "error", _("Error")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class ComparisonVerdict(models.TextChoices):
+    WORSE = "worse", _("B is worse")
+    SAME = "same", _("B is the same")
+    BETTER = "better", _("B is better")
+    INCONCLUSIVE = "inconclusive", _("inconclusive")
+    DRIFT = "drift", _("A drifted: no verdict")
+    INVALID = "invalid", _("not comparable")
+
+
+# The three runs in the order they are made: A, then B, then A again.
+ABA_ROLES = (("a1", _("A")), ("b", _("B")), ("a2", _("A again")))
+
+
+class VersionComparison(models.Model):
+    """Version A against version B of the target, as A, B, A back to back on one review
+    environment: B is judged against both A runs, and the two A runs against each other
+    tell whether the environment drifted meanwhile."""
+
+    scenario = models.ForeignKey(
+        Scenario, on_delete=models.CASCADE, related_name="version_comparisons"
+    )
+    version_a = models.CharField(_("version A"), max_length=100)
+    version_b = models.CharField(_("version B"), max_length=100)
+    status = models.CharField(
+        max_length=10, choices=ComparisonStatus.choices, default=ComparisonStatus.QUEUED
+    )
+    stage = models.CharField(max_length=40, blank=True)
+    verdict = models.CharField(max_length=12, choices=ComparisonVerdict.choices, blank=True)
+    # {"rows": [...], "drift": [...], "reasons": [...], "pairs": {...}}
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("version comparison")
+        verbose_name_plural = _("version comparisons")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(version_a="") & ~Q(version_b=""),
+                name="version_comparison_has_both_versions",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scenario.name}: {self.version_a} / {self.version_b} / {self.version_a}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("perfruns:version_comparison", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (ComparisonStatus.QUEUED, ComparisonStatus.RUNNING)
+
+    def version_of(self, role: str) -> str:
+        return self.version_b if role == "b" else self.version_a

@@ -28,7 +28,6 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.db import transaction
-from django.urls import reverse
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -177,7 +176,7 @@ class RunExecution:
         from .loadtest import locust_plan
         from .pipeline.environment import admin_connection_info, read_settings
         from .pipeline.restore import clone_database, database_exists, drop_database
-        from .services import _describe, scenario_shape
+        from .services import _describe, scenario_shape, versioned
 
         run, scenario, environment = self.run, self.scenario, self.environment
         # A folder of the same name may be left by an older database's run #N: its files
@@ -242,8 +241,14 @@ class RunExecution:
                                 "or give the scenario another port",
                             )
                         target = Target(
-                            command=scenario.start_command,
-                            env={**scenario.start_env, "DATABASE_URL": _uri(conninfo)},
+                            command=versioned(scenario.start_command, run.version),
+                            env={
+                                **{
+                                    name: versioned(value, run.version)
+                                    for name, value in scenario.start_env.items()
+                                },
+                                "DATABASE_URL": _uri(conninfo),
+                            },
                             log_file=self.workdir / "target.log",
                             cwd=Path(settings.BASE_DIR),
                         )
@@ -541,22 +546,6 @@ class RunExecution:
             team_ids=self._teams(),
         )
 
-    def _notify_regression(self, baseline: PerfRun, worse: list[Any]) -> None:
-        from .services import notification_enqueue
-
-        figures = {}
-        for v in worse[:8]:
-            change = f" ({100 * v.change_rel:+.0f} %)" if v.change_rel is not None else ""
-            figures[f"{v.endpoint} {v.metric}"] = f"{v.baseline:.4g} → {v.candidate:.4g}{change}"
-        notification_enqueue(
-            kind="regression",
-            title=f"Run #{self.run.pk} of {self.scenario.name} is worse than run #{baseline.pk}",
-            path=reverse("perfruns:run_compare", args=[baseline.pk, self.run.pk]),
-            figures=figures,
-            dedupe_key=f"regression:scenario={self.scenario.name}:run={self.run.pk}",
-            team_ids=self._teams(),
-        )
-
     # -- judge ------------------------------------------------------------------------
 
     def _judge(self) -> None:
@@ -565,7 +554,10 @@ class RunExecution:
         run = PerfRun.objects.select_related("scenario__baseline_run").get(pk=self.run.pk)
         verdict = judge(run)
         regression: dict[str, Any] = {}
-        baseline = None if run.invalid_reason else baseline_for(run)
+        # A version comparison's runs are judged against each other by the comparison,
+        # and stay out of the weekly series, its baselines and the actions' proofs.
+        in_series = run.version_comparison_id is None
+        baseline = None if run.invalid_reason or not in_series else baseline_for(run)
         if baseline is not None:
             try:
                 comparison = compare_runs(baseline=baseline, candidate=run)
@@ -573,9 +565,8 @@ class RunExecution:
                 regression = {"baseline": baseline.pk, "valid": False, "reasons": [str(exc)]}
             else:
                 regression = comparison.as_json()
-                if comparison.worse:
-                    self._notify_regression(baseline, comparison.worse)
-                # A regression fails the run like a threshold would.
+                # A regression fails the run like a threshold would. It is only suspected
+                # (one run): the team hears of it when the series confirms it.
                 for worse in comparison.worse:
                     verdict.append(
                         {
@@ -593,6 +584,9 @@ class RunExecution:
         # evaluates again). The actions' verifications come before the run shows as
         # finished, so whoever sees it finished sees them too; the series needs it finished.
         run.status = status
+        if not in_series:
+            self._finish(status, verdict=verdict, regression=regression, progress=100)
+            return
         try:
             for line in criteria_evaluate(run=run):
                 log.info("run %s: %s", run.pk, line)

@@ -26,6 +26,7 @@ from django.utils import timezone
 from .masking.policy import PolicyError, parse_policy, policy_hash
 from .models import (
     ACTIVE_RUN_STATUSES,
+    VERSION_PLACEHOLDER,
     ChangeState,
     DumpSource,
     EnvironmentKind,
@@ -43,6 +44,7 @@ from .models import (
     SourceConfigError,
     Verification,
     VerificationCriterion,
+    VersionComparison,
     Webhook,
 )
 
@@ -463,6 +465,12 @@ def janitor_sweep() -> list[str]:
 
     from .pipeline.perfrun import stop_recorded
 
+    _fail_dead_rows(
+        VersionComparison,
+        failed="error",
+        cleaned="its current run is cleaned up with it",
+        done=done,
+    )
     live_runs = set()
     for run in _fail_dead_rows(
         PerfRun,
@@ -520,7 +528,25 @@ _SCENARIO_FIELDS = (
     "workers",
     "thresholds",
     "tags",
+    "default_version",
 )
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:@/-]{0,99}")
+
+
+def check_version(value: str, *, label: str = "version") -> None:
+    """A version goes into the target's command line and environment: a plain token only
+    (no space, quote or shell character), so it can never split or extend the command."""
+    if not _VERSION.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise PipelineRefused(
+            f"The {label} '{shown}' is not a version: use letters, digits and . _ + : @ / - "
+            "(at most 100, starting with a letter or a digit)."
+        )
+
+
+def versioned(text: str, version: str) -> str:
+    """`text` with {version} replaced (check_version keeps it one shell-free token)."""
+    return text.replace(VERSION_PLACEHOLDER, version)
 
 
 def scenario_shape(scenario: Scenario):
@@ -591,6 +617,13 @@ def scenario_check(scenario: Scenario) -> None:
     if scenario.workers > 16:
         raise PipelineRefused("At most 16 Locust workers.")
     _check_thresholds(scenario.thresholds)
+    if scenario.default_version:
+        check_version(scenario.default_version, label="version of the weekly runs")
+    elif scenario.takes_version:
+        raise PipelineRefused(
+            "The target start command takes a {version}: give the version of the weekly "
+            "runs (default_version) as well."
+        )
 
 
 @transaction.atomic
@@ -667,8 +700,22 @@ def scenario_schedule_set(
 # ---------------------------------------------------------------- perf runs
 
 
-def perfrun_request(*, scenario: Scenario, trigger: str, actor: AbstractBaseUser | None) -> PerfRun:
-    """Queue a run of the scenario; refused while its environment has one under way."""
+def perfrun_request(
+    *,
+    scenario: Scenario,
+    trigger: str,
+    actor: AbstractBaseUser | None,
+    version_comparison: VersionComparison | None = None,
+    role: str = "",
+) -> PerfRun:
+    """Queue a run of the scenario; refused while its environment has one under way.
+
+    A run of a version comparison starts the target at that comparison's version for its
+    role; any other run at the scenario's default version."""
+    if version_comparison is not None:
+        version = version_comparison.version_of(role)
+    else:
+        version = scenario.default_version if scenario.takes_version else ""
     try:
         with transaction.atomic():
             run = PerfRun.objects.create(
@@ -676,9 +723,15 @@ def perfrun_request(*, scenario: Scenario, trigger: str, actor: AbstractBaseUser
                 environment=scenario.environment,
                 trigger=trigger,
                 created_by=actor,
+                version=version,
+                version_comparison=version_comparison,
+                role=role,
             )
-            run.postmortems.set(scenario.postmortems.all())
-            run.actions.set(scenario.actions.all())
+            if version_comparison is None:
+                # Evidence of the incidents and actions the scenario is about; a version
+                # under comparison is evidence of nothing yet.
+                run.postmortems.set(scenario.postmortems.all())
+                run.actions.set(scenario.actions.all())
     except IntegrityError:
         active = PerfRun.objects.filter(
             environment=scenario.environment, status__in=ACTIVE_RUN_STATUSES
@@ -820,6 +873,8 @@ def criteria_evaluate(*, run: PerfRun) -> list[str]:
 
     if run.invalid_reason or run.status not in (RunStatus.PASSED, RunStatus.FAILED):
         return []
+    if run.version_comparison_id is not None:
+        return []  # a version under comparison, not the scenario's own state
     lines = []
     criteria = VerificationCriterion.objects.filter(scenario_id=run.scenario_id).select_related(
         "action", "reference_run", "scenario"
@@ -958,36 +1013,50 @@ TREND_METRICS = (
     ("db_ram_peak", "DB RAM"),
 )
 TREND_MIN_RUNS = 6
+TREND_MAX_RUNS = 200
 
 
-def scenario_trend(scenario: Scenario) -> list[dict[str, Any]]:
-    """Per metric, the scenario's valid finished runs (oldest first, the last 200) and the
-    runs where E-divisive change points say a new level started."""
+def scenario_trend_compute(scenario: Scenario) -> list[dict[str, Any]]:
+    """Per metric, the scenario's valid finished runs (oldest first, the last 200, version
+    comparisons left out) as [run, value] points, and the runs where E-divisive change
+    points say a new level started, with the means before and after."""
     from .regression import change_points
 
     runs = list(
-        scenario.runs.filter(status__in=[RunStatus.PASSED, RunStatus.FAILED], invalid_reason="")
+        scenario.runs.filter(
+            status__in=[RunStatus.PASSED, RunStatus.FAILED],
+            invalid_reason="",
+            version_comparison__isnull=True,
+        )
         .order_by("-created_at", "-id")
-        .values("pk", "summary")[:200]
+        .values("pk", "summary")[:TREND_MAX_RUNS]
     )[::-1]
     trend = []
     for key, label in TREND_METRICS:
-        points = [(r["pk"], r["summary"][key]) for r in runs if r["summary"].get(key) is not None]
-        if len(points) < TREND_MIN_RUNS:
-            continue
+        points = [[r["pk"], r["summary"][key]] for r in runs if r["summary"].get(key) is not None]
         changes = []
-        for i in change_points([value for _, value in points]):
-            before = [v for _, v in points[:i]]
-            after = [v for _, v in points[i:]]
-            changes.append(
-                {
-                    "run": points[i][0],
-                    "before": sum(before) / len(before),
-                    "after": sum(after) / len(after),
-                    "runs_after": [pk for pk, _ in points[i:]],
-                }
-            )
-        trend.append({"key": key, "label": label, "points": len(points), "changes": changes})
+        if len(points) >= TREND_MIN_RUNS:
+            for i in change_points([value for _, value in points]):
+                before = [v for _, v in points[:i]]
+                after = [v for _, v in points[i:]]
+                changes.append(
+                    {
+                        "run": points[i][0],
+                        "before": sum(before) / len(before),
+                        "after": sum(after) / len(after),
+                        "runs_after": [pk for pk, _ in points[i:]],
+                        "worse": _is_worse(key, sum(before) / len(before), sum(after) / len(after)),
+                    }
+                )
+        trend.append({"key": key, "label": label, "points": points, "changes": changes})
+    return trend
+
+
+def scenario_trend_refresh(*, scenario: Scenario) -> list[dict[str, Any]]:
+    """Compute the series' change points and keep them on the scenario for its page."""
+    trend = scenario_trend_compute(scenario)
+    Scenario.objects.filter(pk=scenario.pk).update(trend=trend)
+    scenario.trend = trend
     return trend
 
 
@@ -1000,71 +1069,102 @@ def _is_worse(key: str, before: float, after: float) -> bool:
     return after - before > 0.05 * before  # DB RAM
 
 
-@transaction.atomic
+def _trend_figure(key: str, value: float) -> str:
+    if key == "p95_ms":
+        return f"{value:.0f} ms"
+    if key == "failure_rate":
+        return f"{100 * value:.2f} %"
+    return f"{value / 2**20:.0f} MiB"
+
+
 def regression_incidents_open(*, scenario: Scenario) -> list[Any]:
-    """A draft post-mortem for each change point of the series that made things worse,
-    once per scenario and change point, with its figures as impacts and its runs attached."""
+    """Refresh the series' change points; for each one that made things worse, once per
+    scenario and change point, a draft post-mortem with its figures as impacts and its
+    runs attached, and the scenario's teams told (the regression is confirmed)."""
+    trend = scenario_trend_refresh(scenario=scenario)
+    by_run: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for metric in trend:
+        for change in metric["changes"]:
+            if change["worse"]:
+                by_run.setdefault(change["run"], []).append((metric["key"], change))
+    opened = []
+    for start_run, changes in sorted(by_run.items()):
+        with transaction.atomic():
+            postmortem = _regression_incident_open(scenario, start_run, changes)
+        if postmortem is not None:
+            opened.append(postmortem)
+    return opened
+
+
+def _regression_incident_open(
+    scenario: Scenario, start_run: int, changes: list[tuple[str, dict[str, Any]]]
+) -> Any:
     from postmortems.models import Team
     from postmortems.services import PostMortemContent, postmortem_save
 
-    opened = []
-    by_run: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-    for metric in scenario_trend(scenario):
-        for change in metric["changes"]:
-            if _is_worse(metric["key"], change["before"], change["after"]):
-                by_run.setdefault(change["run"], []).append((metric["key"], change))
-    for start_run, changes in sorted(by_run.items()):
-        if RegressionIncident.objects.filter(scenario=scenario, start_run_id=start_run).exists():
-            continue
-        impacts = []
-        for key, change in changes:
-            unit, scale = {"p95_ms": ("ms", 1), "failure_rate": ("%", 100)}.get(
-                key, ("MiB", 1 / 2**20)
-            )
-            name = dict(TREND_METRICS)[key]
-            for when in ("before", "after"):
-                value = Decimal(str(round(change[when] * scale, 2)))
-                impacts.append(
-                    {"label": f"{name} {when}", "value": value, "unit": unit, "window": ""}
-                )
-        run = PerfRun.objects.get(pk=start_run)
-        worse = [
-            v["endpoint"] for v in run.regression.get("verdicts", []) if v["verdict"] == "worse"
-        ]
-        if worse:
-            impacts.append(
-                {"label": "endpoints concerned: " + ", ".join(sorted(set(worse)))[:280],
-                 "value": None, "unit": "", "window": ""}
-            )  # fmt: skip
-        team = scenario.postmortems.exclude(team=None).values_list("team", flat=True).first()
-        names = ", ".join(dict(TREND_METRICS)[key] for key, _ in changes)
-        postmortem = postmortem_save(
-            actor=None,
-            content=PostMortemContent(
-                fields={
-                    "title": f"Regression of {scenario.name} from run #{start_run}"[:200],
-                    "summary": (
-                        f"The runs of scenario {scenario.name} moved to a worse level from run "
-                        f"#{start_run} ({names}), found by change-point detection over its "
-                        "series. Opened by Fixproof as a draft: write what happened."
-                    ),
-                    "team": Team.objects.filter(pk=team).first() if team else None,
-                },
-                authors=[],
-                impacts=impacts,
-                root_causes=[],
-                timeline=[],
-                actions=[],
-            ),
+    if RegressionIncident.objects.filter(scenario=scenario, start_run_id=start_run).exists():
+        return None
+    impacts = []
+    for key, change in changes:
+        unit, scale = {"p95_ms": ("ms", 1), "failure_rate": ("%", 100)}.get(key, ("MiB", 1 / 2**20))
+        name = dict(TREND_METRICS)[key]
+        for when in ("before", "after"):
+            value = Decimal(str(round(change[when] * scale, 2)))
+            impacts.append({"label": f"{name} {when}", "value": value, "unit": unit, "window": ""})
+    run = PerfRun.objects.get(pk=start_run)
+    worse = sorted(
+        {v["endpoint"] for v in run.regression.get("verdicts", []) if v["verdict"] == "worse"}
+    )
+    if worse:
+        impacts.append(
+            {"label": "endpoints concerned: " + ", ".join(worse)[:280],
+             "value": None, "unit": "", "window": ""}
+        )  # fmt: skip
+    team_ids = list(scenario.postmortems.exclude(team=None).values_list("team", flat=True))
+    names = ", ".join(dict(TREND_METRICS)[key] for key, _ in changes)
+    postmortem = postmortem_save(
+        actor=None,
+        content=PostMortemContent(
+            fields={
+                "title": f"Regression of {scenario.name} from run #{start_run}"[:200],
+                "summary": (
+                    f"The runs of scenario {scenario.name} moved to a worse level from run "
+                    f"#{start_run} ({names}), found by change-point detection over its "
+                    "series. Opened by Fixproof as a draft: write what happened."
+                ),
+                "team": Team.objects.filter(pk=team_ids[0]).first() if team_ids else None,
+            },
+            authors=[],
+            impacts=impacts,
+            root_causes=[],
+            timeline=[],
+            actions=[],
+        ),
+    )
+    RegressionIncident.objects.create(
+        scenario=scenario, start_run_id=start_run, postmortem=postmortem
+    )
+    runs_after = {pk for _, change in changes for pk in change["runs_after"]}
+    for attached in PerfRun.objects.filter(pk__in=runs_after):
+        attached.postmortems.add(postmortem)
+    figures = {
+        dict(TREND_METRICS)[key]: (
+            f"{_trend_figure(key, change['before'])} → {_trend_figure(key, change['after'])}"
         )
-        RegressionIncident.objects.create(
-            scenario=scenario, start_run_id=start_run, postmortem=postmortem
-        )
-        runs_after = {pk for _, change in changes for pk in change["runs_after"]}
-        for attached in PerfRun.objects.filter(pk__in=runs_after):
-            attached.postmortems.add(postmortem)
-        opened.append(postmortem)
-    return opened
+        for key, change in changes
+    }
+    if worse:
+        figures["endpoints"] = ", ".join(worse)[:300]
+    figures["runs"] = f"#{start_run} and {len(runs_after) - 1} after it"
+    notification_enqueue(
+        kind="regression",
+        title=f"{scenario.name} got worse from run #{start_run}",
+        path=postmortem.get_absolute_url(),
+        figures=figures,
+        dedupe_key=f"regression:scenario={scenario.pk}:run={start_run}",
+        team_ids=team_ids,
+    )
+    return postmortem
 
 
 def regression_incident_resolve(*, incident: RegressionIncident, state: str) -> bool:

@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from . import services
+from . import services, versions
 
 # Soft limit first so the service's cleanup runs; the hard limit backs it up.
 _LIMITS = {
@@ -32,6 +32,17 @@ def restore_environment(restore_id: int) -> str:
 @shared_task(name="perfruns.perfrun_execute", acks_late=True, **_LIMITS)
 def perfrun_execute(run_id: int) -> str:
     return services.perfrun_run(run_id=run_id).status
+
+
+@shared_task(
+    name="perfruns.version_comparison_execute",
+    acks_late=True,
+    # Three runs back to back, and a wait for the environment before each.
+    soft_time_limit=4 * settings.PIPELINE_TIMEOUT,
+    time_limit=4 * settings.PIPELINE_TIMEOUT + 120,
+)
+def version_comparison_execute(comparison_id: int) -> str:
+    return versions.version_comparison_run(comparison_id=comparison_id).status
 
 
 @shared_task(name="perfruns.scenario_scheduled", acks_late=True, soft_time_limit=60, time_limit=90)

@@ -26,6 +26,22 @@ urlpatterns = [
         views.incident_resolve,
         name="incident_resolve",
     ),
+    path(
+        "scenarios/<slug:name>/versions/",
+        views.version_comparison_create,
+        name="version_comparison_create",
+    ),
+    path("versions/<int:pk>/", views.version_comparison_detail, name="version_comparison"),
+    path(
+        "versions/<int:pk>/progress/",
+        views.version_comparison_progress,
+        name="version_comparison_progress",
+    ),
+    path(
+        "versions/<int:pk>/cancel/",
+        views.version_comparison_cancel,
+        name="version_comparison_cancel",
+    ),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/series/", views.run_series, name="run_series"),

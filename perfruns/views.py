@@ -12,8 +12,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from postmortems import access
 
-from . import services, tasks
-from .forms import EnvironmentForm, RestoreForm, ScheduleForm, SourceForm
+from . import services, tasks, versions
+from .forms import (
+    EnvironmentForm,
+    RestoreForm,
+    ScheduleForm,
+    SourceForm,
+    VersionComparisonForm,
+)
 from .masking.policy import PolicyError
 from .models import (
     Artifact,
@@ -25,6 +31,7 @@ from .models import (
     RunTrigger,
     Scenario,
     Snapshot,
+    VersionComparison,
 )
 
 
@@ -259,7 +266,8 @@ def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
             "scenario": scenario,
             "schedule": schedule,
             "form": form,
-            "trend": services.scenario_trend(scenario),
+            "versions_form": VersionComparisonForm(initial={"version_a": scenario.default_version}),
+            "comparisons": scenario.version_comparisons.all()[:10],
             "incidents": scenario.incidents.select_related("postmortem", "start_run"),
             "runs": scenario.runs.select_related("created_by")[:30],
             "postmortems": scenario.postmortems.all(),
@@ -426,3 +434,77 @@ def incident_resolve(request: HttpRequest, name: str, pk: int) -> HttpResponse:
         else:
             messages.error(request, _("This change was already accepted or fixed."))
     return redirect("perfruns:scenario", name=name)
+
+
+# ---------------------------------------------------------------- A/B/A comparisons
+
+
+@require_POST
+def version_comparison_create(request: HttpRequest, name: str) -> HttpResponse:
+    access.require_write(request.user)
+    scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
+    form = VersionComparisonForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Give both versions, at most 100 characters each."))
+        return redirect(scenario)
+    try:
+        with transaction.atomic():
+            comparison = versions.version_comparison_request(
+                scenario=scenario, actor=request.user, **form.cleaned_data
+            )
+            versions.version_comparison_enqueue(comparison)
+    except services.PipelineRefused as exc:
+        messages.error(request, str(exc))
+        return redirect(scenario)
+    messages.success(request, _("Comparison queued: A, then B, then A again."))
+    return redirect(comparison)
+
+
+def _version_comparison(pk: int) -> VersionComparison:
+    return get_object_or_404(
+        VersionComparison.objects.select_related("scenario", "created_by"), pk=pk
+    )
+
+
+def _version_comparison_context(request: HttpRequest, comparison: VersionComparison) -> dict:
+    runs = {run.role: run for run in comparison.runs.all()}
+    return {
+        "comparison": comparison,
+        "runs": runs,
+        "active_run": next((r for r in runs.values() if r.is_active), None),
+        "can_cancel": access.can_write(request.user) and comparison.is_active,
+    }
+
+
+@require_GET
+def version_comparison_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_role(request.user)
+    comparison = _version_comparison(pk)
+    return render(
+        request,
+        "perfruns/version_comparison.html",
+        _version_comparison_context(request, comparison),
+    )
+
+
+@require_GET
+def version_comparison_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of a comparison page, polled while it is queued or running."""
+    access.require_role(request.user)
+    comparison = _version_comparison(pk)
+    return render(
+        request,
+        "perfruns/_version_comparison_progress.html",
+        _version_comparison_context(request, comparison),
+    )
+
+
+@require_POST
+def version_comparison_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    access.require_write(request.user)
+    comparison = get_object_or_404(VersionComparison, pk=pk)
+    if versions.version_comparison_cancel(comparison=comparison):
+        messages.success(request, _("The comparison is being stopped."))
+    else:
+        messages.error(request, _("The comparison has already ended."))
+    return redirect(comparison)

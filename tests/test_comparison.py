@@ -3,32 +3,18 @@ the baseline chosen, and a regression failing the run."""
 
 from __future__ import annotations
 
-import csv
-import random
-from pathlib import Path
-
 import pytest
 from django.urls import reverse
 
 from perfruns import services
 from perfruns.comparison import ComparisonError, baseline_for, compare_runs, endpoint_series
 from perfruns.models import (
-    EndpointStat,
-    PerfRun,
     ReviewEnvironment,
     RunStatus,
-    RunTrigger,
-    Sample,
     Scenario,
 )
 from perfruns.runner import RunExecution
-
-HEADER = [
-    "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "95%",
-    "99%", "Total Request Count", "Total Failure Count",
-]  # fmt: skip
-LOAD = {"shape": "constant", "users": 10, "spawn_rate": 5, "duration_s": 300}
-SETTINGS = {"shared_buffers": "128MB", "work_mem": "4MB", "max_connections": "50"}
+from tests.runfiles import LOAD, SETTINGS, make_run
 
 
 @pytest.fixture
@@ -43,45 +29,6 @@ def scenario(db) -> Scenario:
         },
     )
     return scenario
-
-
-def make_run(scenario, folder: Path, *, p95: dict[str, float], seed: int, **fields) -> PerfRun:
-    """A finished run of 300 s whose history holds one row a second per endpoint."""
-    folder.mkdir(parents=True)
-    rng = random.Random(seed)
-    totals = dict.fromkeys(p95, 0)
-    with (folder / "locust_stats_history.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for second in range(300):
-            for name, level in p95.items():
-                totals[name] += 20
-                value = level * rng.uniform(0.95, 1.05)
-                writer.writerow(
-                    [1_700_000_000 + second, 10, "GET", name, 20, 0, value / 3, value,
-                     value * 1.5, totals[name], 0]
-                )  # fmt: skip
-    values = {
-        "scenario": scenario,
-        "environment": scenario.environment,
-        "trigger": RunTrigger.SCHEDULE,
-        "status": RunStatus.PASSED,
-        "settings": LOAD,
-        "environment_settings": SETTINGS,
-        "summary": {"rps": 40.0},
-        "artifacts_dir": str(folder),
-    }
-    values.update(fields)
-    run = PerfRun.objects.create(**values)
-    for name in p95:
-        EndpointStat.objects.create(
-            run=run, method="GET", name=name, requests=6000, failures=0, avg_ms=1, min_ms=1,
-            max_ms=1, percentiles={"95": p95[name]}, rps=20,
-        )  # fmt: skip
-    Sample.objects.bulk_create(
-        Sample(run=run, t=t, db_pss=int(200e6 * rng.uniform(0.99, 1.01))) for t in range(60)
-    )
-    return run
 
 
 def test_a_slower_endpoint_is_worse_and_an_unchanged_one_is_not(scenario, tmp_path):

@@ -102,6 +102,53 @@ def test_a_regressed_action_notifies_its_team_once_with_its_figures(
     assert NotificationSent.objects.count() == 1
 
 
+def test_a_confirmed_regression_tells_the_scenario_teams_once_with_its_figures(
+    receiver, team, scenario, make_postmortem, engineer, monkeypatch,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    monkeypatch.setenv("PLATFORM_HOOK", receiver.url)
+    Webhook.objects.create(team=team, kind="json", url_env="PLATFORM_HOOK")
+    scenario.postmortems.add(make_postmortem(actor=engineer, team=team))
+    runs = []
+    for n in range(20):
+        run = run_with(scenario, 0)
+        run.summary = {"p95_ms": (100.0 if n < 12 else 180.0) + n % 3}
+        run.save()
+        runs.append(run)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        (opened,) = services.regression_incidents_open(scenario=scenario)
+    with django_capture_on_commit_callbacks() as again:
+        assert services.regression_incidents_open(scenario=scenario) == []
+    assert len(callbacks) == 1 and again == []
+    tasks.notify_event(*callbacks[0].args)
+
+    (body,) = receiver.bodies
+    assert body["event"] == "regression"
+    assert body["title"] == f"advisors got worse from run #{runs[12].pk}"
+    assert body["figures"]["p95 (ms)"] == "101 ms → 181 ms"
+    assert body["figures"]["runs"] == f"#{runs[12].pk} and 7 after it"
+    assert body["url"].endswith(opened.get_absolute_url())
+
+
+def test_a_run_worse_than_its_baseline_alone_tells_nobody_yet(
+    receiver, team, scenario, make_postmortem, engineer, monkeypatch,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    monkeypatch.setenv("PLATFORM_HOOK", receiver.url)
+    Webhook.objects.create(team=team, kind="json", url_env="PLATFORM_HOOK")
+    scenario.postmortems.add(make_postmortem(actor=engineer, team=team))
+    for n in range(8):
+        run = run_with(scenario, 0)
+        run.summary = {"p95_ms": 400.0 if n == 7 else 100.0 + n % 3}  # one bad run: suspected
+        run.save()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.regression_incidents_open(scenario=scenario) == []
+
+    assert callbacks == []
+
+
 def test_nothing_is_queued_for_a_team_without_webhooks(
     team, scenario, make_postmortem, engineer, django_capture_on_commit_callbacks
 ):

@@ -30,6 +30,7 @@ from perfruns.models import (
     RunTrigger,
     Scenario,
     VerificationCriterion,
+    VersionComparison,
     Webhook,
 )
 from perfruns.pipeline.cluster import ManagedCluster, free_port, stop_stale_clusters
@@ -464,3 +465,37 @@ def test_an_action_is_verified_by_a_run_then_regressed_when_the_pathology_return
     assert len(bodies) == 1
     assert bodies[0]["event"] == "verification_regressed"
     assert bodies[0]["figures"]["run"] == f"#{slow.pk}"
+
+
+def test_compare_versions_runs_a_b_a_each_with_its_version_and_finds_b_slower(environment):
+    """The CI question "is this build slower?": the demo's upstream wait is the version,
+    0 ms for A and 300 ms for B; B must come out worse, with exit status 1."""
+    from django.core.management import call_command
+
+    make_scenario(
+        environment, start_env={"DEMO_UPSTREAM_MS": "{version}"}, default_version="0",
+        duration_s=52, thresholds={},
+    )  # fmt: skip
+
+    with pytest.raises(SystemExit) as exited:
+        call_command("compare_versions", "demo", "0", "300", "--here")
+
+    comparison = VersionComparison.objects.get()
+    runs = {run.role: run for run in comparison.runs.order_by("created_at")}
+    assert [run.role for run in comparison.runs.order_by("created_at")] == ["a1", "b", "a2"]
+    assert {role: run.version for role, run in runs.items()} == {"a1": "0", "b": "300", "a2": "0"}
+    assert all(run.status == RunStatus.PASSED for run in runs.values()), comparison.error
+    # A sleep never ends early: B's median is at least half its 300 ms wait.
+    assert runs["b"].summary["p50_ms"] >= 150
+    assert (
+        max(runs["a1"].summary["p50_ms"], runs["a2"].summary["p50_ms"])
+        < runs["b"].summary["p50_ms"]
+    )
+    assert (comparison.status, comparison.verdict) == ("done", "worse"), comparison.result
+    assert exited.value.code == 1
+    aggregated = next(
+        row for row in comparison.result["rows"]
+        if (row["endpoint"], row["metric"]) == ("Aggregated", "p50")
+    )  # fmt: skip
+    assert aggregated["verdict"] == "worse"
+    assert clones_left(environment) == []

@@ -32,6 +32,7 @@ _KEYS = {
     "thresholds",
     "tags",
     "schedule",
+    "default_version",
 }
 
 
@@ -80,6 +81,7 @@ def scenario_values(entry: dict[str, Any], *, folder: Path) -> dict[str, Any]:
         "arrival_rps": "arrival_rps",
         "workers": "workers",
         "thresholds": "thresholds",
+        "default_version": "default_version",
     }
     for key, field in simple.items():
         if key in entry:

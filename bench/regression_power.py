@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""How often the verdicts find a planted +15 % p95 regression, and how often identical
+runs raise a false alarm, on real runs of the demo target through Fixproof's pipeline.
+
+    .venv/bin/python bench/regression_power.py [--trials 20] [--duration 60] [--users 20]
+        [--upstream-ms 300] [--slowdown-pct 15]
+
+Set-up, all thrown away at the end: a scratch application database
+(fixproof_bench_power_app, migrated; the service's own database is not touched), the demo
+database seeded on the local PostgreSQL and dumped, and a managed review cluster in a
+scratch data folder with that dump restored, as a `make run` environment has.
+
+The scenario drives examples/demo/locustfile.py at --users users for --duration seconds
+against the demo target under gunicorn (1 worker, 64 threads), started by each run with
+DEMO_UPSTREAM_MS=--upstream-ms (every endpoint waits for a simulated upstream: a few
+hundred ms, past the 20 ms latency floor) and DEMO_SLOWDOWN_PCT={version}: version "0"
+is A, version "--slowdown-pct" is B, a build that holds every response back by that share
+of its time.
+
+Runs, each a whole perf run (services.perfrun_run: clone, target, Locust, memory sampler,
+recording, judging): A0, then for each trial i a B run and an A run, alternating, so
+that trial i compares
+
+- A(i-1) with B(i): found when any endpoint's p95 verdict is "worse" (the weekly
+  comparison with a baseline, perfruns.comparison.compare_runs);
+- A(i-1) with A(i): a false alarm when any verdict at all (any endpoint, any metric:
+  latencies, failure rate, RPS, DB RAM, memory slopes) is "worse";
+- A(i-1), B(i), A(i) as an A/B/A comparison (perfruns.versions), whose verdict is shown.
+
+Prints each trial, and last the line `found=X% false_alarms=Y%`; the targets are
+found=100% and false_alarms at most 5%. Not part of the test suite: it takes about
+2.5 minutes a trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fixproof.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connections  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+APP_DATABASE = "fixproof_bench_power_app"
+DEMO_DATABASE = "fixproof_bench_power_demo"
+DEMO = ROOT / "examples" / "demo"
+SEED_TIMEOUT_S = 600
+
+
+def server(dbname: str) -> str:
+    db = settings.DATABASES["default"]
+    return psycopg.conninfo.make_conninfo(
+        host=db["HOST"] or "127.0.0.1",
+        port=str(db["PORT"] or 5432),
+        user=db["USER"],
+        password=db.get("PASSWORD") or None,
+        dbname=dbname,
+    )
+
+
+def recreate(name: str) -> None:
+    with psycopg.connect(server("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop(name: str) -> None:
+    with psycopg.connect(server("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def bounded(low: int, high: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def demo_dump(folder: Path) -> Path:
+    """The demo database, seeded with seed.py's defaults and dumped."""
+    from perfruns.pipeline.pgtools import find_binary, run
+    from perfruns.runner import _uri
+
+    recreate(DEMO_DATABASE)
+    url = _uri(server(DEMO_DATABASE))
+    seeded = subprocess.run(
+        [sys.executable, str(DEMO / "seed.py")],
+        env={**os.environ, "DATABASE_URL": url},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SEED_TIMEOUT_S,
+        check=False,
+    )
+    if seeded.returncode != 0:
+        raise SystemExit(f"seed.py failed with status {seeded.returncode}: {seeded.stderr[-500:]}")
+    dump = folder / "demo.dump"
+    run([find_binary("pg_dump"), "-Fc", "-f", str(dump), url], timeout=SEED_TIMEOUT_S)
+    return dump
+
+
+def review_environment(dump: Path, data_dir: Path):
+    """The `review` environment: a managed cluster holding the restored demo database."""
+    from perfruns.models import ReviewEnvironment
+    from perfruns.pipeline.cluster import ManagedCluster
+    from perfruns.pipeline.environment import cluster_os_user
+    from perfruns.pipeline.restore import restore_and_swap
+
+    cluster = ManagedCluster(data_dir / "clusters" / "review", os_user=cluster_os_user())
+    cluster.initialize(shared_buffers="128MB", work_mem="4MB", max_connections=100, durable=True)
+    cluster.start()
+    try:
+        restore_and_swap(
+            dump_path=dump,
+            admin_conninfo=cluster.conninfo("postgres"),
+            live="review",
+            jobs=2,
+            timeout=SEED_TIMEOUT_S,
+        )
+    finally:
+        cluster.stop()
+    return ReviewEnvironment.objects.create(
+        name="review", shared_buffers="128MB", max_connections=100
+    )
+
+
+def scenario_for(environment, args):
+    from perfruns import services
+    from perfruns.loadtest.command import free_port
+
+    port = free_port()
+    scenario, _ = services.scenario_save(
+        name="power",
+        values={
+            "environment": environment,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": f"http://127.0.0.1:{port}",
+            "start_command": (
+                f"{sys.executable} -m gunicorn --chdir examples/demo --bind 127.0.0.1:{port}"
+                " --workers 1 --threads 64 app:application"
+            ),
+            "start_env": {
+                "DEMO_UPSTREAM_MS": str(args.upstream_ms),
+                "DEMO_SLOWDOWN_PCT": "{version}",
+            },
+            "default_version": "0",
+            "health_url": f"http://127.0.0.1:{port}/health",
+            "health_timeout_s": 60,
+            "users": args.users,
+            "spawn_rate": args.users,
+            "duration_s": args.duration,
+            "thresholds": {},
+        },
+    )
+    return scenario
+
+
+def perf_run(scenario, version: str):
+    from perfruns import services
+    from perfruns.models import PerfRun, RunStatus, RunTrigger
+
+    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
+    PerfRun.objects.filter(pk=run.pk).update(version=version)
+    run = services.perfrun_run(run_id=run.pk)
+    if run.status not in (RunStatus.PASSED, RunStatus.FAILED):
+        raise SystemExit(f"run #{run.pk} (version {version}) ended {run.status}: {run.error}")
+    return run
+
+
+def aggregated_p95(comparison):
+    return next(
+        (v for v in comparison.verdicts if (v.endpoint, v.metric) == ("Aggregated", "p95")), None
+    )
+
+
+def p95_change(comparison) -> str:
+    row = aggregated_p95(comparison)
+    if row is None or row.change_rel is None:
+        return "p95 not measured"
+    change = 100 * row.change_rel
+    interval = f"[{row.low:+.0f}, {row.high:+.0f}] ms" if row.low is not None else "no interval"
+    q = f"q={row.q_value:.3g}" if row.q_value is not None else "no test"
+    return (
+        f"Aggregated p95 {row.baseline:.0f} → {row.candidate:.0f} ms ({change:+.1f} %, "
+        f"{interval}, {q}: {row.verdict})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=bounded(1, 200), default=20)
+    parser.add_argument("--duration", type=bounded(50, 3600), default=60)
+    parser.add_argument("--users", type=bounded(1, 200), default=20)
+    parser.add_argument("--upstream-ms", type=bounded(0, 2000), default=300)
+    parser.add_argument("--slowdown-pct", type=bounded(1, 100), default=15)
+    args = parser.parse_args()
+
+    from perfruns import versions
+    from perfruns.comparison import compare_runs
+    from perfruns.pipeline.cluster import stop_stale_clusters
+
+    data_dir = Path(tempfile.mkdtemp(prefix="fixproof-bench-power-", dir="/tmp"))
+    data_dir.chmod(0o755)  # the managed cluster's OS user goes through it
+    settings.FIXPROOF_DATA_DIR = data_dir
+    # Nothing has connected yet: every row of this bench goes to a scratch database.
+    recreate(APP_DATABASE)
+    settings.DATABASES["default"]["NAME"] = APP_DATABASE
+    started = time.monotonic()
+    try:
+        call_command("migrate", verbosity=0)
+        environment = review_environment(demo_dump(data_dir), data_dir)
+        scenario = scenario_for(environment, args)
+        planted = str(args.slowdown_pct)
+        print(
+            f"{args.trials} trials of {args.duration} s runs at {args.users} users, upstream "
+            f"{args.upstream_ms} ms, B = +{planted} %"
+        )
+        found = alarms = invalid = 0
+        changes, aba = [], []
+        previous = perf_run(scenario, "0")
+        for trial in range(1, args.trials + 1):
+            slower = perf_run(scenario, planted)
+            again = perf_run(scenario, "0")
+            planted_cmp = compare_runs(baseline=previous, candidate=slower)
+            same_cmp = compare_runs(baseline=previous, candidate=again)
+            hit = planted_cmp.valid and any(v.metric == "p95" for v in planted_cmp.worse)
+            false_alarm = same_cmp.valid and bool(same_cmp.worse)
+            invalid += (not planted_cmp.valid) + (not same_cmp.valid)
+            found += hit
+            alarms += false_alarm
+            row = next(
+                (
+                    v
+                    for v in planted_cmp.verdicts
+                    if (v.endpoint, v.metric) == ("Aggregated", "p95")
+                ),
+                None,
+            )
+            if row is not None and row.change_rel is not None:
+                changes.append(row.change_rel)
+            verdict, _result = versions.version_comparison_judge(a1=previous, b=slower, a2=again)
+            aba.append(verdict)
+            worse_aa = ", ".join(f"{v.endpoint} {v.metric}" for v in same_cmp.worse) or "none"
+            print(
+                f"trial {trial}: A #{previous.pk} → B #{slower.pk}: {p95_change(planted_cmp)}, "
+                f"{'found' if hit else 'MISSED'}{'' if planted_cmp.valid else ' (invalid)'}; "
+                f"A #{previous.pk} → A #{again.pk}: worse {worse_aa}"
+                f"{'' if same_cmp.valid else ' (invalid)'}; A/B/A: {verdict}",
+                flush=True,
+            )
+            previous = again
+        minutes = (time.monotonic() - started) / 60
+        if changes:
+            median = 100 * statistics.median(changes)
+            print(
+                f"measured Aggregated p95 change of B: median {median:+.1f} %, from "
+                f"{100 * min(changes):+.1f} % to {100 * max(changes):+.1f} %"
+            )
+        print("A/B/A verdicts: " + ", ".join(f"{v} {aba.count(v)}" for v in sorted(set(aba))))
+        print(f"invalid comparisons: {invalid}; {minutes:.0f} min in all")
+        print(
+            f"found={100 * found / args.trials:.0f}% false_alarms={100 * alarms / args.trials:.0f}%"
+        )
+    finally:
+        connections.close_all()
+        drop(APP_DATABASE)
+        drop(DEMO_DATABASE)
+        stop_stale_clusters(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

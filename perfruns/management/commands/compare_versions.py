@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from perfruns import services, versions
+from perfruns.models import ComparisonStatus, Scenario, VersionComparison
+
+# Exit statuses CI pipelines read: B not worse (same, better or inconclusive), B worse,
+# no verdict (error, cancelled, invalid runs, or A drifted).
+EXIT = {"same": 0, "better": 0, "inconclusive": 0, "worse": 1}
+QUEUED_PATIENCE = 120  # seconds before saying no worker took the comparison
+
+
+class Command(BaseCommand):
+    help = (
+        "Compare two versions of a scenario's target as A, B, A back to back (the start "
+        "command's {version} takes each); print the URL and, with --wait or --here, the "
+        "verdict. Exit status: 0 B not worse, 1 B worse, 2 no verdict (error, cancelled, "
+        "invalid runs, or the environment drifted)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("scenario", help="the scenario's name")
+        parser.add_argument("version_a", help="the reference version (run first and last)")
+        parser.add_argument("version_b", help="the version under test")
+        parser.add_argument(
+            "--wait", action="store_true", help="wait for a Celery worker to finish it"
+        )
+        parser.add_argument(
+            "--here",
+            action="store_true",
+            help="make the three runs in this process instead of a Celery worker",
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            scenario = Scenario.objects.select_related("environment").get(name=options["scenario"])
+        except Scenario.DoesNotExist:
+            raise CommandError(f"No scenario named {options['scenario']}.") from None
+        try:
+            with transaction.atomic():
+                comparison = versions.version_comparison_request(
+                    scenario=scenario,
+                    version_a=options["version_a"],
+                    version_b=options["version_b"],
+                    actor=None,
+                )
+                if not options["here"]:
+                    versions.version_comparison_enqueue(comparison)
+        except services.PipelineRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"{settings.SITE_URL}{comparison.get_absolute_url()}")
+        if options["here"]:
+            comparison = versions.version_comparison_run(comparison_id=comparison.pk)
+        elif options["wait"]:
+            comparison = self._wait(comparison)
+        else:
+            return
+        self._report(comparison)
+
+    def _wait(self, comparison: VersionComparison) -> VersionComparison:
+        started = time.monotonic()
+        deadline = started + 4 * settings.PIPELINE_TIMEOUT + 300
+        while True:
+            comparison.refresh_from_db()
+            if not comparison.is_active:
+                return comparison
+            if (
+                comparison.status == ComparisonStatus.QUEUED
+                and time.monotonic() - started > QUEUED_PATIENCE
+            ):
+                versions.version_comparison_cancel(comparison=comparison)
+                raise CommandError(
+                    f"No Celery worker took comparison #{comparison.pk} within "
+                    f"{QUEUED_PATIENCE} s (is one running? `make run` starts one); it was "
+                    "cancelled. --here runs it in this process."
+                )
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"Comparison #{comparison.pk} is still {comparison.stage or 'running'}; "
+                    "gave up."
+                )
+            time.sleep(2)
+
+    def _report(self, comparison: VersionComparison) -> None:
+        if comparison.status != ComparisonStatus.DONE:
+            self.stderr.write(
+                f"{comparison.get_status_display()}: {comparison.error or 'no verdict'}"
+            )
+            raise SystemExit(2)
+        self.stdout.write(
+            f"{comparison.get_verdict_display()} ({comparison.version_b} against "
+            f"{comparison.version_a})"
+        )
+        for row in comparison.result.get("rows", []):
+            if row["verdict"] in ("worse", "better", "drift"):
+                change = row["change_rel_a1"]
+                shown = f" {100 * change:+.1f} %" if change is not None else ""
+                self.stdout.write(f"  {row['verdict']:<6} {row['endpoint']} {row['metric']}{shown}")
+        for reason in comparison.result.get("reasons", []):
+            self.stderr.write(f"Invalid: {reason}")
+        raise SystemExit(EXIT.get(comparison.verdict, 2))

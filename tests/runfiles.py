@@ -1,0 +1,56 @@
+"""Finished runs with the files a comparison reads (a Locust history of one row a second
+per endpoint, memory samples), built without Locust: known answers for the verdicts."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+from perfruns.models import EndpointStat, PerfRun, RunStatus, RunTrigger, Sample
+
+HEADER = [
+    "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "95%",
+    "99%", "Total Request Count", "Total Failure Count",
+]  # fmt: skip
+LOAD = {"shape": "constant", "users": 10, "spawn_rate": 5, "duration_s": 300}
+SETTINGS = {"shared_buffers": "128MB", "work_mem": "4MB", "max_connections": "50"}
+
+
+def make_run(scenario, folder: Path, *, p95: dict[str, float], seed: int, **fields) -> PerfRun:
+    """A finished run of 300 s whose history holds one row a second per endpoint."""
+    folder.mkdir(parents=True)
+    rng = random.Random(seed)
+    totals = dict.fromkeys(p95, 0)
+    with (folder / "locust_stats_history.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for second in range(300):
+            for name, level in p95.items():
+                totals[name] += 20
+                value = level * rng.uniform(0.95, 1.05)
+                writer.writerow(
+                    [1_700_000_000 + second, 10, "GET", name, 20, 0, value / 3, value,
+                     value * 1.5, totals[name], 0]
+                )  # fmt: skip
+    values = {
+        "scenario": scenario,
+        "environment": scenario.environment,
+        "trigger": RunTrigger.SCHEDULE,
+        "status": RunStatus.PASSED,
+        "settings": LOAD,
+        "environment_settings": SETTINGS,
+        "summary": {"rps": 40.0},
+        "artifacts_dir": str(folder),
+    }
+    values.update(fields)
+    run = PerfRun.objects.create(**values)
+    for name in p95:
+        EndpointStat.objects.create(
+            run=run, method="GET", name=name, requests=6000, failures=0, avg_ms=1, min_ms=1,
+            max_ms=1, percentiles={"95": p95[name]}, rps=20,
+        )  # fmt: skip
+    Sample.objects.bulk_create(
+        Sample(run=run, t=t, db_pss=int(200e6 * rng.uniform(0.99, 1.01))) for t in range(60)
+    )
+    return run
