@@ -6,7 +6,15 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from .masking.policy import PolicyError, parse_policy
-from .models import DumpSource, EnvironmentKind, Snapshot, SnapshotStatus
+from .models import (
+    CriterionComparison,
+    CriterionMetric,
+    DumpSource,
+    EnvironmentKind,
+    Scenario,
+    Snapshot,
+    SnapshotStatus,
+)
 from .services import looks_like_dsn
 
 
@@ -103,3 +111,41 @@ class ScheduleForm(forms.Form):
 class VersionComparisonForm(forms.Form):
     version_a = forms.CharField(max_length=100, label=_("Version A (reference)"))
     version_b = forms.CharField(max_length=100, label=_("Version B (under test)"))
+
+
+class CriterionForm(forms.Form):
+    """The proof an action asks for: what a run of a scenario must show."""
+
+    scenario = forms.ModelChoiceField(queryset=Scenario.objects.all(), label=_("Scenario"))
+    endpoint = forms.CharField(
+        max_length=500,
+        required=False,
+        label=_("Endpoint"),
+        help_text=_("As Locust names it (/users/[id]); empty: all endpoints together."),
+    )
+    metric = forms.ChoiceField(choices=CriterionMetric.choices, label=_("Metric"))
+    comparison = forms.ChoiceField(choices=CriterionComparison.choices, label=_("Comparison"))
+    value = forms.FloatField(required=False, label=_("Value"))
+    users = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label=_("At users"),
+        help_text=_("Only runs at this many users count; empty: any run of the scenario."),
+    )
+    reference_run = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label=_("Reference run"),
+        help_text=_("For “not worse than”: the number of the run to compare with."),
+    )
+
+    def clean_reference_run(self) -> Any:
+        from .models import PerfRun
+
+        number = self.cleaned_data["reference_run"]
+        if number is None:
+            return None
+        run = PerfRun.objects.select_related("scenario").filter(pk=number).first()
+        if run is None:
+            raise forms.ValidationError(_("There is no run #%(n)s.") % {"n": number})
+        return run

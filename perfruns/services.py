@@ -862,6 +862,103 @@ def _criterion_check(
     return _COMPARE[criterion.comparison](measured, criterion.value), measured, ""
 
 
+@transaction.atomic
+def criterion_save(
+    *,
+    action: Any,
+    actor: AbstractBaseUser | None,
+    scenario: Scenario,
+    metric: str,
+    comparison: str = "lt",
+    value: float | None = None,
+    endpoint: str = "",
+    users: int | None = None,
+    reference_run: PerfRun | None = None,
+) -> VerificationCriterion:
+    """Set the proof an action asks for. A changed proof starts unverified again (the runs
+    that judged the old one prove nothing about the new one); the change is in the
+    post-mortem's history. Nothing is written when a value is refused."""
+    from postmortems.models import HistoryEntry
+
+    from .models import CriterionComparison, CriterionMetric
+
+    if metric not in CriterionMetric.values:
+        raise PipelineRefused(f"Unknown metric {metric!r}.")
+    if comparison not in CriterionComparison.values:
+        raise PipelineRefused(f"Unknown comparison {comparison!r}.")
+    if users is not None and users < 1:
+        raise PipelineRefused("The number of users must be at least 1.")
+    if metric == CriterionMetric.NOT_WORSE:
+        value = None
+        if reference_run is None:
+            raise PipelineRefused("“Not worse than a reference run” needs that run's number.")
+        if reference_run.scenario_id != scenario.pk:
+            raise PipelineRefused(
+                f"Run #{reference_run.pk} is a run of {reference_run.scenario.name}, not of "
+                f"{scenario.name}."
+            )
+        if reference_run.status not in (RunStatus.PASSED, RunStatus.FAILED) or (
+            reference_run.invalid_reason
+        ):
+            raise PipelineRefused(
+                f"Run #{reference_run.pk} has no valid figures ({reference_run.status}): it "
+                "cannot be the reference."
+            )
+    else:
+        reference_run = None
+        if value is None:
+            raise PipelineRefused("Give the value the run's figure must be compared with.")
+        if value < 0:
+            raise PipelineRefused("The value must be at least 0.")
+        if metric == CriterionMetric.FAILURE_RATE and value > 1:
+            raise PipelineRefused("A failure rate is between 0 and 1 (0.01 is 1 %).")
+    criterion = VerificationCriterion.objects.filter(action=action).first()
+    old = criterion.description if criterion else ""
+    criterion = criterion or VerificationCriterion(action=action)
+    criterion.scenario = scenario
+    criterion.endpoint = endpoint.strip()
+    criterion.metric = metric
+    criterion.comparison = comparison
+    criterion.value = value
+    criterion.users = users
+    criterion.reference_run = reference_run
+    if criterion.description == old:
+        return criterion
+    criterion.state = "unverified"
+    criterion.state_run = None
+    criterion.measured = None
+    criterion.save()
+    criterion.verifications.all().delete()
+    HistoryEntry.objects.create(
+        postmortem_id=action.postmortem_id,
+        action=action,
+        actor=actor,
+        subject=f"Action {action.number}",
+        verb="updated",
+        changes=[{"field": "proof asked", "old": old, "new": criterion.description}],
+    )
+    return criterion
+
+
+@transaction.atomic
+def criterion_remove(*, action: Any, actor: AbstractBaseUser | None) -> bool:
+    from postmortems.models import HistoryEntry
+
+    criterion = VerificationCriterion.objects.filter(action=action).first()
+    if criterion is None:
+        return False
+    HistoryEntry.objects.create(
+        postmortem_id=action.postmortem_id,
+        action=action,
+        actor=actor,
+        subject=f"Action {action.number}",
+        verb="updated",
+        changes=[{"field": "proof asked", "old": criterion.description, "new": ""}],
+    )
+    criterion.delete()
+    return True
+
+
 def criteria_evaluate(*, run: PerfRun) -> list[str]:
     """Evaluate the verification criteria of the run's scenario; move each action's state.
 

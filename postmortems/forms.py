@@ -324,3 +324,21 @@ class SearchForm(forms.Form):
         if data.get("since") and data.get("until") and data["until"] < data["since"]:
             self.add_error("until", _("The end of the date range is before its start."))
         return data
+
+
+class ActionFilterForm(forms.Form):
+    """The actions overview: which ones a manager wants to see."""
+
+    STATES = [
+        ("", _("Every action")),
+        ("open", _("Open")),
+        ("overdue", _("Overdue")),
+        ("done_unverified", _("Done, not verified by a run")),
+        ("verified", _("Verified by a run")),
+        ("failed", _("Failed verification")),
+        ("regressed", _("Regressed")),
+    ]
+    state = forms.ChoiceField(choices=STATES, required=False, label=_("State"))
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.all(), required=False, empty_label=_("Any team")
+    )

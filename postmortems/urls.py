@@ -8,9 +8,13 @@ urlpatterns = [
     path("", views.postmortem_list, name="list"),
     path("new/", views.postmortem_create, name="create"),
     path("import/", views.postmortem_import, name="import"),
+    path("actions/", views.action_list, name="actions"),
     path("<int:pk>/", views.postmortem_detail, name="detail"),
     path("<int:pk>/edit/", views.postmortem_edit, name="edit"),
     path("<int:pk>/status/", views.postmortem_transition, name="transition"),
     path("<int:pk>/export.md", views.postmortem_export, name="export"),
     path("<int:pk>/actions/<int:action_pk>/", views.action_manage, name="action"),
+    path(
+        "<int:pk>/actions/<int:action_pk>/proof/", views.action_criterion, name="action_criterion"
+    ),
 ]

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import access, markdown, services
 from .forms import (
+    ActionFilterForm,
     ActionFormSet,
     ActionManageForm,
     ImpactFormSet,
@@ -32,6 +33,7 @@ from .forms import (
 from .models import (
     OPEN_ACTION_STATUSES,
     Action,
+    ActionStatus,
     HistoryEntry,
     PostMortem,
     PostMortemStatus,
@@ -93,6 +95,47 @@ def postmortem_list(request: HttpRequest) -> HttpResponse:
             "form": form,
             "page": page,
             "can_write": access.can_write(request.user),
+            "querystring": _querystring_without_page(request),
+        },
+    )
+
+
+def _action_states(today: dt.date) -> dict[str, Q]:
+    """Each state of the actions overview as a filter (an action may be in several)."""
+    verified = Q(criterion__state="verified")
+    return {
+        "open": Q(status__in=OPEN_ACTION_STATUSES),
+        "overdue": Q(status__in=OPEN_ACTION_STATUSES, due_date__lt=today),
+        "done_unverified": Q(status=ActionStatus.DONE) & ~verified,
+        "verified": verified,
+        "failed": Q(criterion__state="failed"),
+        "regressed": Q(criterion__state="regressed"),
+    }
+
+
+@require_GET
+def action_list(request: HttpRequest) -> HttpResponse:
+    """Every visible action with its status and its proof: what a manager reviews."""
+    access.require_role(request.user)
+    form = ActionFilterForm(request.GET or None)
+    states = _action_states(timezone.localdate())
+    actions = Action.objects.filter(postmortem__in=access.visible_postmortems(request.user))
+    if form.is_valid() and form.cleaned_data["team"]:
+        actions = actions.filter(postmortem__team=form.cleaned_data["team"])
+    counts = actions.aggregate(**{name: Count("pk", filter=q) for name, q in states.items()})
+    if form.is_valid() and form.cleaned_data["state"]:
+        actions = actions.filter(states[form.cleaned_data["state"]])
+    actions = actions.select_related("postmortem__team", "owner", "criterion__scenario").order_by(
+        "status", F("due_date").asc(nulls_last=True), "postmortem_id", "number"
+    )
+    page = Paginator(actions, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "postmortems/actions.html",
+        {
+            "form": form,
+            "page": page,
+            "counts": counts,
             "querystring": _querystring_without_page(request),
         },
     )
@@ -316,3 +359,57 @@ def postmortem_import(request: HttpRequest) -> HttpResponse:
             return redirect(result.postmortem)
     status = 400 if request.method == "POST" else 200
     return render(request, "postmortems/import.html", {"form": form, "error": error}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def action_criterion(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse:
+    """The proof an action asks for: set, changed or removed by who manages actions."""
+    from perfruns import services as perf_services
+    from perfruns.forms import CriterionForm
+
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk)
+    if not access.can_manage_actions(request.user):
+        from django.core.exceptions import PermissionDenied
+
+        raise PermissionDenied(_("Only managers and engineers can change actions."))
+    action = get_object_or_404(
+        Action.objects.select_related("criterion"), pk=action_pk, postmortem=pm
+    )
+    criterion = getattr(action, "criterion", None)
+    back = f"{reverse('postmortems:detail', args=[pm.pk])}#action-{action.number}"
+    if request.method == "POST" and "remove" in request.POST:
+        if perf_services.criterion_remove(action=action, actor=request.user):
+            messages.success(
+                request, _("Action %(n)d asks for no proof any more.") % {"n": action.number}
+            )
+        return redirect(back)
+    initial = {}
+    if criterion is not None:
+        initial = {
+            "scenario": criterion.scenario_id,
+            "endpoint": criterion.endpoint,
+            "metric": criterion.metric,
+            "comparison": criterion.comparison,
+            "value": criterion.value,
+            "users": criterion.users,
+            "reference_run": criterion.reference_run_id,
+        }
+    form = CriterionForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            perf_services.criterion_save(action=action, actor=request.user, **form.cleaned_data)
+        except perf_services.PipelineRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request, _("Action %(n)d now asks for this proof.") % {"n": action.number}
+            )
+            return redirect(back)
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request,
+        "postmortems/criterion.html",
+        {"pm": pm, "action": action, "criterion": criterion, "form": form},
+        status=status,
+    )

@@ -38,7 +38,11 @@ def test_it_loads_the_demo_scenarios_with_their_schedule(environment):
     scenario = Scenario.objects.get(name="demo")
     assert scenario.locustfile_path == "examples/demo/locustfile.py"
     assert scenario.environment == environment
-    assert scenario.start_env == {"DEMO_PATHOLOGIES": "n_plus_one,leak,slow_join"}
+    assert scenario.start_env == {
+        "DEMO_PATHOLOGIES": "n_plus_one,leak,slow_join",
+        "DEMO_SLOWDOWN_PCT": "{version}",
+    }
+    assert scenario.default_version == "0" and scenario.takes_version
     assert scenario.thresholds["endpoints"] == {"/users/[id]/events": {"p95_ms": 200}}
     assert scenario.tags == "demo"
     task = PeriodicTask.objects.get(name=scenario.schedule_name)
@@ -89,6 +93,14 @@ LOCAL = "target_url: 'http://127.0.0.1:9000'"
         (
             f"scenarios: [{{{BASE}, {LOCAL}, schedule: {{hour: 30}}}}]",
             "scenario a: The hour is 0 to 23",
+        ),
+        (
+            f"scenarios: [{{{BASE}, {LOCAL}, start_command: 'serve {{version}}'}}]",
+            r"scenario a: The target start command takes a \{version\}: give the version",
+        ),
+        (
+            f"scenarios: [{{{BASE}, {LOCAL}, default_version: 'v1 --debug'}}]",
+            "scenario a: The version of the weekly runs 'v1 --debug' is not a version",
         ),
         ("scenarios:\n  - name: [unclosed", r"is not valid YAML \(line \d\)"),
         ("scenarios: []", "has no `scenarios:` list"),

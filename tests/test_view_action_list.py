@@ -1,0 +1,136 @@
+"""The actions overview: every visible action with its status and its proof, counted by
+state, for the managers who review them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from perfruns import services
+from perfruns.models import (
+    PerfRun,
+    ReviewEnvironment,
+    RunStatus,
+    RunTrigger,
+    VerificationCriterion,
+)
+from postmortems.models import Action, ActionStatus, Team
+
+ACTIONS = reverse("postmortems:actions")
+
+
+@pytest.fixture
+def scenario(db):
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="advisors",
+        values={"environment": env, "locustfile_path": "x.py",
+                "target_url": "http://127.0.0.1:18765"},
+    )  # fmt: skip
+    return scenario
+
+
+def set_status(action: Action, status: str, **fields) -> None:
+    done_at = timezone.now() if status == ActionStatus.DONE else None
+    Action.objects.filter(pk=action.pk).update(status=status, done_at=done_at, **fields)
+
+
+def prove(action: Action, scenario, state: str) -> PerfRun:
+    run = PerfRun.objects.create(
+        scenario=scenario, environment=scenario.environment, trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.PASSED,
+    )  # fmt: skip
+    VerificationCriterion.objects.create(
+        action=action, scenario=scenario, metric="p95_ms", value=500, state=state, state_run=run
+    )
+    return run
+
+
+@pytest.fixture
+def actions(make_postmortem, engineer, scenario):
+    """Five actions: verified, done without proof, regressed, overdue, and a private one's."""
+    team = Team.objects.create(name="Platform", slug="platform")
+    pool = make_postmortem(actor=engineer, title="Pool exhausted", team=team)
+    leak = make_postmortem(actor=engineer, title="Indexer leak")
+    hidden = make_postmortem(title="Private incident", is_private=True)
+    verified, unproven = pool.actions.order_by("number")
+    regressed, overdue = leak.actions.order_by("number")
+    set_status(verified, ActionStatus.DONE)
+    set_status(unproven, ActionStatus.DONE)
+    set_status(regressed, ActionStatus.IN_PROGRESS)
+    set_status(overdue, ActionStatus.TODO, due_date=timezone.localdate() - dt.timedelta(days=3))
+    run = prove(verified, scenario, "verified")
+    prove(regressed, scenario, "regressed")
+    return {
+        "verified": verified, "unproven": unproven, "regressed": regressed, "overdue": overdue,
+        "hidden": hidden.actions.first(), "run": run, "team": team,
+    }  # fmt: skip
+
+
+def link(action: Action) -> str:
+    return f'href="/postmortems/{action.postmortem_id}/#action-{action.number}"'
+
+
+def row_of(html: str, action: Action) -> str:
+    return html.split(link(action))[1].split("</tr>")[0]
+
+
+def test_a_viewer_sees_every_visible_action_with_its_proof_and_the_counts(
+    client, viewer, actions, django_assert_num_queries
+):
+    client.force_login(viewer)
+
+    # session, user, groups, the counts, the page's count, the teams of the filter, the
+    # page's actions with their post-mortems, teams, owners and proofs
+    with django_assert_num_queries(7):
+        response = client.get(ACTIONS)
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Private incident" not in html
+    assert "verification-verified" in row_of(html, actions["verified"])
+    assert f'href="/perf/runs/{actions["run"].pk}/"' in row_of(html, actions["verified"])
+    assert "no proof asked" in row_of(html, actions["unproven"])
+    assert "verification-regressed" in row_of(html, actions["regressed"])
+    assert "overdue" in row_of(html, actions["overdue"])
+    counts = html.split('<ul class="counts">')[1].split("</ul>")[0]
+    expected = {"open": 2, "overdue": 1, "done, not verified": 1, "verified": 1,
+                "failed verification": 0, "regressed": 1}  # fmt: skip
+    for label, number in expected.items():
+        assert f"<strong>{number}</strong> {label}<" in counts
+
+
+@pytest.mark.parametrize(
+    ("state", "shown"),
+    [("verified", ["verified"]), ("done_unverified", ["unproven"]),
+     ("regressed", ["regressed"]), ("overdue", ["overdue"]),
+     ("open", ["regressed", "overdue"])],
+)  # fmt: skip
+def test_the_state_filter_keeps_only_those_actions(client, manager, actions, state, shown):
+    client.force_login(manager)
+
+    html = client.get(ACTIONS, {"state": state}).content.decode()
+
+    for name in ("verified", "unproven", "regressed", "overdue"):
+        assert (link(actions[name]) in html) == (name in shown), name
+
+
+def test_the_team_filter_counts_only_its_actions(client, manager, actions):
+    client.force_login(manager)
+
+    html = client.get(ACTIONS, {"team": actions["team"].pk}).content.decode()
+
+    assert "Pool exhausted" in html and "Indexer leak" not in html
+    assert "<strong>0</strong> regressed<" in html
+
+
+def test_a_bad_filter_is_named_and_a_person_without_a_role_is_refused(client, viewer, nobody, db):
+    client.force_login(viewer)
+    html = client.get(ACTIONS, {"state": "lost"}).content.decode()
+    assert "Select a valid choice. lost is not one of the available choices." in html
+    assert client.post(ACTIONS).status_code == 405
+    client.force_login(nobody)
+    assert client.get(ACTIONS).status_code == 403
