@@ -6,7 +6,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Prefetch, Q
+from django.db.models import Case, Count, F, Prefetch, Q, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -125,8 +125,14 @@ def action_list(request: HttpRequest) -> HttpResponse:
     counts = actions.aggregate(**{name: Count("pk", filter=q) for name, q in states.items()})
     if form.is_valid() and form.cleaned_data["state"]:
         actions = actions.filter(states[form.cleaned_data["state"]])
+    # Open work first, the soonest due first; then what is done, then what won't be.
+    rank = Case(
+        When(status__in=OPEN_ACTION_STATUSES, then=0),
+        When(status=ActionStatus.DONE, then=1),
+        default=2,
+    )
     actions = actions.select_related("postmortem__team", "owner", "criterion__scenario").order_by(
-        "status", F("due_date").asc(nulls_last=True), "postmortem_id", "number"
+        rank, F("due_date").asc(nulls_last=True), "-postmortem_id", "number"
     )
     page = Paginator(actions, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(

@@ -96,6 +96,9 @@ def test_a_viewer_sees_every_visible_action_with_its_proof_and_the_counts(
     assert "no proof asked" in row_of(html, actions["unproven"])
     assert "verification-regressed" in row_of(html, actions["regressed"])
     assert "overdue" in row_of(html, actions["overdue"])
+    # Open work first, the overdue one before the undated one; done work after.
+    order = [html.index(link(actions[n])) for n in ("overdue", "regressed", "verified")]
+    assert order == sorted(order)
     counts = html.split('<ul class="counts">')[1].split("</ul>")[0]
     expected = {"open": 2, "overdue": 1, "done, not verified": 1, "verified": 1,
                 "failed verification": 0, "regressed": 1}  # fmt: skip
