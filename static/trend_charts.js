@@ -50,13 +50,17 @@
       },
       cursor: { points: { size: 8 } },
     }, [xs, ys], section);
+    const changes = document.createElement("p");
+    changes.className = "meta";
+    if (marks.length) changes.append(`${box.dataset.changeLabel} `);
+    section.append(changes);
     for (const mark of marks) {
       if (mark.at < 0) continue;
       const link = document.createElement("a");
       link.href = runUrl(runs[mark.at]);
       link.className = `badge ${mark.worse ? "verdict-worse" : "verdict-better"}`;
       link.textContent = `#${runs[mark.at]}`;
-      section.append(link);
+      changes.append(link, " ");
     }
   }
 })();

@@ -252,3 +252,43 @@ def test_the_compare_page_overlays_the_two_runs(live_server, page: Page, enginee
     expect(page.locator("#overlay canvas")).to_have_count(3)
     expect(page.locator("#overlay .u-legend").first).to_contain_text(f"#{runs[1].pk}")
     assert errors == []
+
+
+def test_the_scenario_page_charts_its_series_and_marks_where_it_changed(
+    live_server, page: Page, engineer: User
+):
+    from perfruns import services
+    from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger
+
+    env = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = services.scenario_save(
+        name="checkout",
+        values={
+            "environment": env,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+        },
+    )
+    runs = [
+        PerfRun.objects.create(
+            scenario=scenario, environment=env, trigger=RunTrigger.SCHEDULE,
+            status=RunStatus.PASSED,
+            summary={"p95_ms": (100.0 if n < 10 else 160.0) + n % 3, "failure_rate": 0.0,
+                     "db_ram_peak": 300 * 2**20 + n % 2},
+        )
+        for n in range(16)
+    ]  # fmt: skip
+    services.regression_incidents_open(scenario=scenario)  # what the worker does after a run
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(f"{live_server.url}/perf/scenarios/checkout/")
+    page.get_by_label("Username").fill("emma")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+
+    expect(page.locator("#trend canvas")).to_have_count(3)  # p95, failure rate, DB RAM
+    p95 = page.locator('#trend [data-metric="p95_ms"]')
+    expect(p95.locator("a.verdict-worse")).to_have_text(f"#{runs[10].pk}")
+    expect(page.locator('#trend [data-metric="failure_rate"] a')).to_have_count(0)
+    assert errors == []
