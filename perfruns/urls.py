@@ -48,4 +48,5 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:pk>/files/<str:name>", views.run_artifact, name="run_artifact"),
     path("runs/<int:base>/vs/<int:pk>/", views.run_compare, name="run_compare"),
+    path("runs/compare/", views.run_compare_pick, name="run_compare_pick"),
 ]

@@ -393,6 +393,18 @@ def run_artifact(request: HttpRequest, pk: int, name: str) -> FileResponse:
 
 
 @require_GET
+def run_compare_pick(request: HttpRequest) -> HttpResponse:
+    """Any two runs, by number: to their side-by-side page."""
+    access.require_role(request.user)
+    try:
+        base, pk = int(request.GET["base"]), int(request.GET["pk"])
+    except (KeyError, ValueError):
+        messages.error(request, _("Give the numbers of the two runs to compare."))
+        return redirect("perfruns:scenarios")
+    return redirect("perfruns:run_compare", base=base, pk=pk)
+
+
+@require_GET
 def run_compare(request: HttpRequest, base: int, pk: int) -> HttpResponse:
     """Two runs side by side: per-endpoint deltas with their verdicts."""
     from .comparison import ComparisonError, compare_runs

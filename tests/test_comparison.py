@@ -124,3 +124,32 @@ def test_the_compare_page_shows_each_endpoint_with_its_verdict(client, viewer, s
     assert response.status_code == 200
     assert "/report" in html and "verdict-worse" in html
     assert client.get(reverse("perfruns:run_compare", args=[before.pk, 999999])).status_code == 404
+
+
+def test_any_two_runs_picked_by_number_open_side_by_side(client, viewer, nobody, scenario):
+    client.force_login(viewer)
+    pick = reverse("perfruns:run_compare_pick")
+
+    response = client.get(pick, {"base": "12", "pk": "15"})
+    bad = client.get(pick, {"base": "twelve", "pk": "15"}, follow=True)
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("perfruns:run_compare", args=[12, 15])
+    assert "Give the numbers of the two runs to compare." in bad.content.decode()
+    assert client.post(pick, {"base": "1", "pk": "2"}).status_code == 405
+    client.force_login(nobody)
+    assert client.get(pick, {"base": "12", "pk": "15"}).status_code == 403
+
+
+def test_a_run_worse_than_its_baseline_says_the_regression_is_only_suspected(
+    client, viewer, scenario, tmp_path
+):
+    before = make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    after = make_run(scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2)
+    RunExecution(after)._judge()
+    client.force_login(viewer)
+
+    html = client.get(after.get_absolute_url()).content.decode()
+
+    assert "suspected regression" in html
+    assert reverse("perfruns:run_compare", args=[before.pk, after.pk]) in html
