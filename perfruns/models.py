@@ -802,6 +802,11 @@ class RegressionIncident(models.Model):
         max_length=10, choices=ChangeState.choices, default=ChangeState.CONFIRMED
     )
     start_run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="+")
+    # The first run of the series back at the level it had before, when change-point
+    # detection saw it return (a fix marked by hand has none).
+    fixed_by_run = models.ForeignKey(
+        PerfRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     postmortem = models.ForeignKey(
         "postmortems.PostMortem", on_delete=models.CASCADE, related_name="+"
     )

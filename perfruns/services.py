@@ -1190,7 +1190,40 @@ def regression_incidents_open(*, scenario: Scenario) -> list[Any]:
             postmortem = _regression_incident_open(scenario, start_run, changes)
         if postmortem is not None:
             opened.append(postmortem)
+    _regression_incidents_fixed(scenario, trend)
     return opened
+
+
+def _regression_incidents_fixed(scenario: Scenario, trend: list[dict[str, Any]]) -> None:
+    """Mark fixed each confirmed change whose every worse metric has since come back, by a
+    later change point, to a level no worse than before it (within the floors)."""
+    for incident in scenario.incidents.filter(state=ChangeState.CONFIRMED):
+        back_at = []
+        for metric in trend:
+            points = [pk for pk, _ in metric["points"]]
+            changes = metric["changes"]
+            started = next(
+                (i for i, c in enumerate(changes) if c["run"] == incident.start_run_id), None
+            )
+            if started is None or not changes[started]["worse"]:
+                continue
+            before = changes[started]["before"]
+            returned = next(
+                (
+                    c
+                    for c in changes[started + 1 :]
+                    if not _is_worse(metric["key"], before, c["after"])
+                ),
+                None,
+            )
+            if returned is None:
+                back_at = []
+                break
+            back_at.append((points.index(returned["run"]), returned["run"]))
+        if back_at:
+            RegressionIncident.objects.filter(pk=incident.pk, state=ChangeState.CONFIRMED).update(
+                state=ChangeState.FIXED, fixed_by_run_id=max(back_at)[1]
+            )
 
 
 def _regression_incident_open(

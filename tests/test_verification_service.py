@@ -230,3 +230,42 @@ def test_accepting_a_change_pins_the_new_level_as_the_baseline(scenario):
     assert scenario.baseline_run == runs[-1]  # the latest run of the new normal
     with pytest.raises(services.PipelineRefused, match="accepted or fixed, not 'ignored'"):
         services.regression_incident_resolve(incident=incident, state="ignored")
+
+
+def test_a_change_whose_level_comes_back_is_marked_fixed_from_that_run(scenario):
+    from perfruns.models import RegressionIncident
+
+    def runs_at(levels: list[float]) -> list:
+        made = []
+        for n, level in enumerate(levels):
+            run = run_with(scenario, p95=level)
+            run.summary = {"p95_ms": level + n % 3}
+            run.save()
+            made.append(run)
+        return made
+
+    runs = runs_at([100.0] * 8 + [180.0] * 8)
+    services.regression_incidents_open(scenario=scenario)
+    incident = RegressionIncident.objects.get()
+    assert (incident.state, incident.start_run) == ("confirmed", runs[8])
+
+    runs += runs_at([100.0] * 8)
+    services.regression_incidents_open(scenario=scenario)
+
+    incident.refresh_from_db()
+    assert (incident.state, incident.fixed_by_run) == ("fixed", runs[16])
+    assert RegressionIncident.objects.count() == 1  # going back is no new regression
+
+
+def test_a_change_that_only_partly_came_back_stays_confirmed(scenario):
+    from perfruns.models import RegressionIncident
+
+    for n, level in enumerate([100.0] * 8 + [200.0] * 8 + [150.0] * 8):
+        run = run_with(scenario, p95=level)
+        run.summary = {"p95_ms": level + n % 3}
+        run.save()
+
+    services.regression_incidents_open(scenario=scenario)
+
+    first = RegressionIncident.objects.order_by("start_run_id").first()
+    assert first.state == "confirmed" and first.fixed_by_run is None

@@ -327,3 +327,26 @@ def test_an_engineer_marks_a_change_fixed_and_a_viewer_cannot(
     incident.refresh_from_db()
     assert incident.state == "fixed"
     assert client.get(url).status_code == 405
+
+
+def test_the_scenario_page_says_from_which_run_a_change_came_back(
+    client, viewer, scenario, make_postmortem, engineer
+):
+    from perfruns.models import ChangeState, RegressionIncident
+
+    start, back = (
+        PerfRun.objects.create(
+            scenario=scenario, environment=scenario.environment, trigger=RunTrigger.SCHEDULE,
+            status=RunStatus.PASSED,
+        )
+        for _ in range(2)
+    )  # fmt: skip
+    RegressionIncident.objects.create(
+        scenario=scenario, start_run=start, postmortem=make_postmortem(actor=engineer),
+        state=ChangeState.FIXED, fixed_by_run=back,
+    )  # fmt: skip
+    client.force_login(viewer)
+
+    html = client.get(scenario_url()).content.decode()
+
+    assert f'back to its level from run <a href="/perf/runs/{back.pk}/">#{back.pk}</a>' in html
