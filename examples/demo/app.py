@@ -88,9 +88,7 @@ def parse_whole(name: str, text: str, *, high: int) -> int:
 # a healthy app by mistake. So does a missing DATABASE_URL.
 ACTIVE = parse_pathologies(os.environ.get("DEMO_PATHOLOGIES", ""))
 UPSTREAM_MS = parse_whole("DEMO_UPSTREAM_MS", os.environ.get("DEMO_UPSTREAM_MS", ""), high=10_000)
-SLOWDOWN_PCT = parse_whole(
-    "DEMO_SLOWDOWN_PCT", os.environ.get("DEMO_SLOWDOWN_PCT", ""), high=1_000
-)
+SLOWDOWN_PCT = parse_whole("DEMO_SLOWDOWN_PCT", os.environ.get("DEMO_SLOWDOWN_PCT", ""), high=1_000)
 DATABASE_URL = dburl.required()
 
 
