@@ -1117,7 +1117,7 @@ def scenario_trend_compute(scenario: Scenario) -> list[dict[str, Any]]:
     """Per metric, the scenario's valid finished runs (oldest first, the last 200, version
     comparisons left out) as [run, value] points, and the runs where E-divisive change
     points say a new level started, with the means before and after."""
-    from .regression import change_points
+    from .regression import change_points, segment_summary
 
     runs = list(
         scenario.runs.filter(
@@ -1133,16 +1133,19 @@ def scenario_trend_compute(scenario: Scenario) -> list[dict[str, Any]]:
         points = [[r["pk"], r["summary"][key]] for r in runs if r["summary"].get(key) is not None]
         changes = []
         if len(points) >= TREND_MIN_RUNS:
-            for i in change_points([value for _, value in points]):
-                before = [v for _, v in points[:i]]
-                after = [v for _, v in points[i:]]
+            values = [value for _, value in points]
+            found = change_points(values)
+            # Before and after: the means of the two regimes the change point separates.
+            regimes = segment_summary(values, found)
+            for n, i in enumerate(found):
+                before, after = regimes[n].mean, regimes[n + 1].mean
                 changes.append(
                     {
                         "run": points[i][0],
-                        "before": sum(before) / len(before),
-                        "after": sum(after) / len(after),
-                        "runs_after": [pk for pk, _ in points[i:]],
-                        "worse": _is_worse(key, sum(before) / len(before), sum(after) / len(after)),
+                        "before": before,
+                        "after": after,
+                        "runs_after": [pk for pk, _ in points[i : regimes[n + 1].end]],
+                        "worse": _is_worse(key, before, after),
                     }
                 )
         trend.append({"key": key, "label": label, "points": points, "changes": changes})

@@ -269,3 +269,8 @@ def test_a_change_that_only_partly_came_back_stays_confirmed(scenario):
 
     first = RegressionIncident.objects.order_by("start_run_id").first()
     assert first.state == "confirmed" and first.fixed_by_run is None
+    # Its levels are those of the regimes on either side, not of everything before/after.
+    impacts = {i.label: float(i.value) for i in first.postmortem.impacts.all()}
+    assert impacts["p95 (ms) before"] == pytest.approx(101, abs=1)
+    assert impacts["p95 (ms) after"] == pytest.approx(201, abs=1)
+    assert first.postmortem.perf_runs.count() == 8  # the runs of the worse level
