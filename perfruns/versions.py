@@ -125,8 +125,8 @@ def _cancel_requested(comparison_id: int) -> bool:
 
 
 def _run_for(comparison: VersionComparison, role: str, deadline: float) -> PerfRun | None:
-    """The comparison's run for `role`: the one made already (a redelivered task), or a
-    new one once the environment is free; None when cancelled while waiting."""
+    """The comparison's run for `role`: one made already, or a new one once the
+    environment is free; None when cancelled while waiting."""
     existing = comparison.runs.filter(role=role).first()
     if existing is not None:
         return existing
@@ -172,7 +172,7 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
             if run.status == RunStatus.QUEUED:
                 run = perfrun_run(run_id=run.pk)
             elif run.status == RunStatus.RUNNING:
-                # Another worker has it (a redelivered message): that worker finishes it.
+                # Not this worker's to finish, nor to wait for without bound.
                 _finish(
                     comparison_id,
                     ComparisonStatus.ERROR,

@@ -131,7 +131,7 @@ def test_runs_on_differently_configured_environments_make_it_invalid(scenario, t
 # ------------------------------------------------------------------------ the runs
 
 
-def test_a_redelivered_comparison_judges_the_runs_it_made_without_making_more(scenario, tmp_path):
+def test_a_comparison_whose_runs_are_made_judges_them_once_and_makes_no_more(scenario, tmp_path):
     comparison = comparison_of(scenario)
     three_runs(scenario, tmp_path, comparison, a1=400, b=600, a2=400)
 
@@ -141,7 +141,7 @@ def test_a_redelivered_comparison_judges_the_runs_it_made_without_making_more(sc
     assert (done.status, done.verdict) == ("done", "worse")
     assert done.finished_at is not None and done.stage == ""
     assert row(done, "/report", "p95")["verdict"] == "worse"
-    assert again.status == "done"  # claimed once: the second message did nothing
+    assert again.status == "done"  # claimed once: a redelivered message does nothing
     assert comparison.runs.count() == 3
 
 
