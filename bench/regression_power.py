@@ -28,8 +28,8 @@ that trial i compares
 - A(i-1), B(i), A(i) as an A/B/A comparison (perfruns.versions), whose verdict is shown.
 
 Prints each trial, and last the line `found=X% false_alarms=Y%`; the targets are
-found=100% and false_alarms at most 5%. Not part of the test suite: it takes about
-2.5 minutes a trial.
+found=100% and false_alarms at most 5%. Not part of the test suite: it takes a little
+over 2 minutes a trial.
 """
 
 from __future__ import annotations
@@ -252,14 +252,7 @@ def main() -> None:
             invalid += (not planted_cmp.valid) + (not same_cmp.valid)
             found += hit
             alarms += false_alarm
-            row = next(
-                (
-                    v
-                    for v in planted_cmp.verdicts
-                    if (v.endpoint, v.metric) == ("Aggregated", "p95")
-                ),
-                None,
-            )
+            row = aggregated_p95(planted_cmp)
             if row is not None and row.change_rel is not None:
                 changes.append(row.change_rel)
             verdict, _result = versions.version_comparison_judge(a1=previous, b=slower, a2=again)
