@@ -106,29 +106,45 @@ def _history_file(run: PerfRun) -> Path:
 
 
 def endpoint_series(run: PerfRun) -> dict[str, Any]:
-    """Per endpoint (and Aggregated): the p50/p95/p99 and RPS of each 10-s interval."""
+    """Per endpoint (and Aggregated): the p50/p95/p99 and RPS of each 10-s interval.
+
+    The intervals are counted back from each endpoint's last row (the last full window of
+    the load): in every 10-s bucket the latest row stands for it, so a second Locust
+    skipped writing loses no interval, and a bucket whose row is less than half a window
+    past the endpoint's first loaded row (the ramp) is left out. Two streaming passes:
+    never more than a row per bucket in memory.
+    """
     from .loadtest import iter_history
     from .regression import EndpointSeries
 
+    path = _history_file(run)
     first: dict[str, int] = {}
-    previous: dict[str, int] = {}
-    series: dict[str, dict[str, list[float]]] = {}
-    for row in iter_history(_history_file(run)):
-        if row.users <= 0:
+    last: dict[str, int] = {}
+    for row in iter_history(path):
+        if row.users > 0:
+            first.setdefault(row.name, row.timestamp)
+            last[row.name] = row.timestamp
+    chosen: dict[str, dict[int, Any]] = {}
+    for row in iter_history(path):
+        if row.users <= 0 or row.timestamp < first[row.name] + INTERVAL_S // 2:
             continue
-        start = first.setdefault(row.name, row.timestamp)
-        if (row.timestamp - start) % INTERVAL_S:
-            continue
-        values = series.setdefault(row.name, {"p50": [], "p95": [], "p99": [], "rps": []})
-        if row.name in previous:
-            values["rps"].append((row.requests - previous[row.name]) / INTERVAL_S)
-        previous[row.name] = row.requests
-        for key, value in (("p50", row.p50_ms), ("p95", row.p95_ms), ("p99", row.p99_ms)):
-            if value is not None and value > 0:
-                values[key].append(value)
+        bucket = (last[row.name] - row.timestamp) // INTERVAL_S
+        buckets = chosen.setdefault(row.name, {})
+        if bucket not in buckets or row.timestamp > buckets[bucket].timestamp:
+            buckets[bucket] = row
     totals = {(e.name): e for e in run.endpoints.all()}
     result = {}
-    for name, values in series.items():
+    for name, buckets in chosen.items():
+        rows = [buckets[b] for b in sorted(buckets, reverse=True)]  # oldest first
+        values: dict[str, list[float]] = {"p50": [], "p95": [], "p99": [], "rps": []}
+        for before, row in zip(rows, rows[1:], strict=False):
+            values["rps"].append(
+                (row.requests - before.requests) / (row.timestamp - before.timestamp)
+            )
+        for row in rows:
+            for key, value in (("p50", row.p50_ms), ("p95", row.p95_ms), ("p99", row.p99_ms)):
+                if value is not None and value > 0:
+                    values[key].append(value)
         stat = totals.get(name)
         result[name] = EndpointSeries(
             p50=values["p50"],

@@ -3,6 +3,8 @@ the baseline chosen, and a regression failing the run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.urls import reverse
 
@@ -55,6 +57,35 @@ def test_the_replicates_are_the_ten_second_intervals_of_the_history(scenario, tm
     assert len(series.p95) == 30 and len(series.rps) == 29
     assert series.rps[0] == pytest.approx(20.0)  # 200 requests every 10 s
     assert series.requests == 6000
+
+
+def test_a_second_locust_skipped_writing_costs_no_interval(scenario, tmp_path):
+    run = make_run(scenario, tmp_path / "a", p95={"/users": 100.0}, seed=1)
+    history = Path(run.artifacts_dir) / "locust_stats_history.csv"
+    lines = history.read_text().splitlines()
+    # Seconds 150, 289 and 290 missing: the first 10 s past the start, and the last of a
+    # window counted back from the end.
+    gone = ("1700000150,", "1700000289,", "1700000290,")
+    kept = [line for line in lines if not line.startswith(gone)]
+    history.write_text("\n".join(kept) + "\n")
+
+    series = endpoint_series(run)["/users"]
+
+    assert len(series.p95) == 30  # the row a second earlier stands for the window
+    assert series.rps[0] == pytest.approx(20.0)
+
+
+def test_the_windows_are_counted_back_from_the_end_and_the_ramp_left_out(scenario, tmp_path):
+    run = make_run(scenario, tmp_path / "a", p95={"/users": 100.0}, seed=1)
+    history = Path(run.artifacts_dir) / "locust_stats_history.csv"
+    lines = history.read_text().splitlines()
+    # The load ends at second 63: windows end at 63, 53, ..., 13; the one ending at 3 is
+    # under half a window past the first row, the ramp.
+    history.write_text("\n".join(lines[: 1 + 64]) + "\n")
+
+    series = endpoint_series(run)["/users"]
+
+    assert len(series.p95) == 6 and len(series.rps) == 5  # 63, 53, 43, 33, 23, 13
 
 
 def test_runs_on_differently_configured_environments_are_not_comparable(scenario, tmp_path):
