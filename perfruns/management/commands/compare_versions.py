@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from perfruns import services, versions
-from perfruns.models import ComparisonStatus, Scenario, VersionComparison
+from perfruns.management.waiting import scenario_named, wait_until_ended
+from perfruns.models import ComparisonStatus, VersionComparison
 
 # Exit statuses CI pipelines read: B not worse (same, better or inconclusive), B worse,
 # no verdict (error, cancelled, invalid runs, or A drifted).
 EXIT = {"same": 0, "better": 0, "inconclusive": 0, "worse": 1}
-QUEUED_PATIENCE = 120  # seconds before saying no worker took the comparison
 
 
 class Command(BaseCommand):
@@ -37,10 +35,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        try:
-            scenario = Scenario.objects.select_related("environment").get(name=options["scenario"])
-        except Scenario.DoesNotExist:
-            raise CommandError(f"No scenario named {options['scenario']}.") from None
+        scenario = scenario_named(options["scenario"])
         try:
             with transaction.atomic():
                 comparison = versions.version_comparison_request(
@@ -57,34 +52,16 @@ class Command(BaseCommand):
         if options["here"]:
             comparison = versions.version_comparison_run(comparison_id=comparison.pk)
         elif options["wait"]:
-            comparison = self._wait(comparison)
+            comparison = wait_until_ended(
+                comparison,
+                noun="comparison",
+                # Three runs back to back, and a wait for the environment before each.
+                budget_s=4 * settings.PIPELINE_TIMEOUT + 300,
+                cancel=lambda: versions.version_comparison_cancel(comparison=comparison),
+            )
         else:
             return
         self._report(comparison)
-
-    def _wait(self, comparison: VersionComparison) -> VersionComparison:
-        started = time.monotonic()
-        deadline = started + 4 * settings.PIPELINE_TIMEOUT + 300
-        while True:
-            comparison.refresh_from_db()
-            if not comparison.is_active:
-                return comparison
-            if (
-                comparison.status == ComparisonStatus.QUEUED
-                and time.monotonic() - started > QUEUED_PATIENCE
-            ):
-                versions.version_comparison_cancel(comparison=comparison)
-                raise CommandError(
-                    f"No Celery worker took comparison #{comparison.pk} within "
-                    f"{QUEUED_PATIENCE} s (is one running? `make run` starts one); it was "
-                    "cancelled. --here runs it in this process."
-                )
-            if time.monotonic() > deadline:
-                raise CommandError(
-                    f"Comparison #{comparison.pk} is still {comparison.stage or 'running'}; "
-                    "gave up."
-                )
-            time.sleep(2)
 
     def _report(self, comparison: VersionComparison) -> None:
         if comparison.status != ComparisonStatus.DONE:

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from perfruns import services
-from perfruns.models import PerfRun, RunStatus, RunTrigger, Scenario
+from perfruns.management.waiting import scenario_named, wait_until_ended
+from perfruns.models import PerfRun, RunStatus, RunTrigger
 
 # Exit statuses CI pipelines read: passed, failed (thresholds), error (the pipeline broke).
 EXIT = {RunStatus.PASSED: 0, RunStatus.FAILED: 1}
-QUEUED_PATIENCE = 120  # seconds before saying no worker took the run
 
 
 class Command(BaseCommand):
@@ -32,10 +30,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        try:
-            scenario = Scenario.objects.select_related("environment").get(name=options["scenario"])
-        except Scenario.DoesNotExist:
-            raise CommandError(f"No scenario named {options['scenario']}.") from None
+        scenario = scenario_named(options["scenario"])
         try:
             with transaction.atomic():
                 run = services.perfrun_request(
@@ -49,28 +44,15 @@ class Command(BaseCommand):
         if options["here"]:
             run = services.perfrun_run(run_id=run.pk)
         elif options["wait"]:
-            run = self._wait(run)
+            run = wait_until_ended(
+                run,
+                noun="run",
+                budget_s=settings.PIPELINE_TIMEOUT + 300,
+                cancel=lambda: services.perfrun_cancel(run=run),
+            )
         else:
             return
         self._report(run)
-
-    def _wait(self, run: PerfRun) -> PerfRun:
-        started = time.monotonic()
-        deadline = started + settings.PIPELINE_TIMEOUT + 300
-        while True:
-            run.refresh_from_db()
-            if not run.is_active:
-                return run
-            if run.status == RunStatus.QUEUED and time.monotonic() - started > QUEUED_PATIENCE:
-                services.perfrun_cancel(run=run)
-                raise CommandError(
-                    f"No Celery worker took run #{run.pk} within {QUEUED_PATIENCE} s (is one "
-                    "running? `make run` starts one); the run was cancelled. "
-                    "--here runs it in this process."
-                )
-            if time.monotonic() > deadline:
-                raise CommandError(f"Run #{run.pk} is still {run.stage or run.status}; gave up.")
-            time.sleep(1)
 
     def _report(self, run: PerfRun) -> None:
         summary = run.summary
