@@ -878,7 +878,6 @@ def criterion_save(
     """Set the proof an action asks for. A changed proof starts unverified again (the runs
     that judged the old one prove nothing about the new one); the change is in the
     post-mortem's history. Nothing is written when a value is refused."""
-    from postmortems.models import HistoryEntry
 
     from .models import CriterionComparison, CriterionMetric
 
@@ -929,34 +928,32 @@ def criterion_save(
     criterion.measured = None
     criterion.save()
     criterion.verifications.all().delete()
-    HistoryEntry.objects.create(
-        postmortem_id=action.postmortem_id,
-        action=action,
-        actor=actor,
-        subject=f"Action {action.number}",
-        verb="updated",
-        changes=[{"field": "proof asked", "old": old, "new": criterion.description}],
-    )
+    _proof_history(action, actor, old=old, new=criterion.description)
     return criterion
 
 
 @transaction.atomic
 def criterion_remove(*, action: Any, actor: AbstractBaseUser | None) -> bool:
-    from postmortems.models import HistoryEntry
-
     criterion = VerificationCriterion.objects.filter(action=action).first()
     if criterion is None:
         return False
+    _proof_history(action, actor, old=criterion.description, new="")
+    criterion.delete()
+    return True
+
+
+def _proof_history(action: Any, actor: AbstractBaseUser | None, *, old: str, new: str) -> None:
+    """The post-mortem's history line of a changed proof, told like an action's update."""
+    from postmortems.models import HistoryEntry
+
     HistoryEntry.objects.create(
         postmortem_id=action.postmortem_id,
         action=action,
         actor=actor,
         subject=f"Action {action.number}",
         verb="updated",
-        changes=[{"field": "proof asked", "old": criterion.description, "new": ""}],
+        changes=[{"field": "proof asked", "old": old, "new": new}],
     )
-    criterion.delete()
-    return True
 
 
 def criteria_evaluate(*, run: PerfRun) -> list[str]:
