@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from perfruns.loadtest import (
     LoadShape,
     check_locustfile,
-    file_sha256,
     iter_history,
     locust_plan,
     read_final,
@@ -268,11 +265,3 @@ def test_a_missing_locustfile_is_reported(tmp_path):
     message = check_locustfile(LOCUST, tmp_path / "absent.py")
 
     assert message is not None and "absent.py" in message
-
-
-def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path):
-    path = tmp_path / "data.bin"
-    path.write_bytes(b"abc" * 1000)
-
-    assert file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
-    assert file_sha256(str(path)) == file_sha256(path)

@@ -13,7 +13,7 @@ from .analysis import (
     memory_slope,
     steps_from_history,
 )
-from .command import LoadShape, LocustPlan, check_locustfile, file_sha256, locust_plan
+from .command import LoadShape, LocustPlan, check_locustfile, locust_plan
 from .memory import MemorySample, MemorySampler, TreeMemory, process_tree, tree_memory
 from .results import (
     EndpointResult,
@@ -39,7 +39,6 @@ __all__ = [
     "TreeMemory",
     "breaking_point",
     "check_locustfile",
-    "file_sha256",
     "iter_history",
     "load_generator_saturated",
     "locust_plan",

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perfruns.pipeline.snapshot import file_sha256 as _file_sha256
+from perfruns.system import kill_group, spawn
 
 KINDS = ("constant", "steps", "arrival")
 # Seconds a user gets to finish its current task once the run time is over.
@@ -254,20 +253,18 @@ def check_locustfile(locust: str, locustfile: Path, *, timeout: float = 30) -> s
     """None when Locust loads the file and finds a User class in it, else one line saying why."""
     locustfile = Path(locustfile)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
+        proc = spawn(
             [locust, "-f", str(locustfile), "--list", "--loglevel", "WARNING"],
-            stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             cwd=locustfile.parent if locustfile.parent.is_dir() else None,
-            start_new_session=True,
         )
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return f"Locust took more than {timeout:g} s to load {locustfile.name}"
         finally:
-            _kill_group(proc)
+            kill_group(proc)
         stdout, stderr = _tail(out), _tail(err)
     if code != 0:
         return _load_error(stderr or stdout, locustfile, code)
@@ -297,8 +294,8 @@ def _load_error(output: str, locustfile: Path, code: int) -> str:
     own = [frame for frame in frames if frame[0].name == locustfile.name]
     where = ""
     if own or frames:
-        path, line_number = (own or frames)[-1]
-        where = f"{path.name} line {line_number}"
+        frame, line_number = (own or frames)[-1]
+        where = f"{frame.name} line {line_number}"
     error = ""
     for line in reversed(lines):
         head = line.split(":", 1)[0]
@@ -313,25 +310,11 @@ def _load_error(output: str, locustfile: Path, code: int) -> str:
     return tail[-1] if tail else f"Locust could not load {locustfile.name} (exit code {code})"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (another process may still take it before Locust)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def file_sha256(path: str | Path) -> str:
-    """The hex sha256 of a file, read in chunks (the snapshot writer's)."""
-    return _file_sha256(Path(path))
 
 
 def _number(value: float) -> str:
