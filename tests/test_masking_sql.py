@@ -30,7 +30,9 @@ from perfruns.masking import (
     truncate_sql,
     validate,
 )
-from perfruns.masking.sql import NATIVE_AVAILABLE, load_masking_sql, twin_masking_sql
+from perfruns.masking.functions import NATIVE_AVAILABLE
+from perfruns.masking.sql import load_masking_sql
+from perfruns.masking.twins import twin_masking_sql
 from perfruns.pipeline.snapshot import restored_columns
 
 SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}

@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from perfruns.pipeline import restore as restore_module
-from perfruns.pipeline.pgtools import find_binary, run
-from perfruns.pipeline.restore import (
+from perfruns.pipeline import databases as databases_module
+from perfruns.pipeline import split_copy as split_copy_module
+from perfruns.pipeline.databases import (
     RestoreError,
     clone_database,
     create_database,
@@ -20,11 +20,10 @@ from perfruns.pipeline.restore import (
     drop_database,
     drop_scratch_databases,
     list_databases,
-    restore_and_swap,
-    restore_dump,
     swap_database,
-    verify_archive,
 )
+from perfruns.pipeline.pgtools import find_binary, run
+from perfruns.pipeline.restore import restore_and_swap, restore_dump, verify_archive
 from tests.managed import Server, managed_server
 
 CUSTOMERS = 20_000
@@ -321,7 +320,7 @@ def test_a_swap_that_fails_after_blocking_the_live_database_opens_it_again(
     def stuck(conn, name, *, wait):
         raise RestoreError(f"1 sessions on the database {name} could not be ended within 10 s")
 
-    monkeypatch.setattr(restore_module, "_terminate", stuck)
+    monkeypatch.setattr(databases_module, "_terminate", stuck)
 
     with pytest.raises(RestoreError, match="could not be ended"):
         swap_database(server.admin, new=new, live=live)
@@ -413,7 +412,7 @@ CUSTOMERS_CHECKSUM = "SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) FROM cu
 
 def test_a_split_table_loads_every_row_over_several_sessions(server, dump, live, monkeypatch):
     # Blocks of 64 kB: enough of them for every session to get some of the sample's rows.
-    monkeypatch.setattr(restore_module, "SPLIT_BLOCK_BYTES", 64 * 1024)
+    monkeypatch.setattr(split_copy_module, "SPLIT_BLOCK_BYTES", 64 * 1024)
     create_database(server.admin, live)
     calls: list[tuple[int, int]] = []
     loaded: list[tuple[str, str]] = []

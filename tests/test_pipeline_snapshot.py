@@ -17,8 +17,8 @@ from perfruns.masking import (
     validate,
 )
 from perfruns.pipeline import snapshot
+from perfruns.pipeline.databases import create_database, drop_database
 from perfruns.pipeline.pgtools import find_binary, run
-from perfruns.pipeline.restore import create_database, drop_database
 from tests.managed import Server, managed_server
 
 KEY = b"fixproof test key, 32 bytes long"
@@ -255,11 +255,11 @@ def test_a_filter_holds_the_rewrites_back_until_the_rows_are_settled(
 
 
 def test_a_real_name_that_is_also_a_dictionary_word_is_not_counted_as_a_leak():
-    from perfruns.masking import sql as masking_sql
+    from perfruns.masking import functions as masking_functions
     from perfruns.pipeline.snapshot import _dictionary_can_produce
 
-    word = masking_sql.FIRST_NAMES[0]
-    surname = masking_sql.LAST_NAMES[0]
+    word = masking_functions.FIRST_NAMES[0]
+    surname = masking_functions.LAST_NAMES[0]
     # Masking 'Bruno' may give the dictionary's 'Daniel', the real first name of
     # someone else: verification must not look for dictionary words.
     assert _dictionary_can_produce("first_name", word)

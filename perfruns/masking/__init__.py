@@ -13,6 +13,7 @@ In the order the snapshot step uses them:
 
 from __future__ import annotations
 
+from perfruns.masking.functions import DROP_FUNCTIONS, functions_sql
 from perfruns.masking.pii import Finding, draft_policy, report, scan
 from perfruns.masking.policy import (
     Policy,
@@ -25,9 +26,7 @@ from perfruns.masking.policy import (
 )
 from perfruns.masking.schema import ColumnInfo, ForeignKey, Schema, TableInfo, introspect
 from perfruns.masking.sql import (
-    DROP_FUNCTIONS,
     filter_sql,
-    functions_sql,
     orphan_cleanup_sql,
     plan_sql,
     table_masking_sql,

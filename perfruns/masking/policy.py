@@ -360,9 +360,10 @@ def parse_policy(text: str) -> Policy:
     seen_tables = False
     for key, key_line, value in _pairs(root, "policy"):
         if key == "strict":
-            strict = _scalar(value) if isinstance(value, yaml.ScalarNode) else None
-            if not isinstance(strict, bool):
+            given = _scalar(value) if isinstance(value, yaml.ScalarNode) else None
+            if not isinstance(given, bool):
                 raise PolicyError("strict must be true or false", line=_line(value))
+            strict = given
         elif key == "tables":
             seen_tables = True
             if not isinstance(value, yaml.MappingNode):

@@ -135,6 +135,10 @@ class ManagedCluster:
             raise ClusterError(f"no cluster in {self.data_dir}: initialize it first")
         if self.is_running():
             running_port = self._pidfile_port()
+            if running_port is None:
+                raise ClusterError(
+                    f"the cluster in {self.data_dir} runs, but its postmaster.pid names no port"
+                )
             if port is not None and port != running_port:
                 raise ClusterError(
                     f"the cluster in {self.data_dir} already runs on port {running_port}, "

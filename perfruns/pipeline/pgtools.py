@@ -13,16 +13,18 @@ import pwd
 import re
 import selectors
 import shutil
-import signal
 import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from psycopg.conninfo import make_conninfo
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from perfruns.system import kill_group, spawn
 
 # Debian/Ubuntu install the server binaries per major version, off PATH.
 SERVER_BIN_ROOT = Path("/usr/lib/postgresql")
@@ -189,15 +191,14 @@ def run(
         stdin_data = None
 
     try:
-        proc = subprocess.Popen(
+        # Its own process group, so a deadline also ends pg_restore's -j workers.
+        proc = spawn(
             argv,
             stdin=stdin_arg,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
-            # Its own process group, so a deadline also ends pg_restore's -j workers.
-            start_new_session=True,
         )
     except FileNotFoundError as exc:
         raise ToolMissing(tool, f"{tool} could not be started: {exc.strerror}") from exc
@@ -221,7 +222,7 @@ def run(
         )
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_group(proc)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -315,14 +316,6 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
         proc.stdin.close()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    proc.wait()
-
-
 def _runuser() -> str:
     found = shutil.which("runuser") or next(
         (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.access(p, os.X_OK)), None
@@ -332,3 +325,21 @@ def _runuser() -> str:
             "runuser", "runuser not found: install util-linux (Debian: apt-get install util-linux)"
         )
     return found
+
+
+def split_password(conninfo: str) -> tuple[str, dict[str, str]]:
+    """The conninfo without its password, and the environment that gives it to a tool."""
+    # A password on pg_restore's command line is readable by every local user (ps); the
+    # environment of a process is not.
+    params = conninfo_to_dict(conninfo)
+    password = params.pop("password", None)
+    env = {"PGPASSWORD": str(password)} if password else {}
+    return make_conninfo("", **params), env
+
+
+def one_value(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of a query's one row (a SHOW, an aggregate, a function's value)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row[0]

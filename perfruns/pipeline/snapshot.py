@@ -18,7 +18,6 @@ on every failure.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -33,7 +32,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from perfruns.masking import functions as masking_functions
 from perfruns.masking import sql as masking_sql
+from perfruns.masking import twins as masking_twins
 from perfruns.masking.pii import report as pii_report
 from perfruns.masking.pii import scan
 from perfruns.masking.policy import (
@@ -45,11 +46,13 @@ from perfruns.masking.policy import (
     validate,
 )
 from perfruns.masking.schema import Schema, TableInfo, introspect
-from perfruns.masking.sql import RestoredColumn
+from perfruns.masking.twins import RestoredColumn
+from perfruns.system import file_sha256
 
 from .cluster import ManagedCluster
-from .pgtools import find_binary, redact, run
-from .restore import _split_password, create_database, restore_dump
+from .databases import create_database
+from .pgtools import find_binary, one_value, redact, run, split_password
+from .restore import restore_dump
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,6 @@ SAMPLES_PER_COLUMN = 50
 # A masked table with at least this many rows (the source's estimate) loads over `jobs`
 # sessions side by side; a smaller one in one of pg_restore's.
 SPLIT_ROWS = 200_000
-HASH_CHUNK = 1 << 20
 
 
 class SourceUnreachable(Exception):
@@ -131,7 +133,7 @@ def _sample_targets(
     policy: Policy, schema: Schema
 ) -> list[tuple[TableInfo, str, str | None, Strategy]]:
     """(table, column, json key or None, rule) whose original values must not survive."""
-    targets = []
+    targets: list[tuple[TableInfo, str, str | None, Strategy]] = []
     for name, rules in policy.tables.items():
         info = schema.tables.get(name)
         if info is None or rules.truncate:
@@ -159,7 +161,7 @@ def _value_expr(column: str, key: str | None) -> sql.Composable:
 
 
 def _dictionary_can_produce(kind: str, value: str) -> bool:
-    first, last = set(masking_sql.FIRST_NAMES), set(masking_sql.LAST_NAMES)
+    first, last = set(masking_functions.FIRST_NAMES), set(masking_functions.LAST_NAMES)
     if kind == "first_name":
         return value in first
     if kind == "last_name":
@@ -234,7 +236,7 @@ WHERE n.nspname = %s AND c.relname = %s
 """
 
 
-# The columns of a restored table, in order, for masking_sql.twin_masking_sql.
+# The columns of a restored table, in order, for masking_twins.twin_masking_sql.
 _RESTORED_COLUMNS = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        pg_get_expr(d.adbin, d.adrelid),
@@ -271,7 +273,7 @@ class MaskingSteps:
 
     before_data, on the empty tables: the keyed helper functions, and for each masked plain
     table the generated columns that compute as its rows load either its masked values
-    (masking_sql.TwinMasking: then no rewrite at all, for a table that loses no rows) or
+    (masking_twins.TwinMasking: then no rewrite at all, for a table that loses no rows) or
     its HMACs (masking_sql.LoadMasking).
     split_loaded, once a split table's rows are in: when no filter can still change which
     rows stay, its rewrite starts right away, beside the loading of the other tables.
@@ -325,8 +327,8 @@ class MaskingSteps:
 
     def before_data(self) -> None:
         with self._connect() as conn:
-            self.native = conn.execute(masking_sql.NATIVE_AVAILABLE).fetchone()[0]
-            conn.execute(masking_sql.functions_sql(key=self.key, native=self.native))
+            self.native = one_value(conn.execute(masking_functions.NATIVE_AVAILABLE))
+            conn.execute(masking_functions.functions_sql(key=self.key, native=self.native))
             for rules, info in self.present:
                 if info.qualified not in self.rewritten:
                     continue
@@ -354,7 +356,7 @@ class MaskingSteps:
                 self.prepared[info.qualified] = masking.rewrite
 
     def _prepare_twins(self, conn: psycopg.Connection, rules: TablePolicy, info: TableInfo) -> bool:
-        twins = masking_sql.twin_masking_sql(
+        twins = masking_twins.twin_masking_sql(
             table=rules, info=info, restored=restored_columns(conn, info)
         )
         if twins is None:
@@ -439,7 +441,7 @@ class MaskingSteps:
                 # neither do the generated columns of a rewrite that failed).
                 for thread in self.early.values():
                     thread.join()
-                conn.execute(masking_sql.DROP_FUNCTIONS)
+                conn.execute(masking_functions.DROP_FUNCTIONS)
 
 
 def _run_parallel(conninfo: str, statements: list[sql.Composed], *, jobs: int) -> None:
@@ -541,8 +543,9 @@ def dead_tuples(conn: psycopg.Connection) -> int:
     conn.execute("SELECT pg_stat_force_next_flush()")
     time.sleep(0.5)
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute("SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables").fetchone()
-    return int(row[0])
+    return int(
+        one_value(conn.execute("SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables"))
+    )
 
 
 def verify_masked(
@@ -552,12 +555,14 @@ def verify_masked(
     for sample in samples:
         info = schema.tables[sample["table"]]
         expr = _value_expr(sample["column"], sample["key"])
-        left = conn.execute(
-            sql.SQL("SELECT count(*) FROM {t} WHERE {e} = ANY(%s)").format(
-                t=info.identifier, e=expr
-            ),
-            [sample["values"]],
-        ).fetchone()[0]
+        left = one_value(
+            conn.execute(
+                sql.SQL("SELECT count(*) FROM {t} WHERE {e} = ANY(%s)").format(
+                    t=info.identifier, e=expr
+                ),
+                [sample["values"]],
+            )
+        )
         where = f"{sample['table']}.{sample['column']}" + (
             f"->{sample['key']}" if sample["key"] else ""
         )
@@ -579,7 +584,7 @@ def verify_masked(
     )
     rows = {
         name: int(
-            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(info.identifier)).fetchone()[0]
+            one_value(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(info.identifier)))
         )
         for name, info in sorted(masked_schema.tables.items())
     }
@@ -593,17 +598,9 @@ def verify_masked(
 # ---------------------------------------------------------------- writing
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def pg_dump(*, conninfo: str, target: Path, timeout: float) -> None:
     """pg_dump -Fc without owners, grants or security labels; password via environment."""
-    safe, env = _split_password(conninfo)
+    safe, env = split_password(conninfo)
     run(
         [
             find_binary("pg_dump"),
@@ -640,8 +637,6 @@ def produce_snapshot(
     stage: Callable[[str], None] = lambda _name: None,
     os_user: str | None = None,
 ) -> SnapshotResult:
-    from .environment import cluster_os_user
-
     stage("checking the source")
     policy, schema, samples = check_source(dsn=source_dsn, policy_text=policy_text)
     deadline = time.monotonic() + timeout
@@ -649,7 +644,7 @@ def produce_snapshot(
     # (readable by this process alone) holds unmasked data.
     _private_dir(work_dir, 0o711)
     raw = _private_dir(work_dir / "raw", 0o700) / "source.dump"
-    cluster = ManagedCluster(work_dir / "cluster", os_user=os_user or cluster_os_user())
+    cluster = ManagedCluster(work_dir / "cluster", os_user=os_user)
     try:
         stage("dumping the source")
         pg_dump(conninfo=source_dsn, target=raw, timeout=timeout)
