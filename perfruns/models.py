@@ -16,6 +16,42 @@ class SourceConfigError(Exception):
     """A dump source cannot be reached as configured; the message never holds the DSN."""
 
 
+class Job(models.Model):
+    """What the four pipeline jobs share (a snapshot, a restore, a perf run, a version
+    comparison): queued by a request, claimed once by one conditional UPDATE
+    (services.jobs), running through stages, finished with a status of their own.
+
+    Each job declares its `status` field with its own choices; "queued" and "running" are
+    the two every job has, and the database allows one active job of a kind per source or
+    environment (each model's partial unique constraint).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    ACTIVE = (QUEUED, RUNNING)
+
+    status: models.CharField[str, str]
+    stage = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    # Read by the job between its steps: a running job stops at its next check.
+    cancel_requested = models.BooleanField(default=False)
+    # host:pid of the worker process that claimed it (the janitor judges dead ones).
+    worker = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
 class DumpSource(models.Model):
     """A production database to snapshot, and how to mask it.
 
@@ -102,17 +138,13 @@ class SnapshotStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-ACTIVE_SNAPSHOT_STATUSES = (SnapshotStatus.QUEUED, SnapshotStatus.RUNNING)
-
-
-class Snapshot(models.Model):
+class Snapshot(Job):
     """An anonymized dump of a source, produced and verified by Fixproof."""
 
     source = models.ForeignKey(DumpSource, on_delete=models.CASCADE, related_name="snapshots")
     status = models.CharField(
         max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.QUEUED
     )
-    stage = models.CharField(max_length=40, blank=True)
     file_path = models.CharField(max_length=500, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
@@ -121,14 +153,6 @@ class Snapshot(models.Model):
     policy_hash = models.CharField(max_length=64, blank=True)
     # PII findings, policy problems and the post-masking checks.
     report = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(
         null=True, blank=True, help_text=_("When retention removed the dump file.")
     )
@@ -251,7 +275,7 @@ class RestoreStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-class Restore(models.Model):
+class Restore(Job):
     environment = models.ForeignKey(
         ReviewEnvironment, on_delete=models.CASCADE, related_name="restores"
     )
@@ -259,17 +283,8 @@ class Restore(models.Model):
     status = models.CharField(
         max_length=10, choices=RestoreStatus.choices, default=RestoreStatus.QUEUED
     )
-    stage = models.CharField(max_length=40, blank=True)
     tables_done = models.PositiveIntegerField(default=0)
     tables_total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -301,6 +316,21 @@ class ShapeKind(models.TextChoices):
     CONSTANT = "constant", _("Constant users")
     STEPS = "steps", _("Steps (find the breaking point)")
     ARRIVAL = "arrival", _("Fixed arrival rate")
+
+
+# The fields of a scenario that make its load: two runs drove the same load when their
+# settings (copied from these at each run's start) agree on all of them.
+LOAD_SHAPE_FIELDS = (
+    "shape",
+    "users",
+    "spawn_rate",
+    "duration_s",
+    "step_start",
+    "step_size",
+    "step_duration_s",
+    "step_max",
+    "arrival_rps",
+)
 
 
 class Scenario(models.Model):
@@ -429,9 +459,6 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled", _("Cancelled")
 
 
-ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
-
-
 class RunTrigger(models.TextChoices):
     MANUAL = "manual", _("Run now")
     SCHEDULE = "schedule", _("Schedule")
@@ -439,7 +466,7 @@ class RunTrigger(models.TextChoices):
     COMPARISON = "comparison", _("Version comparison")
 
 
-class PerfRun(models.Model):
+class PerfRun(Job):
     """One load test of a scenario, with everything measured and how it was judged."""
 
     scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="runs")
@@ -447,15 +474,12 @@ class PerfRun(models.Model):
         ReviewEnvironment, on_delete=models.PROTECT, related_name="runs"
     )
     status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    stage = models.CharField(max_length=40, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)
     trigger = models.CharField(max_length=10, choices=RunTrigger.choices)
     # The load generator was saturated (or another reason): figures not to be compared.
     invalid_reason = models.CharField(max_length=300, blank=True)
-    error = models.TextField(blank=True)
     # Why it passed or failed: one sentence per threshold checked.
     verdict = models.JSONField(default=list, blank=True)
-    cancel_requested = models.BooleanField(default=False)
     # What the run used, copied at its start: later edits of the scenario do not change it.
     locustfile_sha256 = models.CharField(max_length=64, blank=True)
     settings = models.JSONField(default=dict, blank=True)
@@ -470,7 +494,6 @@ class PerfRun(models.Model):
     # The comparison with its baseline run: validity and per-endpoint verdicts.
     regression = models.JSONField(default=dict, blank=True)
     artifacts_dir = models.CharField(max_length=500, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
     # What {version} stood for in the start command; the A/B/A comparison it belongs to
     # and its place there. Such runs stay out of the weekly series and its baselines.
     version = models.CharField(max_length=100, blank=True)
@@ -482,12 +505,6 @@ class PerfRun(models.Model):
         "postmortems.PostMortem", blank=True, related_name="perf_runs"
     )
     actions = models.ManyToManyField("postmortems.Action", blank=True, related_name="perf_runs")
-    created_by = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -513,10 +530,6 @@ class PerfRun(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("perfruns:run", args=[self.pk])
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_RUN_STATUSES
 
     @property
     def database_name(self) -> str:
@@ -847,7 +860,7 @@ class ComparisonVerdict(models.TextChoices):
 ABA_ROLES = (("a1", _("A")), ("b", _("B")), ("a2", _("A again")))
 
 
-class VersionComparison(models.Model):
+class VersionComparison(Job):
     """Version A against version B of the target, as A, B, A back to back on one review
     environment: B is judged against both A runs, and the two A runs against each other
     tell whether the environment drifted meanwhile."""
@@ -860,19 +873,9 @@ class VersionComparison(models.Model):
     status = models.CharField(
         max_length=10, choices=ComparisonStatus.choices, default=ComparisonStatus.QUEUED
     )
-    stage = models.CharField(max_length=40, blank=True)
     verdict = models.CharField(max_length=12, choices=ComparisonVerdict.choices, blank=True)
     # {"rows": [...], "drift": [...], "reasons": [...], "pairs": {...}}
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    worker = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -890,10 +893,6 @@ class VersionComparison(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("perfruns:version_comparison", args=[self.pk])
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in (ComparisonStatus.QUEUED, ComparisonStatus.RUNNING)
 
     def version_of(self, role: str) -> str:
         return self.version_b if role == "b" else self.version_a
