@@ -13,8 +13,8 @@ seconds comes first):
 
 - bare: `locust -f examples/demo/locustfile.py --headless -u U -r U -t Ds --host URL
   --json-file ...`, nothing else;
-- service: what a perf run does during its load (perfruns.runner.RunExecution
-  ._load_and_record): locust_plan() (CSV with full history, JSON, HTML, log, stop timeout)
+- service: what a perf run does during its load (perfruns.pipeline.execution
+  ._Execution._load): locust_plan() (CSV with full history, JSON, HTML, log, stop timeout)
   run by run_load(), with a MemorySampler on the PostgreSQL postmaster and the gunicorn
   master writing memory.csv as the runner does, and a ConnectionWatcher polling
   pg_stat_activity (the run row's progress updates aside: there is no run row here).
@@ -63,14 +63,11 @@ from perfruns.loadtest import (  # noqa: E402
     read_final,
 )
 from perfruns.loadtest.command import free_port  # noqa: E402
-from perfruns.pipeline.perfrun import (  # noqa: E402
-    Target,
-    measured_load,
-    memory_roots,
-    stop_group,
-)
-from perfruns.pipeline.restore import create_database, drop_database  # noqa: E402
-from perfruns.runner import _uri, locust_binary  # noqa: E402
+from perfruns.pipeline.databases import create_database, drop_database  # noqa: E402
+from perfruns.pipeline.execution import database_url, locust_binary  # noqa: E402
+from perfruns.pipeline.load import measured_load, memory_roots  # noqa: E402
+from perfruns.pipeline.target import Target  # noqa: E402
+from perfruns.system import stop_group  # noqa: E402
 
 DATABASE = "fixproof_bench_overhead"
 DEMO = ROOT / "examples" / "demo"
@@ -105,7 +102,7 @@ def bounded(low: int, high: int):
 
 
 def seed(conninfo: str, log: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": _uri(conninfo)}
+    env = {**os.environ, "DATABASE_URL": database_url(conninfo)}
     with log.open("ab") as out:
         done = subprocess.run(
             [sys.executable, str(DEMO / "seed.py")],
@@ -233,7 +230,7 @@ def main() -> None:
         command += ["app:application"]
         target = Target(
             command=shlex.join(command),
-            env={"DATABASE_URL": _uri(conninfo), "DEMO_PATHOLOGIES": ""},
+            env={"DATABASE_URL": database_url(conninfo), "DEMO_PATHOLOGIES": ""},
             log_file=work / "target.log",
             cwd=ROOT,
         )

@@ -12,10 +12,10 @@ a second, with the db's cgroup charge). A forked child writes them, so that thei
 leaves nothing in this process's heap.
 
 Then, in this process (Django set up, the project's database), it creates a throw-away
-ReviewEnvironment, Scenario and PerfRun, and calls RunExecution(run)._record() on those
-files, as the worker does at the end of a run (its workdir set to that folder, whose files
-become Artifact rows; --shape steps also reads the history again for the breaking
-point). It measures this process's resident set just before the call and its peak
+ReviewEnvironment, Scenario and PerfRun, and calls perfruns.services.recording.run_record()
+on those files, as the worker does at the end of a run (the run's folder set to that
+folder, whose files become Artifact rows; --shape steps also reads the history again for
+the breaking point). It measures this process's resident set just before the call and its peak
 during it (VmHWM, reset through /proc/self/clear_refs, cross-checked by a thread reading
 VmRSS every 50 ms), and prints the rows written per table and the time taken. The
 objects are deleted (CASCADE) at the end whatever happens.
@@ -54,9 +54,10 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
-import perfruns.loadtest  # noqa: E402, F401  (imported by _record: not part of its growth)
+import perfruns.loadtest  # noqa: E402, F401  (imported by run_record: not part of its growth)
 from perfruns.loadtest import LocustPlan  # noqa: E402
 from perfruns.models import (  # noqa: E402
+    LOAD_SHAPE_FIELDS,
     Artifact,
     EndpointStat,
     FailureGroup,
@@ -67,7 +68,9 @@ from perfruns.models import (  # noqa: E402
     Sample,
     Scenario,
 )
-from perfruns.runner import RunExecution  # noqa: E402
+from perfruns.pipeline.execution import LoadFigures  # noqa: E402
+from perfruns.pipeline.load import LoadOutcome  # noqa: E402
+from perfruns.services.recording import run_record  # noqa: E402
 
 MIB = 1024 * 1024
 PREFIX = "locust"
@@ -460,19 +463,26 @@ def main() -> None:
             step_duration_s=STEP_SECONDS if args.shape == "steps" else 0,
             step_max=USERS if args.shape == "steps" else 0,
         )
+        # As in a real run, the folder holding Locust's files is the run's: its files are
+        # recorded as artifacts (and var/runs/run-<pk> of an older database is left alone).
         run = PerfRun.objects.create(
             scenario=scenario,
             environment=environment,
             trigger=RunTrigger.COMMAND,
             status=RunStatus.RUNNING,
+            settings={name: getattr(scenario, name) for name in LOAD_SHAPE_FIELDS},
+            artifacts_dir=str(work),
         )
-        execution = RunExecution(run)
-        # As in a real run, the folder holding Locust's files is the run's: its files are
-        # recorded as artifacts (and var/runs/run-<pk> of an older database is left alone).
-        execution.workdir = work
-        before, peak, took = measure(
-            lambda: execution._record(plan, started, work / "memory.csv", database={}, sampler={})
-        )
+        load = LoadFigures(
+            plan=plan,
+            started=started,
+            memory_file=work / "memory.csv",
+            database={"before": {}, "after": {}, "delta": {}, "connections": {},
+                      "top_statements": []},
+            sampler={"achieved_interval_s": None, "cpu_fraction": None},
+            outcome=LoadOutcome(returncode=0),
+        )  # fmt: skip
+        before, peak, took = measure(lambda: run_record(run=run, load=load))
         counts = {
             "EndpointStat": EndpointStat.objects.filter(run=run).count(),
             "Sample": Sample.objects.filter(run=run).count(),
@@ -481,7 +491,7 @@ def main() -> None:
         }
         run.refresh_from_db()
         print(
-            f"_record: {took:.1f} s; rows "
+            f"run_record: {took:.1f} s; rows "
             + ", ".join(f"{table} {count}" for table, count in counts.items())
             + f"; summary rps {run.summary.get('rps', 0):.1f}, "
             f"requests {run.summary.get('requests')}"

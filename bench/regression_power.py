@@ -17,15 +17,16 @@ hundred ms, past the 20 ms latency floor) and DEMO_SLOWDOWN_PCT={version}: versi
 is A, version "--slowdown-pct" is B, a build that holds every response back by that share
 of its time.
 
-Runs, each a whole perf run (services.perfrun_run: clone, target, Locust, memory sampler,
+Runs, each a whole perf run (runs.perfrun_run: clone, target, Locust, memory sampler,
 recording, judging): A0, then for each trial i a B run and an A run, alternating, so
 that trial i compares
 
 - A(i-1) with B(i): found when any endpoint's p95 verdict is "worse" (the weekly
-  comparison with a baseline, perfruns.comparison.compare_runs);
+  comparison with a baseline, perfruns.services.run_comparison.compare_runs);
 - A(i-1) with A(i): a false alarm when any verdict at all (any endpoint, any metric:
   latencies, failure rate, RPS, DB RAM, memory slopes) is "worse";
-- A(i-1), B(i), A(i) as an A/B/A comparison (perfruns.versions), whose verdict is shown.
+- A(i-1), B(i), A(i) as an A/B/A comparison (perfruns.services.version_comparisons), whose
+  verdict is shown.
 
 Prints each trial, and last the line `found=X% false_alarms=Y%`; the targets are
 found=100% and false_alarms at most 5%. Not part of the test suite: it takes a little
@@ -102,11 +103,11 @@ def bounded(low: int, high: int):
 
 def demo_dump(folder: Path) -> Path:
     """The demo database, seeded with seed.py's defaults and dumped."""
+    from perfruns.pipeline.execution import database_url
     from perfruns.pipeline.pgtools import find_binary, run
-    from perfruns.runner import _uri
 
     recreate(DEMO_DATABASE)
-    url = _uri(server(DEMO_DATABASE))
+    url = database_url(server(DEMO_DATABASE))
     seeded = subprocess.run(
         [sys.executable, str(DEMO / "seed.py")],
         env={**os.environ, "DATABASE_URL": url},
@@ -127,8 +128,8 @@ def review_environment(dump: Path, data_dir: Path):
     """The `review` environment: a managed cluster holding the restored demo database."""
     from perfruns.models import ReviewEnvironment
     from perfruns.pipeline.cluster import ManagedCluster
-    from perfruns.pipeline.environment import cluster_os_user
     from perfruns.pipeline.restore import restore_and_swap
+    from perfruns.services.environments import cluster_os_user
 
     cluster = ManagedCluster(data_dir / "clusters" / "review", os_user=cluster_os_user())
     cluster.initialize(shared_buffers="128MB", work_mem="4MB", max_connections=100, durable=True)
@@ -149,11 +150,11 @@ def review_environment(dump: Path, data_dir: Path):
 
 
 def scenario_for(environment, args):
-    from perfruns import services
     from perfruns.loadtest.command import free_port
+    from perfruns.services import scenarios
 
     port = free_port()
-    scenario, _ = services.scenario_save(
+    scenario, _ = scenarios.scenario_save(
         name="power",
         values={
             "environment": environment,
@@ -180,12 +181,12 @@ def scenario_for(environment, args):
 
 
 def perf_run(scenario, version: str):
-    from perfruns import services
     from perfruns.models import PerfRun, RunStatus, RunTrigger
+    from perfruns.services import runs
 
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
     PerfRun.objects.filter(pk=run.pk).update(version=version)
-    run = services.perfrun_run(run_id=run.pk)
+    run = runs.perfrun_run(run_id=run.pk)
     if run.status not in (RunStatus.PASSED, RunStatus.FAILED):
         raise SystemExit(f"run #{run.pk} (version {version}) ended {run.status}: {run.error}")
     return run
@@ -219,9 +220,9 @@ def main() -> None:
     parser.add_argument("--slowdown-pct", type=bounded(1, 100), default=15)
     args = parser.parse_args()
 
-    from perfruns import versions
-    from perfruns.comparison import compare_runs
     from perfruns.pipeline.cluster import stop_stale_clusters
+    from perfruns.services import version_comparisons
+    from perfruns.services.run_comparison import compare_runs
 
     data_dir = Path(tempfile.mkdtemp(prefix="fixproof-bench-power-", dir="/tmp"))
     data_dir.chmod(0o755)  # the managed cluster's OS user goes through it
@@ -255,7 +256,9 @@ def main() -> None:
             row = aggregated_p95(planted_cmp)
             if row is not None and row.change_rel is not None:
                 changes.append(row.change_rel)
-            verdict, _result = versions.version_comparison_judge(a1=previous, b=slower, a2=again)
+            verdict, _result = version_comparisons.version_comparison_judge(
+                a1=previous, b=slower, a2=again
+            )
             aba.append(verdict)
             worse_aa = ", ".join(f"{v.endpoint} {v.metric}" for v in same_cmp.worse) or "none"
             print(

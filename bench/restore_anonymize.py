@@ -41,14 +41,14 @@ import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from perfruns.masking.functions import NATIVE_AVAILABLE  # noqa: E402
 from perfruns.masking.policy import parse_policy  # noqa: E402
 from perfruns.masking.schema import introspect  # noqa: E402
-from perfruns.masking.sql import NATIVE_AVAILABLE  # noqa: E402
 from perfruns.pipeline.cluster import ManagedCluster  # noqa: E402
-from perfruns.pipeline.environment import cluster_os_user  # noqa: E402
+from perfruns.pipeline.databases import create_database, drop_database  # noqa: E402
 from perfruns.pipeline.pgtools import find_binary, run  # noqa: E402
-from perfruns.pipeline.restore import create_database, drop_database  # noqa: E402
 from perfruns.pipeline.snapshot import dead_tuples, restore_masked  # noqa: E402
+from perfruns.services.environments import cluster_os_user  # noqa: E402
 
 SOURCE = "fixproof_bench_source"
 USERS = 100_000

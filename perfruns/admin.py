@@ -1,7 +1,10 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 
-from . import services
 from .models import (
     DumpSource,
     PerfRun,
@@ -13,6 +16,7 @@ from .models import (
     VerificationCriterion,
     Webhook,
 )
+from .services import common, scenarios
 
 
 @admin.register(DumpSource)
@@ -46,18 +50,19 @@ class ScenarioAdminForm(forms.ModelForm):
         model = Scenario
         exclude: tuple[str, ...] = ()
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         if not self.errors:
             # The same checks as load_scenarios: loopback targets only, a valid shape...
             try:
-                services.scenario_check(self.instance.__class__(**_plain(cleaned)))
-            except services.PipelineRefused as exc:
+                scenarios.scenario_check(self.instance.__class__(**_plain(cleaned)))
+            except common.PipelineRefused as exc:
                 raise forms.ValidationError(str(exc)) from None
         return cleaned
 
 
-def _plain(cleaned: dict) -> dict:
+def _plain(cleaned: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cleaned.items() if k not in ("postmortems", "actions")}
 
 
@@ -70,8 +75,8 @@ class ScenarioAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:
-            services.scenario_schedule_set(
-                scenario=obj, enabled=True, **services.SCENARIO_DEFAULT_SCHEDULE
+            scenarios.scenario_schedule_set(
+                scenario=obj, enabled=True, **scenarios.SCENARIO_DEFAULT_SCHEDULE
             )
 
 

@@ -11,11 +11,12 @@ from .models import (
     CriterionMetric,
     DumpSource,
     EnvironmentKind,
+    PerfRun,
     Scenario,
     Snapshot,
     SnapshotStatus,
 )
-from .services import looks_like_dsn
+from .services.common import looks_like_dsn
 
 
 class VariableNameInput(forms.TextInput):
@@ -51,7 +52,8 @@ class SourceForm(forms.Form):
         return text
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if bool(data.get("dsn_env")) == bool(data.get("dsn_file")):
             raise forms.ValidationError(
                 _("Give either the DSN environment variable or the DSN file, not both.")
@@ -140,8 +142,6 @@ class CriterionForm(forms.Form):
     )
 
     def clean_reference_run(self) -> Any:
-        from .models import PerfRun
-
         number = self.cleaned_data["reference_run"]
         if number is None:
             return None

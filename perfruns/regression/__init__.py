@@ -1,12 +1,12 @@
 """Is a load test's candidate run worse than its baseline, and when did a series change?
 
 Pure library code over plain values, no models: per-endpoint and per-metric verdicts with
-their uncertainty and the validity gates of a comparison (compare), and change points in a
+their uncertainty and the validity gates of a comparison (verdicts), and change points in a
 scenario's series of runs (changepoint).
 """
 
 from .changepoint import Segment, change_points, segment_summary
-from .compare import (
+from .verdicts import (
     EndpointSeries,
     Floors,
     MetricVerdict,

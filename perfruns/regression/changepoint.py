@@ -116,7 +116,7 @@ def change_points(
         for start, end in segments:
             if (start, end) not in best_of:
                 best_of[(start, end)] = _best_split(distances[start:end, start:end], min_size)
-        candidates = [(best_of[s][1], s, best_of[s][0]) for s in segments if best_of[s]]
+        candidates = [(best[1], s, best[0]) for s in segments if (best := best_of[s]) is not None]
         if not candidates:
             break
         observed, (start, _), tau = max(candidates)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from perfruns import services
 from perfruns.models import DumpSource, EnvironmentKind
+from perfruns.services import common, environments
 
 
 class Command(BaseCommand):
@@ -26,7 +26,7 @@ class Command(BaseCommand):
             if source is None:
                 raise CommandError(f"No dump source named {options['source']}.")
         try:
-            env, created = services.environment_save(
+            env, created = environments.environment_save(
                 name=options["name"],
                 kind=options["kind"],
                 dsn_env=options["dsn_env"],
@@ -36,6 +36,6 @@ class Command(BaseCommand):
                 max_connections=options["max_connections"],
                 source=source,
             )
-        except services.PipelineRefused as exc:
+        except common.PipelineRefused as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{'Created' if created else 'Updated'} review environment {env.name}.")

@@ -5,7 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from perfruns.masking.policy import PolicyError
-from perfruns.services import PipelineRefused, source_save
+from perfruns.services.common import PipelineRefused
+from perfruns.services.sources import source_save
 
 
 class Command(BaseCommand):

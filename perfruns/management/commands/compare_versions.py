@@ -4,9 +4,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from perfruns import services, versions
 from perfruns.management.waiting import scenario_named, wait_until_ended
 from perfruns.models import ComparisonStatus, VersionComparison
+from perfruns.services import common, version_comparisons
 
 # Exit statuses CI pipelines read: B not worse (same, better or inconclusive), B worse,
 # no verdict (error, cancelled, invalid runs, or A drifted).
@@ -38,26 +38,26 @@ class Command(BaseCommand):
         scenario = scenario_named(options["scenario"])
         try:
             with transaction.atomic():
-                comparison = versions.version_comparison_request(
+                comparison = version_comparisons.version_comparison_request(
                     scenario=scenario,
                     version_a=options["version_a"],
                     version_b=options["version_b"],
                     actor=None,
                 )
                 if not options["here"]:
-                    versions.version_comparison_enqueue(comparison)
-        except services.PipelineRefused as exc:
+                    version_comparisons.version_comparison_enqueue(comparison)
+        except common.PipelineRefused as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{settings.SITE_URL}{comparison.get_absolute_url()}")
         if options["here"]:
-            comparison = versions.version_comparison_run(comparison_id=comparison.pk)
+            comparison = version_comparisons.version_comparison_run(comparison_id=comparison.pk)
         elif options["wait"]:
             comparison = wait_until_ended(
                 comparison,
                 noun="comparison",
                 # Three runs back to back, and a wait for the environment before each.
                 budget_s=4 * settings.PIPELINE_TIMEOUT + 300,
-                cancel=lambda: versions.version_comparison_cancel(comparison=comparison),
+                cancel=lambda: version_comparisons.version_comparison_cancel(comparison=comparison),
             )
         else:
             return

@@ -20,13 +20,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from psycopg import sql
 
-from perfruns import services
 from perfruns.models import (
     ReviewEnvironment,
     RunTrigger,
     Scenario,
     SnapshotStatus,
 )
+from perfruns.services import common, environments, restores, runs, snapshots, sources
+from postmortems.models import PostMortem
 
 DEMO = Path(settings.BASE_DIR) / "examples" / "demo"
 TARGET_DB = "fixproof_demo_shop"
@@ -59,7 +60,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         self._seed_target()
         source = self._source()
-        env, _ = services.environment_save(
+        env, _ = environments.environment_save(
             name="demo",
             shared_buffers="128MB",
             work_mem="4MB",
@@ -70,8 +71,6 @@ class Command(BaseCommand):
             self._snapshot_and_restore(source, env)
         call_command("load_scenarios", str(DEMO / "scenarios.yml"), stdout=self.stdout)
         scenario = Scenario.objects.get(name="demo")
-        from postmortems.models import PostMortem
-
         incident = PostMortem.objects.filter(title=POOL_TITLE).first()
         if incident is not None:
             scenario.postmortems.add(incident)
@@ -80,11 +79,9 @@ class Command(BaseCommand):
             return
         try:
             with transaction.atomic():
-                run = services.perfrun_request(
-                    scenario=scenario, trigger=RunTrigger.MANUAL, actor=None
-                )
-                services.perfrun_enqueue(run)
-        except services.PipelineRefused as exc:
+                run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+                runs.perfrun_enqueue(run)
+        except common.PipelineRefused as exc:
             self.stdout.write(f"No demo run queued: {exc}")
             return
         self.stdout.write(
@@ -123,7 +120,7 @@ class Command(BaseCommand):
         dsn_file = secrets / "demo-shop.dsn"
         dsn_file.touch(mode=0o600)
         dsn_file.write_text(_url(TARGET_DB) + "\n")
-        source, _ = services.source_save(
+        source, _ = sources.source_save(
             name="demo-shop",
             dsn_file=str(dsn_file),
             policy_yaml=(DEMO / "policy.yml").read_text(),
@@ -132,13 +129,13 @@ class Command(BaseCommand):
 
     def _snapshot_and_restore(self, source, env: ReviewEnvironment) -> None:
         self.stdout.write("Taking the demo snapshot and restoring it (a few seconds)...")
-        snapshot = services.snapshot_run(
-            snapshot_id=services.snapshot_request(source=source, actor=None).pk
+        snapshot = snapshots.snapshot_run(
+            snapshot_id=snapshots.snapshot_request(source=source, actor=None).pk
         )
         if snapshot.status != SnapshotStatus.READY:
             raise CommandError(f"The demo snapshot failed: {snapshot.error}")
-        restore = services.restore_run(
-            restore_id=services.restore_request(environment=env, snapshot=snapshot, actor=None).pk
+        restore = restores.restore_run(
+            restore_id=restores.restore_request(environment=env, snapshot=snapshot, actor=None).pk
         )
         if restore.error:
             raise CommandError(f"The demo restore failed: {restore.error}")

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from perfruns import services
 from perfruns.models import ReviewEnvironment
+from perfruns.services import common, scenarios
 
 _KEYS = {
     "name",
@@ -132,7 +132,7 @@ class Command(BaseCommand):
                     if not isinstance(entry, dict) or not entry.get("name"):
                         raise ScenarioFileError("every scenario needs a name")
                     values = scenario_values(entry, folder=folder)
-                    scenario, created = services.scenario_save(name=entry["name"], values=values)
+                    scenario, created = scenarios.scenario_save(name=entry["name"], values=values)
                     schedule = entry.get("schedule")
                     if schedule is not None:
                         if not isinstance(schedule, dict) or set(schedule) - {
@@ -144,14 +144,14 @@ class Command(BaseCommand):
                             raise ScenarioFileError(
                                 "schedule has day_of_week, hour, minute and enabled"
                             )
-                        services.scenario_schedule_set(
+                        scenarios.scenario_schedule_set(
                             scenario=scenario,
                             day_of_week=str(schedule.get("day_of_week", 1)),
                             hour=int(schedule.get("hour", 3)),
                             minute=int(schedule.get("minute", 0)),
                             enabled=bool(schedule.get("enabled", True)),
                         )
-                except (ScenarioFileError, services.PipelineRefused, ValueError, TypeError) as exc:
+                except (ScenarioFileError, common.PipelineRefused, ValueError, TypeError) as exc:
                     raise CommandError(f"{path}: scenario {label}: {exc}") from None
                 report.append(f"{'created' if created else 'updated'} {scenario.name}")
         for line in report:

@@ -4,12 +4,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from perfruns import services
 from perfruns.management.waiting import scenario_named, wait_until_ended
 from perfruns.models import PerfRun, RunStatus, RunTrigger
+from perfruns.services import common, runs
 
 # Exit statuses CI pipelines read: passed, failed (thresholds), error (the pipeline broke).
-EXIT = {RunStatus.PASSED: 0, RunStatus.FAILED: 1}
+EXIT: dict[str, int] = {RunStatus.PASSED: 0, RunStatus.FAILED: 1}
 
 
 class Command(BaseCommand):
@@ -33,22 +33,22 @@ class Command(BaseCommand):
         scenario = scenario_named(options["scenario"])
         try:
             with transaction.atomic():
-                run = services.perfrun_request(
+                run = runs.perfrun_request(
                     scenario=scenario, trigger=RunTrigger.COMMAND, actor=None
                 )
                 if not options["here"]:
-                    services.perfrun_enqueue(run)
-        except services.PipelineRefused as exc:
+                    runs.perfrun_enqueue(run)
+        except common.PipelineRefused as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{settings.SITE_URL}{run.get_absolute_url()}")
         if options["here"]:
-            run = services.perfrun_run(run_id=run.pk)
+            run = runs.perfrun_run(run_id=run.pk)
         elif options["wait"]:
             run = wait_until_ended(
                 run,
                 noun="run",
                 budget_s=settings.PIPELINE_TIMEOUT + 300,
-                cancel=lambda: services.perfrun_cancel(run=run),
+                cancel=lambda: runs.perfrun_cancel(run=run),
             )
         else:
             return

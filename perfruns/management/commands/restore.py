@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from perfruns import services
 from perfruns.models import RestoreStatus, ReviewEnvironment, Snapshot
+from perfruns.services import common, restores
 
 
 class Command(BaseCommand):
@@ -25,10 +25,10 @@ class Command(BaseCommand):
             except Snapshot.DoesNotExist:
                 raise CommandError(f"No snapshot #{options['snapshot']}.") from None
         try:
-            restore = services.restore_request(environment=env, snapshot=snapshot, actor=None)
-        except services.PipelineRefused as exc:
+            restore = restores.restore_request(environment=env, snapshot=snapshot, actor=None)
+        except common.PipelineRefused as exc:
             raise CommandError(str(exc)) from None
-        restore = services.restore_run(restore_id=restore.pk)
+        restore = restores.restore_run(restore_id=restore.pk)
         if restore.status != RestoreStatus.DONE:
             raise CommandError(f"Restore into {env.name} failed: {restore.error}")
         env.refresh_from_db()

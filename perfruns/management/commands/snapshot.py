@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from perfruns import services
 from perfruns.models import DumpSource, SnapshotStatus
+from perfruns.services import common, snapshots
 
 
 class Command(BaseCommand):
@@ -18,10 +18,10 @@ class Command(BaseCommand):
         except DumpSource.DoesNotExist:
             raise CommandError(f"No dump source named {options['source']}.") from None
         try:
-            snapshot = services.snapshot_request(source=source, actor=None)
-        except services.PipelineRefused as exc:
+            snapshot = snapshots.snapshot_request(source=source, actor=None)
+        except common.PipelineRefused as exc:
             raise CommandError(str(exc)) from None
-        snapshot = services.snapshot_run(snapshot_id=snapshot.pk)
+        snapshot = snapshots.snapshot_run(snapshot_id=snapshot.pk)
         if snapshot.status == SnapshotStatus.READY:
             self.stdout.write(f"{snapshot.file_path}\n{snapshot.sha256}")
             return

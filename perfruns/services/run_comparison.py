@@ -1,5 +1,6 @@
-"""A run against its baseline: the replicates the statistics need, read from what the
-run kept, and the verdicts of perfruns.regression.
+"""Two runs of a scenario compared — a run against its baseline, against the reference run
+of a proof, or any two on the compare page: the replicates the statistics need, read from
+what each run kept, and the verdicts of perfruns.regression.
 
 Replicates are the 10-second intervals of Locust's full history (its percentiles are
 over a 10 s window: one row in ten does not overlap the next), the per-second samples of
@@ -13,20 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models import PerfRun, RunStatus
+from perfruns.loadtest import iter_history
+from perfruns.models import LOAD_SHAPE_FIELDS, PerfRun, RunStatus
+from perfruns.payloads import RegressionJson
+from perfruns.regression import (
+    EndpointSeries,
+    MetricVerdict,
+    RunFacts,
+    check_validity,
+    compare_endpoints,
+    ram_verdict,
+    slope_and_se,
+    slope_verdict,
+)
 
 INTERVAL_S = 10
-_SHAPE_KEYS = (
-    "shape",
-    "users",
-    "spawn_rate",
-    "duration_s",
-    "step_start",
-    "step_size",
-    "step_duration_s",
-    "step_max",
-    "arrival_rps",
-)
 
 
 class ComparisonError(Exception):
@@ -34,18 +36,21 @@ class ComparisonError(Exception):
 
 
 @dataclass
-class Comparison:
+class RunComparison:
+    """A candidate run against a baseline run: whether they can be compared (and why not),
+    and per endpoint and metric the statistical verdict."""
+
     baseline: PerfRun
     candidate: PerfRun
     valid: bool
     reasons: list[str]
-    verdicts: list[Any] = field(default_factory=list)  # regression.MetricVerdict
+    verdicts: list[MetricVerdict] = field(default_factory=list)
 
     @property
-    def worse(self) -> list[Any]:
+    def worse(self) -> list[MetricVerdict]:
         return [v for v in self.verdicts if v.verdict == "worse"] if self.valid else []
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> RegressionJson:
         return {
             "baseline": self.baseline.pk,
             "valid": self.valid,
@@ -70,7 +75,7 @@ class Comparison:
 
 
 def same_load(a: PerfRun, b: PerfRun) -> bool:
-    return all(a.settings.get(k) == b.settings.get(k) for k in _SHAPE_KEYS)
+    return all(a.settings.get(k) == b.settings.get(k) for k in LOAD_SHAPE_FIELDS)
 
 
 def baseline_for(run: PerfRun) -> PerfRun | None:
@@ -105,7 +110,7 @@ def _history_file(run: PerfRun) -> Path:
     return path
 
 
-def endpoint_series(run: PerfRun) -> dict[str, Any]:
+def endpoint_series(run: PerfRun) -> dict[str, EndpointSeries]:
     """Per endpoint (and Aggregated): the p50/p95/p99 and RPS of each 10-s interval.
 
     The intervals are counted back from each endpoint's last row (the last full window of
@@ -114,9 +119,6 @@ def endpoint_series(run: PerfRun) -> dict[str, Any]:
     past the endpoint's first loaded row (the ramp) is left out. Two streaming passes:
     never more than a row per bucket in memory.
     """
-    from .loadtest import iter_history
-    from .regression import EndpointSeries
-
     path = _history_file(run)
     first: dict[str, int] = {}
     last: dict[str, int] = {}
@@ -158,12 +160,8 @@ def endpoint_series(run: PerfRun) -> dict[str, Any]:
 
 
 def _ram_samples(run: PerfRun) -> list[float]:
-    return [
-        float(v)
-        for v in run.samples.filter(db_pss__isnull=False)
-        .order_by("t")
-        .values_list("db_pss", flat=True)
-    ]
+    values = run.samples.filter(db_pss__isnull=False).order_by("t").values_list("db_pss", flat=True)
+    return [float(v) for v in values if v is not None]
 
 
 def _memory_points(run: PerfRun, label: str) -> list[tuple[float, float]]:
@@ -178,9 +176,7 @@ def _memory_points(run: PerfRun, label: str) -> list[tuple[float, float]]:
     return points
 
 
-def _facts(run: PerfRun):
-    from .regression import RunFacts
-
+def _facts(run: PerfRun) -> RunFacts:
     return RunFacts(
         saturated=bool(run.invalid_reason),
         shape=str(run.settings.get("shape", "")),
@@ -190,20 +186,14 @@ def _facts(run: PerfRun):
     )
 
 
-def compare_runs(*, baseline: PerfRun, candidate: PerfRun) -> Comparison:
-    from .regression import (
-        check_validity,
-        compare_endpoints,
-        ram_verdict,
-        slope_and_se,
-        slope_verdict,
-    )
-
+def compare_runs(*, baseline: PerfRun, candidate: PerfRun) -> RunComparison:
+    """The candidate against the baseline; raises ComparisonError when a run's files are
+    no longer kept."""
     validity = check_validity(baseline=_facts(baseline), candidate=_facts(candidate))
     reasons = list(validity.reasons)
     if not same_load(baseline, candidate):
         reasons.append("The two runs did not drive the same load (shape, users or duration).")
-    comparison = Comparison(
+    comparison = RunComparison(
         baseline=baseline, candidate=candidate, valid=not reasons, reasons=reasons
     )
     verdicts = compare_endpoints(endpoint_series(baseline), endpoint_series(candidate))

@@ -1,7 +1,6 @@
-"""A/B/A comparisons: is version B of the target worse than version A?
+"""A/B/A version comparisons: is version B of the target worse than version A?
 
-Writes of the version-comparison family (services.py holds the rest of the pipeline's):
-a comparison is requested in one transaction, claimed by one conditional UPDATE, then
+A comparison is requested in one transaction, claimed by one conditional UPDATE, then
 makes its three runs back to back on the scenario's review environment — A, B, A again —
 each an ordinary perf run whose target starts with {version} replaced.
 
@@ -13,36 +12,33 @@ not a verdict.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
-from django.utils import timezone
 
-from .models import (
+from perfruns.models import (
     ABA_ROLES,
-    ACTIVE_RUN_STATUSES,
     ComparisonStatus,
     ComparisonVerdict,
+    Job,
     PerfRun,
+    ReviewEnvironment,
     RunStatus,
     RunTrigger,
     Scenario,
     VersionComparison,
 )
-from .services import (
-    PipelineRefused,
-    _describe,
-    check_version,
-    perfrun_cancel,
-    perfrun_request,
-    perfrun_run,
-    worker_id,
-)
+
+from .common import PipelineRefused, describe
+from .jobs import job_cancel, job_cancel_requested, job_claim, job_finish, job_stage
+from .queue import VERSION_COMPARISON_EXECUTE, enqueue_on_commit
+from .run_comparison import ComparisonError, compare_runs
+from .runs import perfrun_cancel, perfrun_request, perfrun_run
+from .scenarios import check_version
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +48,7 @@ BUSY_POLL_S = 5
 
 
 def version_comparison_request(
-    *, scenario: Scenario, version_a: str, version_b: str, actor: AbstractBaseUser | None
+    *, scenario: Scenario, version_a: str, version_b: str, actor: User | None
 ) -> VersionComparison:
     """Queue an A/B/A comparison; refused for a scenario whose target takes no version,
     a version that is not a plain token, or an environment already busy with one."""
@@ -65,7 +61,7 @@ def version_comparison_request(
     check_version(version_b, label="version B")
     with transaction.atomic():
         # Row lock on the environment: two requests at once cannot both see it free.
-        type(scenario.environment).objects.select_for_update().get(pk=scenario.environment_id)
+        ReviewEnvironment.objects.select_for_update().get(pk=scenario.environment_id)
         busy = VersionComparison.objects.filter(
             scenario__environment_id=scenario.environment_id,
             status__in=[ComparisonStatus.QUEUED, ComparisonStatus.RUNNING],
@@ -81,47 +77,29 @@ def version_comparison_request(
 
 
 def version_comparison_enqueue(comparison: VersionComparison) -> None:
-    from . import tasks
-
-    transaction.on_commit(functools.partial(tasks.version_comparison_execute.delay, comparison.pk))
+    enqueue_on_commit(VERSION_COMPARISON_EXECUTE, comparison.pk)
 
 
 def version_comparison_claim(*, comparison_id: int) -> bool:
     """queued -> running, once: a redelivered message claims nothing."""
-    claimed = VersionComparison.objects.filter(
-        pk=comparison_id, status=ComparisonStatus.QUEUED
-    ).update(
-        status=ComparisonStatus.RUNNING,
-        started_at=timezone.now(),
-        worker=worker_id(),
-        stage="starting",
-    )
-    return claimed == 1
+    return job_claim(VersionComparison, pk=comparison_id)
 
 
 def version_comparison_cancel(*, comparison: VersionComparison) -> bool:
     """Stop a comparison: a queued one now, a running one with its current run."""
-    if VersionComparison.objects.filter(pk=comparison.pk, status=ComparisonStatus.QUEUED).update(
-        status=ComparisonStatus.CANCELLED, finished_at=timezone.now(), stage=""
-    ):
-        return True
-    if not VersionComparison.objects.filter(
-        pk=comparison.pk, status=ComparisonStatus.RUNNING
-    ).update(cancel_requested=True):
+    if not job_cancel(VersionComparison, pk=comparison.pk):
         return False
-    for run in comparison.runs.filter(status__in=ACTIVE_RUN_STATUSES):
+    for run in comparison.runs.filter(status__in=Job.ACTIVE):
         perfrun_cancel(run=run)
     return True
 
 
 def _finish(comparison_id: int, status: str, **fields: Any) -> None:
-    VersionComparison.objects.filter(pk=comparison_id, status=ComparisonStatus.RUNNING).update(
-        status=status, finished_at=timezone.now(), stage="", **fields
-    )
+    job_finish(VersionComparison, pk=comparison_id, status=status, **fields)
 
 
 def _cancel_requested(comparison_id: int) -> bool:
-    return VersionComparison.objects.filter(pk=comparison_id, cancel_requested=True).exists()
+    return job_cancel_requested(VersionComparison, pk=comparison_id)
 
 
 def _run_for(comparison: VersionComparison, role: str, deadline: float) -> PerfRun | None:
@@ -162,8 +140,10 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
             if _cancel_requested(comparison_id):
                 _finish(comparison_id, ComparisonStatus.CANCELLED, error="Cancelled.")
                 return _fresh(comparison_id)
-            VersionComparison.objects.filter(pk=comparison_id).update(
-                stage=f"run {label} ({comparison.version_of(role)})"
+            job_stage(
+                VersionComparison,
+                pk=comparison_id,
+                stage=f"run {label} ({comparison.version_of(role)})",
             )
             run = _run_for(comparison, role, time.monotonic() + settings.PIPELINE_TIMEOUT)
             if run is None:
@@ -190,11 +170,11 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
                 )
                 return _fresh(comparison_id)
             runs[role] = run
-        VersionComparison.objects.filter(pk=comparison_id).update(stage="judging")
+        job_stage(VersionComparison, pk=comparison_id, stage="judging")
         verdict, result = version_comparison_judge(a1=runs["a1"], b=runs["b"], a2=runs["a2"])
     except Exception as exc:
         log.exception("version comparison %s failed", comparison_id)
-        _finish(comparison_id, ComparisonStatus.ERROR, error=_describe(exc))
+        _finish(comparison_id, ComparisonStatus.ERROR, error=describe(exc))
     else:
         _finish(comparison_id, ComparisonStatus.DONE, verdict=verdict, result=result)
     return _fresh(comparison_id)
@@ -207,7 +187,7 @@ def _fresh(comparison_id: int) -> VersionComparison:
 # ---------------------------------------------------------------- the verdict
 
 
-def version_comparison_judge(*, a1: PerfRun, b: PerfRun, a2: PerfRun) -> tuple[str, dict]:
+def version_comparison_judge(*, a1: PerfRun, b: PerfRun, a2: PerfRun) -> tuple[str, dict[str, Any]]:
     """The overall verdict and the rows behind it.
 
     Each endpoint and metric: B against A, B against A again, and A again against A (the
@@ -217,8 +197,6 @@ def version_comparison_judge(*, a1: PerfRun, b: PerfRun, a2: PerfRun) -> tuple[s
     from the environment's); else "better" when any row is; "same" when every row is;
     "inconclusive" otherwise. An invalid pair of runs makes it all "invalid".
     """
-    from .comparison import ComparisonError, compare_runs
-
     try:
         first = compare_runs(baseline=a1, candidate=b)
         second = compare_runs(baseline=a2, candidate=b)
@@ -235,6 +213,8 @@ def version_comparison_judge(*, a1: PerfRun, b: PerfRun, a2: PerfRun) -> tuple[s
     rows = []
     for key in sorted(set(keyed[0]) | set(keyed[1])):
         v1, v2, d = (k.get(key) for k in keyed)
+        either = v1 or v2
+        assert either is not None  # the key came from one of them
         verdict = v1.verdict if v1 and v2 and v1.verdict == v2.verdict else "inconclusive"
         drifted = d is not None and d.verdict in ("worse", "better")
         if drifted and verdict in ("worse", "better"):
@@ -244,7 +224,7 @@ def version_comparison_judge(*, a1: PerfRun, b: PerfRun, a2: PerfRun) -> tuple[s
                 "endpoint": key[0],
                 "metric": key[1],
                 "a1": v1.baseline if v1 else None,
-                "b": (v1 or v2).candidate,
+                "b": either.candidate,
                 "a2": v2.baseline if v2 else None,
                 "change_rel_a1": v1.change_rel if v1 else None,
                 "change_rel_a2": v2.change_rel if v2 else None,

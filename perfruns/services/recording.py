@@ -1,0 +1,221 @@
+"""What a run measured, into its rows: Locust's files streamed into EndpointStat, Sample
+and FailureGroup rows (bounded memory: never a whole file at once), the memory series into
+samples, peaks and slopes, and the run's folder into its downloadable artifacts."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from django.db import transaction
+
+from perfruns.loadtest import (
+    HistoryRow,
+    breaking_point,
+    iter_history,
+    load_generator_saturated,
+    memory_slope,
+    read_failures,
+    read_final,
+    steps_from_history,
+)
+from perfruns.models import Artifact, EndpointStat, FailureGroup, PerfRun, Sample
+from perfruns.payloads import RunSummary
+from perfruns.pipeline.execution import LoadFigures
+
+BATCH = 1000
+MIB = 1024 * 1024
+# A memory slope is flagged as a probable leak from this many bytes per minute.
+LEAK_PER_MINUTE = 5 * MIB
+_ARTIFACT_TYPES = {
+    ".html": "text/html",
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".log": "text/plain",
+    ".py": "text/x-python",
+}
+
+
+def run_record(*, run: PerfRun, load: LoadFigures) -> None:
+    """Stream what the load measured into the run's rows — its endpoints, failures and
+    per-second samples — and its summary: totals, memory peaks and slopes, the breaking
+    point, and whether the load generator was saturated (the figures are then invalid).
+    Rows a retry of the run left are replaced."""
+    plan, memory_file = load.plan, load.memory_file
+    summary: RunSummary = {"sampler": load.sampler}
+    with transaction.atomic():
+        EndpointStat.objects.filter(run=run).delete()
+        FailureGroup.objects.filter(run=run).delete()
+        Sample.objects.filter(run=run).delete()
+        if plan.json_file.exists():
+            results = read_final(plan.json_file)
+            EndpointStat.objects.bulk_create(
+                EndpointStat(
+                    run=run,
+                    method=r.method,
+                    name=r.name,
+                    requests=r.requests,
+                    failures=r.failures,
+                    avg_ms=r.avg_ms,
+                    min_ms=r.min_ms,
+                    max_ms=r.max_ms,
+                    percentiles=r.percentiles,
+                    rps=r.rps,
+                )
+                for r in results
+            )
+            total = next((r for r in results if r.name == "Aggregated" and not r.method), None)
+            if total is not None:
+                summary["requests"] = total.requests
+                summary["failures"] = total.failures
+                summary["failure_rate"] = total.failure_rate
+                summary["rps"] = total.rps
+                summary["avg_ms"] = total.avg_ms
+                summary["p50_ms"] = total.percentiles.get("50")
+                summary["p95_ms"] = total.percentiles.get("95")
+                summary["p99_ms"] = total.percentiles.get("99")
+        if plan.failures_file.exists():
+            FailureGroup.objects.bulk_create(
+                FailureGroup(
+                    run=run,
+                    method=f.method,
+                    name=f.name,
+                    error=f.error[:2000],
+                    occurrences=f.occurrences,
+                )
+                for f in read_failures(plan.failures_file)
+            )
+        steps = []
+        if plan.history_file.exists():
+            _samples_insert(
+                _load_samples(run, iter_history(plan.history_file), load.started),
+            )
+            if run.settings.get("shape") == "steps":
+                steps = steps_from_history(
+                    r for r in iter_history(plan.history_file) if r.name == "Aggregated"
+                )
+        peaks, series = _memory(memory_file)
+        _samples_insert(_memory_samples(run, memory_file))
+        summary.update(peaks)
+        ramp = run.settings.get("users", 0) / max(run.settings.get("spawn_rate", 0), 0.001)
+        for label, points in series.items():
+            steady = [(t, v) for t, v in points if t >= ramp] or points
+            slope = memory_slope(steady, min_per_minute=LEAK_PER_MINUTE)
+            if slope is not None:
+                summary[f"{label}_slope"] = {  # type: ignore[literal-required]
+                    "per_minute": slope.per_minute,
+                    "r2": slope.r2,
+                    "leak": slope.leak,
+                }
+        if steps:
+            point = breaking_point(steps)
+            summary["breaking_point"] = {
+                "first_failure_users": point.first_failure_users,
+                "knee_users": point.knee_users,
+                "max_sustained_rps": point.max_sustained_rps,
+            }
+        invalid = ""
+        if plan.log_file.exists() and load_generator_saturated(plan.log_file):
+            invalid = (
+                "Locust's CPU was saturated during the load: the figures understate "
+                "what the target can do and must not be compared."
+            )
+        PerfRun.objects.filter(pk=run.pk).update(
+            summary=summary, database=load.database, invalid_reason=invalid
+        )
+    run_artifacts_record(run=run)
+
+
+def _load_samples(
+    run: PerfRun, rows: Iterable[HistoryRow], load_started: float
+) -> Iterator[Sample]:
+    for row in rows:
+        if row.name != "Aggregated":
+            continue
+        yield Sample(
+            run=run,
+            t=max(0.0, row.timestamp - load_started),
+            users=row.users,
+            rps=row.rps,
+            failures_per_s=row.failures_per_s,
+            p50_ms=row.p50_ms,
+            p95_ms=row.p95_ms,
+        )
+
+
+def _memory_samples(run: PerfRun, memory_file: Path) -> Iterator[Sample]:
+    with memory_file.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            t = float(row["t"])
+            if row["label"] == "db":
+                yield Sample(
+                    run=run,
+                    t=t,
+                    db_pss=int(row["pss"]),
+                    db_pss_anon=int(row["pss_anon"]),
+                    db_pss_shared=int(row["pss_shared"]),
+                    db_cgroup=int(row["cgroup"]) if row["cgroup"] else None,
+                )
+            elif row["label"] == "target":
+                yield Sample(run=run, t=t, target_rss=int(row["rss"]))
+
+
+def _memory(memory_file: Path) -> tuple[RunSummary, dict[str, list[tuple[float, float]]]]:
+    """Peaks, and the (t, bytes) series the slopes are fitted on (one point a second:
+    an hour is 3,600 pairs per series)."""
+    peaks: RunSummary = {}
+    series: dict[str, list[tuple[float, float]]] = {"db": [], "target": []}
+    with memory_file.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            t = float(row["t"])
+            if row["label"] == "db":
+                pss = int(row["pss"])
+                if pss > peaks.get("db_ram_peak", -1):
+                    peaks["db_ram_peak"] = pss
+                    peaks["db_ram_peak_anon"] = int(row["pss_anon"])
+                series["db"].append((t, pss))
+                if row["cgroup"]:
+                    cgroup = int(row["cgroup"])
+                    peaks["db_cgroup_peak"] = max(peaks.get("db_cgroup_peak", 0), cgroup)
+            elif row["label"] == "target":
+                rss = int(row["rss"])
+                peaks["target_rss_peak"] = max(peaks.get("target_rss_peak", 0), rss)
+                series["target"].append((t, rss))
+    return peaks, {k: v for k, v in series.items() if v}
+
+
+def run_artifacts_record(*, run: PerfRun) -> None:
+    """The files of the run's folder that a person may download, listed as its artifacts."""
+    workdir = Path(run.artifacts_dir) if run.artifacts_dir else None
+    if workdir is None or not workdir.is_dir():
+        return
+    rows = []
+    for path in sorted(workdir.iterdir()):
+        content_type = _ARTIFACT_TYPES.get(path.suffix)
+        if not path.is_file() or content_type is None:
+            continue
+        rows.append(
+            Artifact(
+                run=run,
+                name=path.name,
+                path=str(path),
+                size_bytes=path.stat().st_size,
+                content_type=content_type,
+            )
+        )
+    with transaction.atomic():
+        Artifact.objects.filter(run=run).delete()
+        Artifact.objects.bulk_create(rows)
+
+
+def _samples_insert(rows: Iterable[Sample]) -> None:
+    """Insert in batches: an hour of samples never sits in memory at once."""
+    batch: list[Sample] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            Sample.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        Sample.objects.bulk_create(batch)
