@@ -105,6 +105,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_celery_beat",
+    # The project's own set-up commands: ensure_services, ensure_database, ensure_admin.
+    "fixproof",
     "postmortems",
     "perfruns",
 ]

@@ -11,6 +11,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("postmortems/", include("postmortems.urls")),
-    path("perf/", include("perfruns.urls")),
+    # perfruns' pages under perf/, and the action's proof page under postmortems/.
+    path("", include("perfruns.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,10 +1,11 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
 app_name = "perfruns"
 
-urlpatterns = [
+# The performance pages, under /perf/.
+perf_urlpatterns = [
     path("sources/", views.source_list, name="sources"),
     path("sources/new/", views.source_edit, name="source_create"),
     path("sources/<slug:name>/", views.source_detail, name="source"),
@@ -49,4 +50,18 @@ urlpatterns = [
     path("runs/<int:pk>/files/<str:name>", views.run_artifact, name="run_artifact"),
     path("runs/<int:base>/vs/<int:pk>/", views.run_compare, name="run_compare"),
     path("runs/compare/", views.run_compare_pick, name="run_compare_pick"),
+]
+
+# Perf-run pages that live at a post-mortem's address: the proof an action asks for.
+postmortem_urlpatterns = [
+    path(
+        "<int:pk>/actions/<int:action_pk>/proof/", views.action_criterion, name="action_criterion"
+    ),
+]
+
+# One include keeps both prefixes in the one "perfruns" namespace (two includes with the
+# same namespace would let reverse() see only one of them).
+urlpatterns = [
+    path("perf/", include(perf_urlpatterns)),
+    path("postmortems/", include(postmortem_urlpatterns)),
 ]

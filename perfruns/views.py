@@ -7,13 +7,15 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from postmortems import access
+from postmortems.models import Action
 
-from . import services, tasks, versions
 from .forms import (
+    CriterionForm,
     EnvironmentForm,
     RestoreForm,
     ScheduleForm,
@@ -33,6 +35,19 @@ from .models import (
     Snapshot,
     VersionComparison,
 )
+from .services import (
+    common,
+    environments,
+    proofs,
+    restores,
+    runs,
+    scenarios,
+    snapshots,
+    sources,
+    trends,
+    version_comparisons,
+)
+from .services.run_comparison import ComparisonError, compare_runs
 
 
 def _require_staff(user) -> None:
@@ -95,14 +110,14 @@ def source_edit(request: HttpRequest, name: str | None = None) -> HttpResponse:
             form.add_error("name", _("A source cannot be renamed."))
         else:
             try:
-                saved, _created = services.source_save(
+                saved, _created = sources.source_save(
                     name=data["name"],
                     dsn_env=data["dsn_env"],
                     dsn_file=data["dsn_file"],
                     policy_yaml=data["policy_yaml"],
                     retention=data["retention"],
                 )
-            except (services.PipelineRefused, PolicyError) as exc:
+            except (common.PipelineRefused, PolicyError) as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, _("Source saved."))
@@ -115,13 +130,13 @@ def source_edit(request: HttpRequest, name: str | None = None) -> HttpResponse:
 
 @require_POST
 def snapshot_create(request: HttpRequest, name: str) -> HttpResponse:
-    access.require_write(request.user)
+    user = access.require_write(request.user)
     source = get_object_or_404(DumpSource, name=name)
     try:
         with transaction.atomic():
-            snapshot = services.snapshot_request(source=source, actor=request.user)
-            transaction.on_commit(lambda: tasks.snapshot_create.delay(snapshot.pk))
-    except services.PipelineRefused as exc:
+            snapshot = snapshots.snapshot_request(source=source, actor=user)
+            snapshots.snapshot_enqueue(snapshot)
+    except common.PipelineRefused as exc:
         messages.error(request, str(exc))
         return redirect(source)
     messages.success(request, _("Snapshot queued."))
@@ -199,8 +214,8 @@ def environment_edit(request: HttpRequest, name: str | None = None) -> HttpRespo
             form.add_error("name", _("An environment cannot be renamed."))
         else:
             try:
-                saved, _created = services.environment_save(**data)
-            except services.PipelineRefused as exc:
+                saved, _created = environments.environment_save(**data)
+            except common.PipelineRefused as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, _("Environment saved."))
@@ -213,7 +228,7 @@ def environment_edit(request: HttpRequest, name: str | None = None) -> HttpRespo
 
 @require_POST
 def restore_create(request: HttpRequest, name: str) -> HttpResponse:
-    access.require_write(request.user)
+    user = access.require_write(request.user)
     env = get_object_or_404(ReviewEnvironment, name=name)
     form = RestoreForm(request.POST)
     if not form.is_valid():
@@ -221,11 +236,11 @@ def restore_create(request: HttpRequest, name: str) -> HttpResponse:
         return redirect(env)
     try:
         with transaction.atomic():
-            restore: Restore = services.restore_request(
-                environment=env, snapshot=form.cleaned_data["snapshot"], actor=request.user
+            restore: Restore = restores.restore_request(
+                environment=env, snapshot=form.cleaned_data["snapshot"], actor=user
             )
-            transaction.on_commit(lambda: tasks.restore_environment.delay(restore.pk))
-    except services.PipelineRefused as exc:
+            restores.restore_enqueue(restore)
+    except common.PipelineRefused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, _("Restore queued."))
@@ -250,7 +265,7 @@ def scenario_list(request: HttpRequest) -> HttpResponse:
 def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
     access.require_role(request.user)
     scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
-    schedule = services.scenario_schedule(scenario)
+    schedule = scenarios.scenario_schedule(scenario)
     form = ScheduleForm(
         initial={
             "day_of_week": schedule.crontab.day_of_week if schedule else "1",
@@ -278,15 +293,13 @@ def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 def scenario_run(request: HttpRequest, name: str) -> HttpResponse:
-    access.require_write(request.user)
+    user = access.require_write(request.user)
     scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
     try:
         with transaction.atomic():
-            run = services.perfrun_request(
-                scenario=scenario, trigger=RunTrigger.MANUAL, actor=request.user
-            )
-            services.perfrun_enqueue(run)
-    except services.PipelineRefused as exc:
+            run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=user)
+            runs.perfrun_enqueue(run)
+    except common.PipelineRefused as exc:
         messages.error(request, str(exc))
         return redirect(scenario)
     messages.success(request, _("Run queued."))
@@ -302,8 +315,8 @@ def scenario_schedule(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, _("The schedule was not changed: check the day and time."))
         return redirect(scenario)
     try:
-        services.scenario_schedule_set(scenario=scenario, **form.cleaned_data)
-    except services.PipelineRefused as exc:
+        scenarios.scenario_schedule_set(scenario=scenario, **form.cleaned_data)
+    except common.PipelineRefused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, _("Schedule saved."))
@@ -370,7 +383,7 @@ def run_series(request: HttpRequest, pk: int) -> JsonResponse:
 def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     access.require_write(request.user)
     run = get_object_or_404(PerfRun, pk=pk)
-    if services.perfrun_cancel(run=run):
+    if runs.perfrun_cancel(run=run):
         messages.success(request, _("The run is being stopped; what it measured is kept."))
     else:
         messages.error(request, _("The run has already ended."))
@@ -407,12 +420,10 @@ def run_compare_pick(request: HttpRequest) -> HttpResponse:
 @require_GET
 def run_compare(request: HttpRequest, base: int, pk: int) -> HttpResponse:
     """Two runs side by side: per-endpoint deltas with their verdicts."""
-    from .comparison import ComparisonError, compare_runs
-
     access.require_role(request.user)
-    runs = PerfRun.objects.select_related("scenario", "environment")
-    baseline = get_object_or_404(runs, pk=base)
-    candidate = get_object_or_404(runs, pk=pk)
+    visible = PerfRun.objects.select_related("scenario", "environment")
+    baseline = get_object_or_404(visible, pk=base)
+    candidate = get_object_or_404(visible, pk=pk)
     comparison, problem = None, ""
     try:
         comparison = compare_runs(baseline=baseline, candidate=candidate)
@@ -435,10 +446,10 @@ def incident_resolve(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     access.require_write(request.user)
     incident = get_object_or_404(RegressionIncident, scenario__name=name, pk=pk)
     try:
-        changed = services.regression_incident_resolve(
+        changed = trends.regression_incident_resolve(
             incident=incident, state=request.POST.get("state", "")
         )
-    except services.PipelineRefused as exc:
+    except common.PipelineRefused as exc:
         messages.error(request, str(exc))
     else:
         if changed:
@@ -453,7 +464,7 @@ def incident_resolve(request: HttpRequest, name: str, pk: int) -> HttpResponse:
 
 @require_POST
 def version_comparison_create(request: HttpRequest, name: str) -> HttpResponse:
-    access.require_write(request.user)
+    user = access.require_write(request.user)
     scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
     form = VersionComparisonForm(request.POST)
     if not form.is_valid():
@@ -461,11 +472,11 @@ def version_comparison_create(request: HttpRequest, name: str) -> HttpResponse:
         return redirect(scenario)
     try:
         with transaction.atomic():
-            comparison = versions.version_comparison_request(
-                scenario=scenario, actor=request.user, **form.cleaned_data
+            comparison = version_comparisons.version_comparison_request(
+                scenario=scenario, actor=user, **form.cleaned_data
             )
-            versions.version_comparison_enqueue(comparison)
-    except services.PipelineRefused as exc:
+            version_comparisons.version_comparison_enqueue(comparison)
+    except common.PipelineRefused as exc:
         messages.error(request, str(exc))
         return redirect(scenario)
     messages.success(request, _("Comparison queued: A, then B, then A again."))
@@ -515,8 +526,57 @@ def version_comparison_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def version_comparison_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     access.require_write(request.user)
     comparison = get_object_or_404(VersionComparison, pk=pk)
-    if versions.version_comparison_cancel(comparison=comparison):
+    if version_comparisons.version_comparison_cancel(comparison=comparison):
         messages.success(request, _("The comparison is being stopped."))
     else:
         messages.error(request, _("The comparison has already ended."))
     return redirect(comparison)
+
+
+@require_http_methods(["GET", "POST"])
+def action_criterion(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse:
+    """The proof an action asks for: set, changed or removed by who manages actions."""
+    user = access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk)
+    if not access.can_manage_actions(request.user):
+        raise PermissionDenied(_("Only managers and engineers can change actions."))
+    action = get_object_or_404(
+        Action.objects.select_related("criterion"), pk=action_pk, postmortem=pm
+    )
+    criterion = getattr(action, "criterion", None)
+    back = f"{reverse('postmortems:detail', args=[pm.pk])}#action-{action.number}"
+    if request.method == "POST" and "remove" in request.POST:
+        if proofs.criterion_remove(action=action, actor=user):
+            messages.success(
+                request, _("Action %(n)d asks for no proof any more.") % {"n": action.number}
+            )
+        return redirect(back)
+    initial = {}
+    if criterion is not None:
+        initial = {
+            "scenario": criterion.scenario_id,
+            "endpoint": criterion.endpoint,
+            "metric": criterion.metric,
+            "comparison": criterion.comparison,
+            "value": criterion.value,
+            "users": criterion.users,
+            "reference_run": criterion.reference_run_id,
+        }
+    form = CriterionForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            proofs.criterion_save(action=action, actor=user, **form.cleaned_data)
+        except common.PipelineRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request, _("Action %(n)d now asks for this proof.") % {"n": action.number}
+            )
+            return redirect(back)
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request,
+        "perfruns/criterion.html",
+        {"pm": pm, "action": action, "criterion": criterion, "form": form},
+        status=status,
+    )

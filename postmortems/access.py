@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
@@ -15,7 +15,7 @@ MANAGER = "manager"
 VIEWER = "viewer"
 ROLES = (ENGINEER, MANAGER, VIEWER)
 
-AnyUser = AbstractBaseUser | AnonymousUser
+AnyUser = User | AnonymousUser
 
 
 def _groups(user: AnyUser) -> set[str]:
@@ -23,7 +23,7 @@ def _groups(user: AnyUser) -> set[str]:
     cached = getattr(user, "_fixproof_groups", None)
     if cached is None:
         cached = set(user.groups.values_list("name", flat=True)) if user.is_authenticated else set()
-        user._fixproof_groups = cached
+        setattr(user, "_fixproof_groups", cached)  # noqa: B010 (an attribute of our own)
     return cached
 
 
@@ -46,7 +46,7 @@ def can_manage_actions(user: AnyUser) -> bool:
 
 def visible_postmortems(user: AnyUser) -> QuerySet[PostMortem]:
     qs = PostMortem.objects.all()
-    if not has_role(user):
+    if not isinstance(user, User) or not has_role(user):
         return qs.none()
     if is_manager(user):
         return qs
@@ -58,14 +58,18 @@ def visible_postmortems(user: AnyUser) -> QuerySet[PostMortem]:
     return qs.filter(Q(is_private=False) | Q(created_by=user) | Exists(authored) | Exists(in_team))
 
 
-def require_role(user: AnyUser) -> None:
-    if not has_role(user):
+def require_role(user: AnyUser) -> User:
+    """The signed-in user, once they have a role (every page asks for one)."""
+    if not isinstance(user, User) or not has_role(user):
         raise PermissionDenied(_("Your account has no role yet: ask an administrator for one."))
+    return user
 
 
-def require_write(user: AnyUser) -> None:
-    if not can_write(user):
+def require_write(user: AnyUser) -> User:
+    """The signed-in user, once they may write (engineers)."""
+    if not isinstance(user, User) or not can_write(user):
         raise PermissionDenied(_("Only engineers can write post-mortems."))
+    return user
 
 
 def get_visible_or_404(user: AnyUser, pk: int, queryset: QuerySet[PostMortem] | None = None):

@@ -42,7 +42,7 @@ class UserMultipleChoiceField(forms.ModelMultipleChoiceField):
 
 
 class CommaListField(forms.CharField):
-    def to_python(self, value: Any) -> list[str]:
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]  # a list, by design
         text = super().to_python(value) or ""
         items = [item.strip() for item in text.split(",") if item.strip()]
         for item in items:
@@ -118,7 +118,8 @@ class PostMortemForm(forms.ModelForm):
         }
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("started_at"), data.get("ended_at")
         if start and end and end < start:
             self.add_error("ended_at", _("The incident cannot end before it starts."))
@@ -181,7 +182,7 @@ class BaseRowFormSet(forms.BaseFormSet):
         for form in self.forms:
             if not form.has_changed() and not form.cleaned_data.get("id"):
                 continue
-            if self.can_delete and self._should_delete_form(form):
+            if self.can_delete and form.cleaned_data.get("DELETE"):
                 continue
             row = {k: v for k, v in form.cleaned_data.items() if k != "DELETE"}
             kept.append(row)
@@ -201,7 +202,8 @@ class SharedChoices(BaseChoiceIterator):
         self._source: Any = None
         self._items: list[Any] | None = None
 
-    def share(self, field: forms.ModelChoiceField) -> None:
+    def share(self, field: forms.Field) -> None:
+        assert isinstance(field, forms.ModelChoiceField)
         if self._source is None:
             self._source = field.choices
         field.choices = self
@@ -320,7 +322,8 @@ class SearchForm(forms.Form):
     until = forms.DateField(required=False, widget=DATE_WIDGET, label=_("To"))
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("since") and data.get("until") and data["until"] < data["since"]:
             self.add_error("until", _("The end of the date range is before its start."))
         return data

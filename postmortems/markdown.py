@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.db.models import Field, Model
 from django.utils import timezone
 
 from .models import (
@@ -267,9 +268,13 @@ class MarkdownError(ValueError):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
-def _max_length(model: type, name: str) -> int:
+def _max_length(model: type[Model], name: str) -> int:
     field = model._meta.get_field(name)
-    return getattr(field, "base_field", field).max_length
+    # An array of text holds its items' length on its base field.
+    field = getattr(field, "base_field", field)
+    if not isinstance(field, Field) or field.max_length is None:
+        raise TypeError(f"{model.__name__}.{name} has no maximum length")
+    return field.max_length
 
 
 def _check_length(text: str, model: type, name: str, what: str, line: int | None) -> str:
@@ -447,7 +452,7 @@ def parse_impact(text: str, window: str, line: int | None = None) -> dict[str, A
         unit_match = _UNIT.match(text[m.end() :])
         unit = unit_match.group(1) if unit_match else ""
     column = ImpactFigure._meta.get_field("value")
-    if value is not None and value.adjusted() >= column.max_digits - column.decimal_places:
+    if m and value is not None and value.adjusted() >= column.max_digits - column.decimal_places:
         raise MarkdownError(
             f"The figure {m.group(1)} is too large to store (at most "
             f"{column.max_digits - column.decimal_places} digits before the decimal point).",
@@ -584,7 +589,7 @@ def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
     for number, line in section.content_lines():
         m = _FIELD_LINE.match(line)
         name = FIELD_BY_WORD.get(_fold(m.group("name"))) if m else None
-        if name not in ("started_at", "ended_at", "detected_at", "resolved_at"):
+        if m is None or name not in ("started_at", "ended_at", "detected_at", "resolved_at"):
             raise MarkdownError(
                 "Expected 'Started:', 'Detected:', 'Resolved:' or 'Ended:' with a time.", number
             )
@@ -900,7 +905,7 @@ def export(pm: PostMortem, *, language: str = "en") -> str:
         "authors": ", ".join(authors),
         "status": POSTMORTEM_STATUS_WORD[PostMortemStatus(pm.status)],
         "severity": Severity(pm.severity).label,
-        "team": pm.team.name if pm.team_id else None,
+        "team": pm.team.name if pm.team is not None else None,
         "services": ", ".join(pm.services),
         "when": "\n".join(f"{label}: {_format_datetime(value)}" for label, value in when),
         "summary": pm.summary,

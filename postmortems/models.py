@@ -19,7 +19,7 @@ User = settings.AUTH_USER_MODEL
 class Team(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     slug = models.SlugField(_("slug"), max_length=100, unique=True)
-    members = models.ManyToManyField(User, related_name="teams", blank=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -66,7 +66,10 @@ class PostMortem(models.Model):
     detected_at = models.DateTimeField(_("detected at"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     authors = models.ManyToManyField(
-        User, related_name="authored_postmortems", blank=True, verbose_name=_("authors")
+        settings.AUTH_USER_MODEL,
+        related_name="authored_postmortems",
+        blank=True,
+        verbose_name=_("authors"),
     )
     # Authors named in an imported wiki page who have no account here.
     external_authors = ArrayField(
@@ -306,7 +309,7 @@ class Action(models.Model):
 
     @property
     def owner_display(self) -> str:
-        if self.owner_id:
+        if self.owner is not None:
             return self.owner.get_full_name() or self.owner.get_username()
         return self.owner_name
 
@@ -369,9 +372,10 @@ class HistoryEntry(models.Model):
         for change in self.changes:
             name = change.get("field", "")
             try:
-                label = str(model._meta.get_field(name).verbose_name)
+                field = model._meta.get_field(name)
             except FieldDoesNotExist:
-                label = name
+                field = None
+            label = str(field.verbose_name) if isinstance(field, models.Field) else name
             old, new = change.get("old", ""), change.get("new", "")
             if name == "status":
                 old, new = str(statuses.get(old, old)), str(statuses.get(new, new))

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.contrib.postgres.search import SearchVector
 from django.db import transaction
-from django.db.models import Value
+from django.db.models import Model, Value
 from django.utils import timezone
+from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
+from . import markdown
 from .models import (
     Action,
     ActionStatus,
@@ -24,6 +27,7 @@ from .models import (
     PostMortem,
     PostMortemStatus,
     RootCause,
+    Team,
     TimelineEntry,
 )
 
@@ -86,7 +90,7 @@ class PostMortemContent:
     """
 
     fields: dict[str, Any]
-    authors: Sequence[AbstractBaseUser]
+    authors: Sequence[User]
     impacts: list[dict[str, Any]]
     root_causes: list[dict[str, Any]]
     timeline: list[dict[str, Any]]
@@ -123,14 +127,14 @@ def _diff(obj: Any, values: dict[str, Any], fields: Iterable[str]) -> list[dict[
 
 def _sync_children(
     *,
-    model: type,
+    model: type[Model],
     postmortem: PostMortem,
     rows: list[dict[str, Any]],
     fields: Sequence[str],
     positioned: bool,
 ) -> tuple[int, int, int]:
     """Make the post-mortem's rows of ``model`` exactly ``rows``; return added/changed/removed."""
-    existing = {obj.pk: obj for obj in model.objects.filter(postmortem=postmortem)}
+    existing = {obj.pk: obj for obj in model._default_manager.filter(postmortem=postmortem)}
     keep: set[int] = set()
     added = changed = 0
     to_create = []
@@ -149,15 +153,15 @@ def _sync_children(
                 setattr(obj, name, value)
             obj.save()
             changed += 1
-    model.objects.bulk_create(to_create)
+    model._default_manager.bulk_create(to_create)
     removed_ids = set(existing) - keep
     if removed_ids:
-        model.objects.filter(pk__in=removed_ids).delete()
+        model._default_manager.filter(pk__in=removed_ids).delete()
     return added, changed, len(removed_ids)
 
 
 def _sync_actions(
-    *, postmortem: PostMortem, rows: list[dict[str, Any]], actor: AbstractBaseUser | None
+    *, postmortem: PostMortem, rows: list[dict[str, Any]], actor: User | None
 ) -> list[HistoryEntry]:
     existing = {a.pk: a for a in Action.objects.filter(postmortem=postmortem)}
     history: list[HistoryEntry] = []
@@ -170,7 +174,8 @@ def _sync_actions(
         # name an imported page gave; choosing an account replaces it.
         if values.get("owner") is not None:
             values["owner_name"] = ""
-        action = existing.get(row.get("id")) if row.get("id") else None
+        row_id = row.get("id")
+        action = existing.get(row_id) if row_id else None
         if action is None:
             number = row.get("number") or next_number
             next_number = max(next_number, number) + 1
@@ -253,7 +258,7 @@ def postmortem_reindex(*, postmortem_id: int) -> None:
 @transaction.atomic
 def postmortem_save(
     *,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     content: PostMortemContent,
     postmortem: PostMortem | None = None,
     verb: str = "",
@@ -333,9 +338,7 @@ def postmortem_save(
 
 
 @transaction.atomic
-def postmortem_transition(
-    *, postmortem: PostMortem, actor: AbstractBaseUser | None, to: str
-) -> PostMortem:
+def postmortem_transition(*, postmortem: PostMortem, actor: User | None, to: str) -> PostMortem:
     """Move a post-mortem along draft -> in review -> published (and back to draft).
 
     ``postmortem.status`` is the status the caller saw. If the row's status has
@@ -382,9 +385,9 @@ def postmortem_transition(
 def action_update(
     *,
     action: Action,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     status: str,
-    owner: AbstractBaseUser | None,
+    owner: User | None,
     due_date: dt.date | None,
     seen_status: str | None = None,
 ) -> Action:
@@ -422,10 +425,8 @@ def action_update(
     return current
 
 
-def _find_user(name: str) -> AbstractBaseUser | None:
+def _find_user(name: str) -> User | None:
     """An account matching a name written in a page: username, or first and last name."""
-    from django.contrib.auth import get_user_model
-
     users = get_user_model().objects.filter(is_active=True)
     match = users.filter(username__iexact=name).first()
     if match is None and " " in name.strip():
@@ -441,19 +442,14 @@ class ImportResult:
 
 
 @transaction.atomic
-def postmortem_import(
-    *, data: bytes, actor: AbstractBaseUser | None, title: str | None = None
-) -> ImportResult:
+def postmortem_import(*, data: bytes, actor: User | None, title: str | None = None) -> ImportResult:
     """Create a post-mortem from a wiki Markdown page; nothing is saved on error.
 
     Raises postmortems.markdown.MarkdownError naming the problem and its line.
     """
-    from . import markdown
-    from .models import Team
-
     parsed = markdown.parse(markdown.decode(data), title=title)
     warnings = list(parsed.warnings)
-    authors: list[AbstractBaseUser] = []
+    authors: list[User] = []
     external: list[str] = []
     for name in parsed.author_names:
         user = _find_user(name)
@@ -468,8 +464,6 @@ def postmortem_import(
     if parsed.team_name:
         fields["team"] = Team.objects.filter(name__iexact=parsed.team_name).first()
         if fields["team"] is None:
-            from django.utils.text import slugify
-
             # "Data Platform" and an existing "Data-Platform" share a slug, and
             # slugs are unique: suffix it rather than fail on the constraint.
             base = slugify(parsed.team_name)[:90] or "team"

@@ -14,7 +14,5 @@ urlpatterns = [
     path("<int:pk>/status/", views.postmortem_transition, name="transition"),
     path("<int:pk>/export.md", views.postmortem_export, name="export"),
     path("<int:pk>/actions/<int:action_pk>/", views.action_manage, name="action"),
-    path(
-        "<int:pk>/actions/<int:action_pk>/proof/", views.action_criterion, name="action_criterion"
-    ),
+    # .../actions/<action_pk>/proof/ (the proof an action asks for) is the perf-run app's.
 ]

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, Prefetch, Q, When
+from django.db.models import Case, Count, F, Model, Prefetch, Q, QuerySet, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -159,9 +161,9 @@ def _detail_queryset(*, with_runs: bool = False):
     if with_runs:
         # The page shows the measured runs of the incident and of each action.
         actions = actions.select_related("criterion__scenario").prefetch_related(
-            Prefetch("perf_runs", queryset=_attached_runs())
+            Prefetch("perf_runs", queryset=_attached_runs(Action))
         )
-        runs = [Prefetch("perf_runs", queryset=_attached_runs())]
+        runs = [Prefetch("perf_runs", queryset=_attached_runs(PostMortem))]
     return PostMortem.objects.select_related("team", "created_by").prefetch_related(
         "authors",
         "impacts",
@@ -173,10 +175,13 @@ def _detail_queryset(*, with_runs: bool = False):
     )
 
 
-def _attached_runs():
-    from perfruns.models import PerfRun
-
-    return PerfRun.objects.select_related("scenario").order_by("-created_at")
+def _attached_runs(model: type[Model]) -> QuerySet[Any]:
+    # The runs' model is reached through the `perf_runs` relation the perf-run app declares
+    # on `model`: this app depends on nothing of that app's code. Once the apps are loaded
+    # the relation names a model class (hence the cast). select_related spares the scenarios
+    # a query of their own.
+    run_model = cast(type[Model], model._meta.get_field("perf_runs").related_model)
+    return run_model._default_manager.select_related("scenario").order_by("-created_at", "-id")
 
 
 @require_GET
@@ -235,7 +240,7 @@ def _formsets(request: HttpRequest, pm: PostMortem | None) -> dict[str, Any]:
     }
 
 
-def _edit(request: HttpRequest, pm: PostMortem | None) -> HttpResponse:
+def _edit(request: HttpRequest, user: User, pm: PostMortem | None) -> HttpResponse:
     form = PostMortemForm(request.POST or None, instance=pm)
     formsets = _formsets(request, pm)
     if (
@@ -252,7 +257,7 @@ def _edit(request: HttpRequest, pm: PostMortem | None) -> HttpResponse:
             timeline=formsets["timeline"].rows(),
             actions=formsets["actions"].rows(),
         )
-        saved = services.postmortem_save(actor=request.user, content=content, postmortem=pm)
+        saved = services.postmortem_save(actor=user, content=content, postmortem=pm)
         messages.success(request, _("Post-mortem saved."))
         return redirect(saved)
     return render(
@@ -265,21 +270,21 @@ def _edit(request: HttpRequest, pm: PostMortem | None) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def postmortem_create(request: HttpRequest) -> HttpResponse:
-    access.require_write(request.user)
-    return _edit(request, None)
+    user = access.require_write(request.user)
+    return _edit(request, user, None)
 
 
 @require_http_methods(["GET", "POST"])
 def postmortem_edit(request: HttpRequest, pk: int) -> HttpResponse:
     access.require_role(request.user)
     pm = access.get_visible_or_404(request.user, pk, _detail_queryset())
-    access.require_write(request.user)
-    return _edit(request, pm)
+    user = access.require_write(request.user)
+    return _edit(request, user, pm)
 
 
 @require_POST
 def postmortem_transition(request: HttpRequest, pk: int) -> HttpResponse:
-    access.require_role(request.user)
+    user = access.require_role(request.user)
     pm = access.get_visible_or_404(request.user, pk)
     access.require_write(request.user)
     form = TransitionForm(request.POST)
@@ -290,9 +295,7 @@ def postmortem_transition(request: HttpRequest, pk: int) -> HttpResponse:
         # The status the person saw: if it changed since, the service refuses.
         pm.status = form.cleaned_data["current"]
     try:
-        services.postmortem_transition(
-            postmortem=pm, actor=request.user, to=form.cleaned_data["to"]
-        )
+        services.postmortem_transition(postmortem=pm, actor=user, to=form.cleaned_data["to"])
     except services.TransitionError as exc:
         messages.error(request, str(exc))
     else:
@@ -302,16 +305,16 @@ def postmortem_transition(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse:
-    access.require_role(request.user)
+    user = access.require_role(request.user)
     pm = access.get_visible_or_404(request.user, pk)
     if not access.can_manage_actions(request.user):
-        from django.core.exceptions import PermissionDenied
-
         raise PermissionDenied(_("Only managers and engineers can change actions."))
     action = get_object_or_404(Action, pk=action_pk, postmortem=pm)
     form = ActionManageForm(request.POST, instance=action, prefix=f"a{action.pk}")
     if not form.is_valid():
-        errors = "; ".join(f"{form.fields[f].label}: {' '.join(e)}" for f, e in form.errors.items())
+        errors = "; ".join(
+            f"{form.fields[f].label}: {' '.join(str(m) for m in e)}" for f, e in form.errors.items()
+        )
         messages.error(
             request,
             _("Action %(n)d was not changed: %(errors)s") % {"n": action.number, "errors": errors},
@@ -320,7 +323,7 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
     try:
         services.action_update(
             action=action,
-            actor=request.user,
+            actor=user,
             status=form.cleaned_data["status"],
             owner=form.cleaned_data["owner"],
             due_date=form.cleaned_data["due_date"],
@@ -347,14 +350,14 @@ def postmortem_export(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def postmortem_import(request: HttpRequest) -> HttpResponse:
-    access.require_write(request.user)
+    user = access.require_write(request.user)
     form = ImportForm(request.POST or None, request.FILES or None)
     error = None
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
             result = services.postmortem_import(
-                data=upload.read(), actor=request.user, title=form.cleaned_data["title"] or None
+                data=upload.read(), actor=user, title=form.cleaned_data["title"] or None
             )
         except markdown.MarkdownError as exc:
             error = exc
@@ -365,57 +368,3 @@ def postmortem_import(request: HttpRequest) -> HttpResponse:
             return redirect(result.postmortem)
     status = 400 if request.method == "POST" else 200
     return render(request, "postmortems/import.html", {"form": form, "error": error}, status=status)
-
-
-@require_http_methods(["GET", "POST"])
-def action_criterion(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse:
-    """The proof an action asks for: set, changed or removed by who manages actions."""
-    from perfruns import services as perf_services
-    from perfruns.forms import CriterionForm
-
-    access.require_role(request.user)
-    pm = access.get_visible_or_404(request.user, pk)
-    if not access.can_manage_actions(request.user):
-        from django.core.exceptions import PermissionDenied
-
-        raise PermissionDenied(_("Only managers and engineers can change actions."))
-    action = get_object_or_404(
-        Action.objects.select_related("criterion"), pk=action_pk, postmortem=pm
-    )
-    criterion = getattr(action, "criterion", None)
-    back = f"{reverse('postmortems:detail', args=[pm.pk])}#action-{action.number}"
-    if request.method == "POST" and "remove" in request.POST:
-        if perf_services.criterion_remove(action=action, actor=request.user):
-            messages.success(
-                request, _("Action %(n)d asks for no proof any more.") % {"n": action.number}
-            )
-        return redirect(back)
-    initial = {}
-    if criterion is not None:
-        initial = {
-            "scenario": criterion.scenario_id,
-            "endpoint": criterion.endpoint,
-            "metric": criterion.metric,
-            "comparison": criterion.comparison,
-            "value": criterion.value,
-            "users": criterion.users,
-            "reference_run": criterion.reference_run_id,
-        }
-    form = CriterionForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            perf_services.criterion_save(action=action, actor=request.user, **form.cleaned_data)
-        except perf_services.PipelineRefused as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(
-                request, _("Action %(n)d now asks for this proof.") % {"n": action.number}
-            )
-            return redirect(back)
-    status = 400 if request.method == "POST" else 200
-    return render(
-        request,
-        "postmortems/criterion.html",
-        {"pm": pm, "action": action, "criterion": criterion, "form": form},
-        status=status,
-    )

@@ -6,6 +6,8 @@ itself instead of through Django's connection.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -18,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         db = settings.DATABASES["default"]
-        params = {
+        params: dict[str, Any] = {
             "host": db.get("HOST") or None,
             "port": db.get("PORT") or None,
             "user": db.get("USER") or None,
