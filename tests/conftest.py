@@ -7,6 +7,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone, translation
 
+from perfruns.models import ReviewEnvironment
+from perfruns.services import scenarios, sources
 from postmortems import services
 from postmortems.models import PostMortem
 
@@ -139,10 +141,32 @@ def source_db(monkeypatch):
 
 @pytest.fixture
 def dump_source(db, source_db):
-    from perfruns import services
     from tests import sourcedb
 
-    source, _ = services.source_save(
+    source, _ = sources.source_save(
         name="shop", dsn_env="FIXPROOF_TEST_SOURCE_DSN", policy_yaml=sourcedb.POLICY
     )
     return source
+
+
+@pytest.fixture
+def scenario(request, db):
+    """The scenario `checkout` of the demo's locustfile on the review environment `review`.
+
+    A test file that needs it otherwise says how, once, with
+    `pytestmark = pytest.mark.scenario(name="advisors", users=200, ...)`: the marker's
+    values replace the defaults (name included)."""
+    marker = request.node.get_closest_marker("scenario")
+    values = dict(marker.kwargs) if marker is not None else {}
+    name = values.pop("name", "checkout")
+    environment = ReviewEnvironment.objects.create(name="review")
+    scenario, _ = scenarios.scenario_save(
+        name=name,
+        values={
+            "environment": environment,
+            "locustfile_path": "examples/demo/locustfile.py",
+            "target_url": "http://127.0.0.1:18765",
+            **values,
+        },
+    )
+    return scenario

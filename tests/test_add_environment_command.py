@@ -7,8 +7,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from perfruns import services
 from perfruns.models import DumpSource, ReviewEnvironment
+from perfruns.services import sources
 from tests import sourcedb
 
 
@@ -20,7 +20,7 @@ def add_environment(*args: str) -> str:
 
 @pytest.fixture
 def source(db) -> DumpSource:
-    source, _ = services.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
+    source, _ = sources.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
     return source
 
 

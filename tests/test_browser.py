@@ -163,11 +163,11 @@ def test_an_engineer_writes_publishes_and_downloads_a_postmortem(
 def test_an_engineer_watches_a_run_finish_and_reads_its_charts(
     live_server, page: Page, engineer: User
 ):
-    from perfruns import services
     from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Sample
+    from perfruns.services import runs, scenarios
 
     env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
+    scenario, _ = scenarios.scenario_save(
         name="checkout",
         values={
             "environment": env,
@@ -175,8 +175,8 @@ def test_an_engineer_watches_a_run_finish_and_reads_its_charts(
             "target_url": "http://127.0.0.1:18765",
         },
     )
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
-    services.perfrun_claim(run_id=run.pk)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
+    runs.perfrun_claim(run_id=run.pk)
     PerfRun.objects.filter(pk=run.pk).update(stage="load", progress=45)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -216,11 +216,11 @@ def test_an_engineer_watches_a_run_finish_and_reads_its_charts(
 
 
 def test_the_compare_page_overlays_the_two_runs(live_server, page: Page, engineer: User):
-    from perfruns import services
     from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger, Sample
+    from perfruns.services import scenarios
 
     env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
+    scenario, _ = scenarios.scenario_save(
         name="checkout",
         values={
             "environment": env,
@@ -257,11 +257,11 @@ def test_the_compare_page_overlays_the_two_runs(live_server, page: Page, enginee
 def test_the_scenario_page_charts_its_series_and_marks_where_it_changed(
     live_server, page: Page, engineer: User
 ):
-    from perfruns import services
     from perfruns.models import PerfRun, ReviewEnvironment, RunStatus, RunTrigger
+    from perfruns.services import scenarios, trends
 
     env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
+    scenario, _ = scenarios.scenario_save(
         name="checkout",
         values={
             "environment": env,
@@ -278,7 +278,7 @@ def test_the_scenario_page_charts_its_series_and_marks_where_it_changed(
         )
         for n in range(16)
     ]  # fmt: skip
-    services.regression_incidents_open(scenario=scenario)  # what the worker does after a run
+    trends.regression_incidents_open(scenario=scenario)  # what the worker does after a run
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 

@@ -6,26 +6,18 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from perfruns import services
 from perfruns.management import waiting
-from perfruns.models import PerfRun, ReviewEnvironment, VersionComparison
+from perfruns.models import PerfRun, VersionComparison
+
+pytestmark = pytest.mark.scenario(
+    start_command="bin/serve --release {version}", default_version="1.0"
+)
 
 
-@pytest.fixture
-def scenario(db, monkeypatch):
+@pytest.fixture(autouse=True)
+def impatient(monkeypatch):
+    """No worker consumes the broker here: give up on a queued job at once."""
     monkeypatch.setattr(waiting, "QUEUED_PATIENCE", 0)
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="checkout",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:8765",
-            "start_command": "bin/serve --release {version}",
-            "default_version": "1.0",
-        },
-    )
-    return scenario
 
 
 def test_a_run_no_worker_takes_is_cancelled_and_named(scenario):

@@ -8,25 +8,12 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from perfruns import services
 from perfruns.management.commands.compare_versions import Command
-from perfruns.models import ReviewEnvironment, Scenario, VersionComparison
+from perfruns.models import VersionComparison
 
-
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="checkout",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:8765",
-            "start_command": "bin/serve --release {version}",
-            "default_version": "1.0",
-        },
-    )
-    return scenario
+pytestmark = pytest.mark.scenario(
+    start_command="bin/serve --release {version}", default_version="1.0"
+)
 
 
 def test_it_queues_the_comparison_and_prints_its_url(scenario, django_capture_on_commit_callbacks):

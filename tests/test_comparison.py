@@ -8,29 +8,17 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from perfruns import services
-from perfruns.comparison import ComparisonError, baseline_for, compare_runs, endpoint_series
 from perfruns.models import (
-    ReviewEnvironment,
     RunStatus,
-    Scenario,
 )
-from perfruns.runner import RunExecution
+from perfruns.services import runs
+from perfruns.services.run_comparison import (
+    ComparisonError,
+    baseline_for,
+    compare_runs,
+    endpoint_series,
+)
 from tests.runfiles import LOAD, SETTINGS, make_run
-
-
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="checkout",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:18765",
-        },
-    )
-    return scenario
 
 
 def test_a_slower_endpoint_is_worse_and_an_unchanged_one_is_not(scenario, tmp_path):
@@ -135,7 +123,7 @@ def test_a_regression_against_the_baseline_fails_the_run_with_the_figures(scenar
         scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2, status=RunStatus.RUNNING
     )
 
-    RunExecution(run)._judge()
+    runs.perfrun_judge(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
@@ -176,8 +164,10 @@ def test_a_run_worse_than_its_baseline_says_the_regression_is_only_suspected(
     client, viewer, scenario, tmp_path
 ):
     before = make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
-    after = make_run(scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2)
-    RunExecution(after)._judge()
+    after = make_run(
+        scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2, status=RunStatus.RUNNING
+    )
+    runs.perfrun_judge(run_id=after.pk)
     client.force_login(viewer)
 
     html = client.get(after.get_absolute_url()).content.decode()

@@ -9,18 +9,17 @@ from collections.abc import Iterator
 import pytest
 from django.utils import timezone
 
-from perfruns import services, tasks
+from perfruns import tasks
 from perfruns.models import (
     EndpointStat,
     NotificationSent,
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
     RunTrigger,
-    Scenario,
     VerificationCriterion,
     Webhook,
 )
+from perfruns.services import notifications, proofs, trends
 from postmortems.models import ActionStatus, Team
 from tests.webhookreceiver import TOKEN, Receiver
 
@@ -37,18 +36,7 @@ def team(db) -> Team:
     return Team.objects.create(name="Platform", slug="platform")
 
 
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="advisors",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:18765",
-        },
-    )
-    return scenario
+pytestmark = pytest.mark.scenario(name="advisors")
 
 
 def run_with(scenario, p95: float) -> PerfRun:
@@ -79,14 +67,15 @@ def test_a_regressed_action_notifies_its_team_once_with_its_figures(
     VerificationCriterion.objects.create(
         action=action, scenario=scenario, metric="p95_ms", comparison="lt", value=500
     )
-    services.criteria_evaluate(run=run_with(scenario, 412))
+    proofs.criteria_evaluate(run=run_with(scenario, 412))
     slower = run_with(scenario, 760)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        services.criteria_evaluate(run=slower)
+        proofs.criteria_evaluate(run=slower)
     # The worker's part: the task as queued, run in this process.
     assert len(callbacks) == 1
-    event, team_ids = callbacks[0].args
+    task_name, event, team_ids = callbacks[0].args
+    assert task_name == tasks.notify_event.name
     with caplog.at_level(logging.INFO):
         lines = tasks.notify_event(event, team_ids)
         again = tasks.notify_event(event, team_ids)
@@ -117,11 +106,11 @@ def test_a_confirmed_regression_tells_the_scenario_teams_once_with_its_figures(
         runs.append(run)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        (opened,) = services.regression_incidents_open(scenario=scenario)
+        (opened,) = trends.regression_incidents_open(scenario=scenario)
     with django_capture_on_commit_callbacks() as again:
-        assert services.regression_incidents_open(scenario=scenario) == []
+        assert trends.regression_incidents_open(scenario=scenario) == []
     assert len(callbacks) == 1 and again == []
-    tasks.notify_event(*callbacks[0].args)
+    tasks.notify_event(*callbacks[0].args[1:])
 
     (body,) = receiver.bodies
     assert body["event"] == "regression"
@@ -144,7 +133,7 @@ def test_a_run_worse_than_its_baseline_alone_tells_nobody_yet(
         run.save()
 
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.regression_incidents_open(scenario=scenario) == []
+        assert trends.regression_incidents_open(scenario=scenario) == []
 
     assert callbacks == []
 
@@ -159,7 +148,7 @@ def test_nothing_is_queued_for_a_team_without_webhooks(
     )
 
     with django_capture_on_commit_callbacks() as callbacks:
-        services.criteria_evaluate(run=run_with(scenario, 900))
+        proofs.criteria_evaluate(run=run_with(scenario, 900))
 
     assert callbacks == []
 
@@ -171,7 +160,7 @@ def test_a_webhook_that_fails_says_so_without_its_url_and_is_tried_again_later(t
              "figures": {"error": "load: Locust was killed (signal 9)"},
              "dedupe_key": "run_error:run=1"}  # fmt: skip
 
-    lines = services.notification_send(event=event, team_ids=[team.pk])
+    lines = notifications.notification_send(event=event, team_ids=[team.pk])
 
     assert len(lines) == 1 and lines[0].startswith("failed to send to slack: ")
     assert TOKEN not in lines[0]
@@ -183,7 +172,7 @@ def test_a_missing_url_variable_is_named_and_its_value_never_shown(team):
     event = {"kind": "run_error", "title": "t", "url": "http://x/", "figures": {},
              "dedupe_key": "k"}  # fmt: skip
 
-    lines = services.notification_send(event=event, team_ids=[team.pk])
+    lines = notifications.notification_send(event=event, team_ids=[team.pk])
 
     assert lines == [
         "The environment variable NOT_SET_ANYWHERE that should hold the mattermost webhook "

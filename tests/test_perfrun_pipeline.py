@@ -1,4 +1,4 @@
-"""services.perfrun_run in-process: the demo target on a managed review environment,
+"""runs.perfrun_run in-process: the demo target on a managed review environment,
 driven by real Locust, and every fault the run page must name (with its cleanup)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from django.db import connection
 from django.utils import timezone
 from psycopg import sql
 
-from perfruns import services, tasks
+from perfruns import tasks
 from perfruns.models import (
     PerfRun,
     ReviewEnvironment,
@@ -34,9 +34,11 @@ from perfruns.models import (
     Webhook,
 )
 from perfruns.pipeline.cluster import ManagedCluster, free_port, stop_stale_clusters
-from perfruns.pipeline.environment import cluster_os_user
+from perfruns.pipeline.databases import list_databases
 from perfruns.pipeline.pgtools import find_binary, run
-from perfruns.pipeline.restore import list_databases, restore_and_swap
+from perfruns.pipeline.restore import restore_and_swap
+from perfruns.services import common, runs, scenarios
+from perfruns.services.environments import cluster_os_user
 from postmortems.models import ActionStatus, Team
 from tests.celeryworker import send, start_worker, stop_worker, wait_for
 from tests.webhookreceiver import Receiver
@@ -125,12 +127,12 @@ def make_scenario(environment, **overrides) -> Scenario:
         "thresholds": {"p95_ms": 5000, "failure_rate": 0.01},
     }
     values.update(overrides)
-    scenario, _ = services.scenario_save(name="demo", values=values)
+    scenario, _ = scenarios.scenario_save(name="demo", values=values)
     return scenario
 
 
 def execute(scenario: Scenario, *, during=None) -> PerfRun:
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
     watcher = None
     if during is not None:
 
@@ -142,7 +144,7 @@ def execute(scenario: Scenario, *, during=None) -> PerfRun:
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-    result = services.perfrun_run(run_id=run.pk)
+    result = runs.perfrun_run(run_id=run.pk)
     if watcher is not None:
         watcher.join(timeout=60)
     return result
@@ -171,7 +173,7 @@ def wait_for_stage(run_id: int, stage: str, *, progress: int = 0, timeout: float
 
 
 def no_process_listens(url: str) -> bool:
-    from perfruns.pipeline.perfrun import port_in_use
+    from perfruns.pipeline.target import port_in_use
 
     return not port_in_use(url)
 
@@ -256,7 +258,7 @@ def test_a_killed_locust_is_named_and_the_target_stopped(environment):
 
     def kill_locust(run_id: int) -> None:
         assert wait_for_stage(run_id, "load", progress=22)
-        pid_file = services.runs_root() / f"run-{run_id}" / "pids"
+        pid_file = common.runs_root() / f"run-{run_id}" / "pids"
         for line in pid_file.read_text().splitlines():
             pid, argv0 = line.split(" ", 1)
             if argv0.endswith("locust"):
@@ -288,7 +290,7 @@ def test_a_cancelled_run_stops_everything_and_keeps_what_it_measured(environment
 
     def cancel(run_id: int) -> None:
         assert wait_for_stage(run_id, "load", progress=24)
-        services.perfrun_cancel(run=PerfRun.objects.get(pk=run_id))
+        runs.perfrun_cancel(run=PerfRun.objects.get(pk=run_id))
 
     run = execute(scenario, during=cancel)
 
@@ -359,7 +361,7 @@ def test_a_worker_runs_a_queued_run_once_and_attaches_it_to_the_incident(
     scenario = make_scenario(environment, duration_s=15)
     scenario.postmortems.add(incident)
     scenario.actions.add(incident.actions.first())
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
     worker = start_worker(restored_dir)
     try:
         send(tasks.perfrun_execute, run.pk)
@@ -439,7 +441,7 @@ def test_an_action_is_verified_by_a_run_then_regressed_when_the_pathology_return
     worker = start_worker(restored_dir)
 
     def run_through_worker() -> PerfRun:
-        run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.SCHEDULE, actor=None)
+        run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.SCHEDULE, actor=None)
         send(tasks.perfrun_execute, run.pk)
         return wait_for(
             lambda: PerfRun.objects.get(pk=run.pk),

@@ -1,4 +1,4 @@
-"""services.perfrun_request/claim/cancel, the verdict, and the janitor's part for runs."""
+"""runs.perfrun_request/claim/cancel, the verdict, and the janitor's part for runs."""
 
 from __future__ import annotations
 
@@ -10,48 +10,32 @@ import time
 
 import pytest
 
-from perfruns import services
 from perfruns.models import (
     EndpointStat,
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
     RunTrigger,
-    Scenario,
 )
-from perfruns.pipeline.perfrun import record_spawn
-from perfruns.runner import judge
-
-
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="checkout",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:8765",
-        },
-    )
-    return scenario
+from perfruns.services import common, janitor, runs
+from perfruns.services.judging import thresholds_judge
+from perfruns.system import record_spawn
 
 
 def test_a_second_run_on_the_same_environment_is_refused_while_one_is_queued(scenario):
-    first = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    first = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
 
     with pytest.raises(
-        services.PipelineRefused, match=rf"already queued or running \(run #{first.pk}\)"
+        common.PipelineRefused, match=rf"already queued or running \(run #{first.pk}\)"
     ):
-        services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+        runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
     assert PerfRun.objects.count() == 1
 
 
 def test_a_run_is_claimed_once_and_a_redelivered_message_does_nothing(scenario):
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
 
-    assert services.perfrun_claim(run_id=run.pk) is True
-    assert services.perfrun_claim(run_id=run.pk) is False
+    assert runs.perfrun_claim(run_id=run.pk) is True
+    assert runs.perfrun_claim(run_id=run.pk) is False
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING and run.worker.endswith(f":{os.getpid()}")
 
@@ -62,29 +46,29 @@ def test_a_run_copies_the_incidents_and_actions_its_scenario_is_linked_to(
     pm = make_postmortem(actor=engineer)
     scenario.postmortems.add(pm)
 
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=engineer)
 
     assert list(run.postmortems.all()) == [pm]
     assert run.created_by == engineer
 
 
 def test_cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop(scenario):
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
-    assert services.perfrun_cancel(run=run)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    assert runs.perfrun_cancel(run=run)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED and run.finished_at is not None
 
-    second = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
-    services.perfrun_claim(run_id=second.pk)
-    assert services.perfrun_cancel(run=second)
+    second = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    runs.perfrun_claim(run_id=second.pk)
+    assert runs.perfrun_cancel(run=second)
     second.refresh_from_db()
     assert second.status == RunStatus.RUNNING and second.cancel_requested
 
 
 def test_a_scheduled_run_is_skipped_while_another_one_is_under_way(scenario):
-    services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
 
-    assert services.perfrun_schedule_fire(scenario_id=scenario.pk) is None
+    assert runs.perfrun_schedule_fire(scenario_id=scenario.pk) is None
     assert PerfRun.objects.count() == 1
 
 
@@ -102,7 +86,7 @@ def _judged(scenario, thresholds, summary, endpoints=()):
             run=run, method="GET", name=name, requests=requests, failures=failures,
             avg_ms=1, min_ms=1, max_ms=1, percentiles={"95": p95, "99": p95}, rps=1,
         )  # fmt: skip
-    return judge(run)
+    return thresholds_judge(run)
 
 
 def test_the_verdict_checks_each_threshold_against_what_was_measured(scenario):
@@ -137,8 +121,8 @@ def test_a_threshold_on_something_not_measured_fails_rather_than_passes(scenario
 
 
 def test_the_janitor_fails_a_dead_workers_run_and_stops_the_processes_it_left(scenario, data_dir):
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
-    services.perfrun_claim(run_id=run.pk)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    runs.perfrun_claim(run_id=run.pk)
     # A worker of this host that no longer exists, and the target it had started.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -148,11 +132,11 @@ def test_the_janitor_fails_a_dead_workers_run_and_stops_the_processes_it_left(sc
     orphan = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
     )
-    folder = services.runs_root() / f"run-{run.pk}"
+    folder = common.runs_root() / f"run-{run.pk}"
     folder.mkdir(parents=True)
     record_spawn(folder / "pids", orphan.pid, sys.executable)
     try:
-        done = services.janitor_sweep()
+        done = janitor.janitor_sweep()
 
         run.refresh_from_db()
         assert run.status == RunStatus.ERROR

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from perfruns import services, tasks
+from perfruns import tasks
 from perfruns.models import RestoreStatus, Snapshot, SnapshotStatus
+from perfruns.services import environments, restores, snapshots
 from tests.celeryworker import send, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,7 +23,7 @@ def worker(data_dir, dump_source):
 
 
 def test_a_worker_takes_a_snapshot_then_restores_it(worker, dump_source):
-    snapshot = services.snapshot_request(source=dump_source, actor=None)
+    snapshot = snapshots.snapshot_request(source=dump_source, actor=None)
     send(tasks.snapshot_create, snapshot.pk)
     # The same message delivered twice: the second finds nothing queued.
     send(tasks.snapshot_create, snapshot.pk)
@@ -35,8 +36,8 @@ def test_a_worker_takes_a_snapshot_then_restores_it(worker, dump_source):
     assert snapshot.worker.rpartition(":")[2] != str(os.getpid())  # not this process
     assert Snapshot.objects.filter(source=dump_source).count() == 1
 
-    env, _ = services.environment_save(name="review", source=dump_source)
-    restore = services.restore_request(environment=env, snapshot=None, actor=None)
+    env, _ = environments.environment_save(name="review", source=dump_source)
+    restore = restores.restore_request(environment=env, snapshot=None, actor=None)
     send(tasks.restore_environment, restore.pk)
     restore = wait_for(
         lambda: type(restore).objects.get(pk=restore.pk),

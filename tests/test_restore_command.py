@@ -8,7 +8,6 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from perfruns import services
 from perfruns.models import (
     DumpSource,
     Restore,
@@ -17,6 +16,7 @@ from perfruns.models import (
     Snapshot,
     SnapshotStatus,
 )
+from perfruns.services import environments, snapshots, sources
 from tests import sourcedb
 
 
@@ -28,23 +28,23 @@ def restore(*args: str) -> str:
 
 @pytest.fixture
 def source(db) -> DumpSource:
-    source, _ = services.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
+    source, _ = sources.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
     return source
 
 
 @pytest.fixture
 def environment(db) -> ReviewEnvironment:
-    env, _ = services.environment_save(name="review", shared_buffers="64MB", max_connections=30)
+    env, _ = environments.environment_save(name="review", shared_buffers="64MB", max_connections=30)
     return env
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_restores_the_latest_snapshot_and_says_where(data_dir, dump_source):
-    taken = services.snapshot_run(
-        snapshot_id=services.snapshot_request(source=dump_source, actor=None).pk
+    taken = snapshots.snapshot_run(
+        snapshot_id=snapshots.snapshot_request(source=dump_source, actor=None).pk
     )
     assert taken.status == SnapshotStatus.READY, taken.error
-    env, _ = services.environment_save(
+    env, _ = environments.environment_save(
         name="review", shared_buffers="64MB", max_connections=30, source=dump_source
     )
 

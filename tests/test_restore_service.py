@@ -1,4 +1,4 @@
-"""services.restore_run: a verified snapshot into a review environment, swapped in."""
+"""restores.restore_run: a verified snapshot into a review environment, swapped in."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from perfruns import services
 from perfruns.models import Restore, RestoreStatus, ReviewEnvironment, SnapshotStatus
-from perfruns.pipeline.environment import managed_cluster
-from perfruns.pipeline.restore import clone_database, list_databases
+from perfruns.pipeline.databases import clone_database, list_databases
+from perfruns.services import common, environments, janitor, restores, snapshots
+from perfruns.services.environments import managed_cluster
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def snapshot(data_dir, dump_source):
-    snap = services.snapshot_run(
-        snapshot_id=services.snapshot_request(source=dump_source, actor=None).pk
+    snap = snapshots.snapshot_run(
+        snapshot_id=snapshots.snapshot_request(source=dump_source, actor=None).pk
     )
     assert snap.status == SnapshotStatus.READY, snap.error
     return snap
@@ -31,7 +31,7 @@ def snapshot(data_dir, dump_source):
 
 @pytest.fixture
 def environment(db, dump_source) -> ReviewEnvironment:
-    env, _ = services.environment_save(
+    env, _ = environments.environment_save(
         name="review",
         shared_buffers="64MB",
         work_mem="8MB",
@@ -42,8 +42,8 @@ def environment(db, dump_source) -> ReviewEnvironment:
 
 
 def restore(env, snapshot=None) -> Restore:
-    request = services.restore_request(environment=env, snapshot=snapshot, actor=None)
-    return services.restore_run(restore_id=request.pk)
+    request = restores.restore_request(environment=env, snapshot=snapshot, actor=None)
+    return restores.restore_run(restore_id=request.pk)
 
 
 def query(env: ReviewEnvironment, text: str, dbname: str | None = None):
@@ -111,27 +111,27 @@ def test_it_refuses_a_dump_whose_sha256_no_longer_matches(environment, snapshot)
 def test_it_refuses_a_snapshot_that_is_not_ready(environment, snapshot):
     snapshot.status = SnapshotStatus.REJECTED
     snapshot.save()
-    with pytest.raises(services.PipelineRefused, match="Only snapshots produced and verified"):
-        services.restore_request(environment=environment, snapshot=snapshot, actor=None)
+    with pytest.raises(common.PipelineRefused, match="Only snapshots produced and verified"):
+        restores.restore_request(environment=environment, snapshot=snapshot, actor=None)
     assert not Restore.objects.exists()
 
 
 def test_it_refuses_a_restore_when_there_is_no_snapshot(environment):
-    with pytest.raises(services.PipelineRefused, match="no ready snapshot to restore"):
-        services.restore_request(environment=environment, snapshot=None, actor=None)
+    with pytest.raises(common.PipelineRefused, match="no ready snapshot to restore"):
+        restores.restore_request(environment=environment, snapshot=None, actor=None)
 
 
 def test_one_restore_per_environment_at_a_time(environment, snapshot):
-    services.restore_request(environment=environment, snapshot=snapshot, actor=None)
-    with pytest.raises(services.PipelineRefused, match="already queued or running"):
-        services.restore_request(environment=environment, snapshot=snapshot, actor=None)
+    restores.restore_request(environment=environment, snapshot=snapshot, actor=None)
+    with pytest.raises(common.PipelineRefused, match="already queued or running"):
+        restores.restore_request(environment=environment, snapshot=snapshot, actor=None)
 
 
 def test_a_worker_killed_mid_restore_leaves_the_old_database_serving(
     environment, snapshot, data_dir
 ):
     assert restore(environment).status == RestoreStatus.DONE
-    request = services.restore_request(environment=environment, snapshot=snapshot, actor=None)
+    request = restores.restore_request(environment=environment, snapshot=snapshot, actor=None)
     # A real process running the restore, killed with SIGKILL once it is restoring.
     from django.db import connection
 
@@ -148,8 +148,8 @@ def test_a_worker_killed_mid_restore_leaves_the_old_database_serving(
             "-c",
             (
                 "import django; django.setup();"
-                "from perfruns import services;"
-                f"services.restore_run(restore_id={request.pk})"
+                "from perfruns.services import restores;"
+                f"restores.restore_run(restore_id={request.pk})"
             ),
         ],
         env={**env, "DJANGO_SETTINGS_MODULE": "fixproof.settings"},
@@ -169,7 +169,7 @@ def test_a_worker_killed_mid_restore_leaves_the_old_database_serving(
         if proc.poll() is None:
             proc.kill()
 
-    cleaned = services.janitor_sweep()
+    cleaned = janitor.janitor_sweep()
 
     request.refresh_from_db()
     assert request.status == RestoreStatus.FAILED
@@ -187,12 +187,12 @@ def test_a_worker_killed_mid_restore_leaves_the_old_database_serving(
 
 
 def test_it_restores_into_an_existing_server_by_its_admin_dsn(snapshot, monkeypatch):
-    from perfruns.pipeline.restore import drop_database
+    from perfruns.pipeline.databases import drop_database
     from tests import sourcedb
 
     monkeypatch.setenv("FIXPROOF_TEST_ADMIN_DSN", sourcedb.server_conninfo("postgres"))
     name = f"review_{snapshot.pk}_{os.getpid()}"
-    env, _ = services.environment_save(
+    env, _ = environments.environment_save(
         name="shared", kind="existing", dsn_env="FIXPROOF_TEST_ADMIN_DSN", database_name=name
     )
     try:

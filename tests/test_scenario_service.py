@@ -1,12 +1,12 @@
-"""services.scenario_save and scenario_schedule_set: scenarios and their weekly runs."""
+"""scenarios.scenario_save and scenario_schedule_set: scenarios and their weekly runs."""
 
 from __future__ import annotations
 
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from perfruns import services
 from perfruns.models import ReviewEnvironment, Scenario
+from perfruns.services import common, scenarios
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def values(environment, **overrides):
 
 
 def test_a_new_scenario_gets_a_weekly_schedule_on_monday_at_three(environment):
-    scenario, created = services.scenario_save(name="checkout", values=values(environment))
+    scenario, created = scenarios.scenario_save(name="checkout", values=values(environment))
 
     assert created
     task = PeriodicTask.objects.get(name=scenario.schedule_name)
@@ -37,12 +37,12 @@ def test_a_new_scenario_gets_a_weekly_schedule_on_monday_at_three(environment):
 
 
 def test_saving_a_scenario_again_updates_it_and_keeps_its_schedule(environment):
-    scenario, _ = services.scenario_save(name="checkout", values=values(environment))
-    services.scenario_schedule_set(
+    scenario, _ = scenarios.scenario_save(name="checkout", values=values(environment))
+    scenarios.scenario_schedule_set(
         scenario=scenario, day_of_week="5", hour=22, minute=30, enabled=False
     )
 
-    again, created = services.scenario_save(name="checkout", values=values(environment, users=50))
+    again, created = scenarios.scenario_save(name="checkout", values=values(environment, users=50))
 
     assert not created and again.pk == scenario.pk
     again.refresh_from_db()
@@ -68,8 +68,8 @@ def test_saving_a_scenario_again_updates_it_and_keeps_its_schedule(environment):
 def test_a_scenario_the_pipeline_could_not_run_is_refused_and_not_saved(
     environment, overrides, message
 ):
-    with pytest.raises(services.PipelineRefused, match=message):
-        services.scenario_save(name="checkout", values=values(environment, **overrides))
+    with pytest.raises(common.PipelineRefused, match=message):
+        scenarios.scenario_save(name="checkout", values=values(environment, **overrides))
 
     assert not Scenario.objects.exists()
     assert not PeriodicTask.objects.filter(name__startswith="fixproof scenario").exists()
@@ -77,17 +77,17 @@ def test_a_scenario_the_pipeline_could_not_run_is_refused_and_not_saved(
 
 def test_a_loopback_target_is_accepted_in_every_spelling(environment):
     for url in ("http://localhost:8000", "http://[::1]:8000/", "http://127.0.0.1"):
-        services.scenario_save(name="checkout", values=values(environment, target_url=url))
+        scenarios.scenario_save(name="checkout", values=values(environment, target_url=url))
 
 
 def test_a_schedule_with_an_impossible_time_is_refused(environment):
-    scenario, _ = services.scenario_save(name="checkout", values=values(environment))
+    scenario, _ = scenarios.scenario_save(name="checkout", values=values(environment))
 
-    with pytest.raises(services.PipelineRefused, match="hour is 0 to 23"):
-        services.scenario_schedule_set(
+    with pytest.raises(common.PipelineRefused, match="hour is 0 to 23"):
+        scenarios.scenario_schedule_set(
             scenario=scenario, day_of_week="1", hour=24, minute=0, enabled=True
         )
-    with pytest.raises(services.PipelineRefused, match="day of the week"):
-        services.scenario_schedule_set(
+    with pytest.raises(common.PipelineRefused, match="day of the week"):
+        scenarios.scenario_schedule_set(
             scenario=scenario, day_of_week="8", hour=3, minute=0, enabled=True
         )

@@ -14,8 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from perfruns import services
 from perfruns.models import Snapshot, SnapshotStatus
+from perfruns.services import snapshots
 from tests import sourcedb
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,7 +108,7 @@ def test_an_unknown_source_is_named(data_dir):
 
 
 def test_a_snapshot_under_way_is_not_doubled(data_dir, dump_source):
-    queued = services.snapshot_request(source=dump_source, actor=None)
+    queued = snapshots.snapshot_request(source=dump_source, actor=None)
 
     with pytest.raises(CommandError) as raised:
         snapshot("shop")

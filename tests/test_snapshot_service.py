@@ -1,4 +1,4 @@
-"""services.snapshot_run: dump, mask, verify and write an anonymized snapshot."""
+"""snapshots.snapshot_run: dump, mask, verify and write an anonymized snapshot."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from perfruns import services
 from perfruns.models import Snapshot, SnapshotStatus
 from perfruns.pipeline.pgtools import find_binary
+from perfruns.services import common, snapshots
 from tests import sourcedb
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def take(source) -> Snapshot:
-    snapshot = services.snapshot_request(source=source, actor=None)
-    return services.snapshot_run(snapshot_id=snapshot.pk)
+    snapshot = snapshots.snapshot_request(source=source, actor=None)
+    return snapshots.snapshot_run(snapshot_id=snapshot.pk)
 
 
 def source_values(source_db: str, query: str) -> list[str]:
@@ -132,14 +132,14 @@ def test_it_keeps_only_the_last_snapshots_of_a_source(data_dir, dump_source):
 
 
 def test_a_second_snapshot_request_is_refused_while_one_is_queued(db, dump_source):
-    services.snapshot_request(source=dump_source, actor=None)
-    with pytest.raises(services.PipelineRefused, match="already queued or running"):
-        services.snapshot_request(source=dump_source, actor=None)
+    snapshots.snapshot_request(source=dump_source, actor=None)
+    with pytest.raises(common.PipelineRefused, match="already queued or running"):
+        snapshots.snapshot_request(source=dump_source, actor=None)
 
 
 def test_a_redelivered_task_does_nothing(data_dir, dump_source):
     snapshot = take(dump_source)
-    again = services.snapshot_run(snapshot_id=snapshot.pk)
+    again = snapshots.snapshot_run(snapshot_id=snapshot.pk)
     assert again.status == SnapshotStatus.READY
     assert again.finished_at == snapshot.finished_at
 
@@ -201,7 +201,7 @@ def test_a_full_disk_fails_the_snapshot_and_leaves_no_partial_file(
 def password_server(data_dir):
     """A cluster that checks passwords (the local server trusts everyone)."""
     from perfruns.pipeline.cluster import ManagedCluster
-    from perfruns.pipeline.environment import cluster_os_user
+    from perfruns.services.environments import cluster_os_user
 
     cluster = ManagedCluster(data_dir / "password-server", os_user=cluster_os_user())
     cluster.initialize(shared_buffers="32MB", work_mem="4MB", max_connections=20, durable=False)

@@ -1,37 +1,22 @@
-"""services.criteria_evaluate: an action verified by a run, failed, regressed and reopened."""
+"""proofs.criteria_evaluate: an action verified by a run, failed, regressed and reopened."""
 
 from __future__ import annotations
 
 import pytest
 from django.utils import timezone
 
-from perfruns import services
 from perfruns.models import (
     EndpointStat,
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
     RunTrigger,
-    Scenario,
     Verification,
     VerificationCriterion,
 )
+from perfruns.services import common, proofs, trends
 from postmortems.models import ActionStatus
 
-
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="advisors",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:18765",
-            "users": 200,
-        },
-    )
-    return scenario
+pytestmark = pytest.mark.scenario(name="advisors", users=200)
 
 
 @pytest.fixture
@@ -76,7 +61,7 @@ def test_a_passing_run_verifies_a_done_action_with_its_figure(scenario, action):
     criterion = criterion_for(action, scenario)
     run = run_with(scenario, p95=412)
 
-    assert services.criteria_evaluate(run=run) == [f"action {action.pk}: verified by run #{run.pk}"]
+    assert proofs.criteria_evaluate(run=run) == [f"action {action.pk}: verified by run #{run.pk}"]
 
     criterion.refresh_from_db()
     assert (criterion.state, criterion.state_run, criterion.measured) == ("verified", run, 412)
@@ -85,10 +70,10 @@ def test_a_passing_run_verifies_a_done_action_with_its_figure(scenario, action):
 
 def test_a_later_run_that_breaks_it_marks_it_regressed_and_reopens_the_action(scenario, action):
     criterion = criterion_for(action, scenario)
-    services.criteria_evaluate(run=run_with(scenario, p95=412))
+    proofs.criteria_evaluate(run=run_with(scenario, p95=412))
     slower = run_with(scenario, p95=760)
 
-    services.criteria_evaluate(run=slower)
+    proofs.criteria_evaluate(run=slower)
 
     criterion.refresh_from_db()
     action.refresh_from_db()
@@ -99,7 +84,7 @@ def test_a_later_run_that_breaks_it_marks_it_regressed_and_reopens_the_action(sc
 def test_a_run_that_misses_the_criterion_first_is_a_failed_verification(scenario, action):
     criterion = criterion_for(action, scenario)
 
-    services.criteria_evaluate(run=run_with(scenario, p95=760))
+    proofs.criteria_evaluate(run=run_with(scenario, p95=760))
 
     criterion.refresh_from_db()
     action.refresh_from_db()
@@ -112,7 +97,7 @@ def test_an_action_not_done_yet_is_not_verified_by_a_passing_run(scenario, actio
     action.save()
     criterion = criterion_for(action, scenario)
 
-    services.criteria_evaluate(run=run_with(scenario, p95=100))
+    proofs.criteria_evaluate(run=run_with(scenario, p95=100))
 
     criterion.refresh_from_db()
     assert criterion.state == "unverified"
@@ -130,7 +115,7 @@ def test_an_action_not_done_yet_is_not_verified_by_a_passing_run(scenario, actio
 def test_a_run_that_proves_nothing_leaves_the_state_alone(scenario, action, run_fields):
     criterion = criterion_for(action, scenario)
 
-    assert services.criteria_evaluate(run=run_with(scenario, p95=100, **run_fields)) == []
+    assert proofs.criteria_evaluate(run=run_with(scenario, p95=100, **run_fields)) == []
 
     criterion.refresh_from_db()
     assert criterion.state == "unverified" and not Verification.objects.exists()
@@ -140,9 +125,9 @@ def test_a_redelivered_evaluation_does_not_count_twice(scenario, action):
     criterion_for(action, scenario)
     run = run_with(scenario, p95=100)
 
-    services.criteria_evaluate(run=run)
+    proofs.criteria_evaluate(run=run)
 
-    assert services.criteria_evaluate(run=run) == []
+    assert proofs.criteria_evaluate(run=run) == []
     assert Verification.objects.count() == 1
 
 
@@ -151,7 +136,7 @@ def test_the_db_ram_and_failure_rate_criteria_read_the_run_figures(scenario, act
     other = action.postmortem.actions.exclude(pk=action.pk).first()
     failures = criterion_for(other, scenario, metric="failure_rate", value=0.001)
 
-    services.criteria_evaluate(run=run_with(scenario, p95=100))
+    proofs.criteria_evaluate(run=run_with(scenario, p95=100))
 
     ram.refresh_from_db()
     failures.refresh_from_db()
@@ -162,7 +147,7 @@ def test_the_db_ram_and_failure_rate_criteria_read_the_run_figures(scenario, act
 def test_the_post_mortem_page_shows_each_action_with_its_evidence(client, viewer, scenario, action):
     criterion_for(action, scenario)
     run = run_with(scenario, p95=412)
-    services.criteria_evaluate(run=run)
+    proofs.criteria_evaluate(run=run)
     client.force_login(viewer)
 
     html = client.get(action.postmortem.get_absolute_url()).content.decode()
@@ -185,8 +170,8 @@ def test_a_worse_level_in_the_series_opens_one_draft_post_mortem_with_its_figure
         run.save()
         runs.append(run)
 
-    opened = services.regression_incidents_open(scenario=scenario)
-    again = services.regression_incidents_open(scenario=scenario)
+    opened = trends.regression_incidents_open(scenario=scenario)
+    again = trends.regression_incidents_open(scenario=scenario)
 
     assert len(opened) == 1 and again == []
     pm = PostMortem.objects.get(pk=opened[0].pk)
@@ -205,7 +190,7 @@ def test_a_level_that_got_better_opens_nothing(scenario):
         run.summary = {"p95_ms": (180.0 if n < 12 else 100.0) + n % 3}
         run.save()
 
-    assert services.regression_incidents_open(scenario=scenario) == []
+    assert trends.regression_incidents_open(scenario=scenario) == []
 
 
 def test_accepting_a_change_pins_the_new_level_as_the_baseline(scenario):
@@ -217,19 +202,19 @@ def test_accepting_a_change_pins_the_new_level_as_the_baseline(scenario):
         run.summary = {"p95_ms": (100.0 if n < 12 else 180.0) + n % 3}
         run.save()
         runs.append(run)
-    services.regression_incidents_open(scenario=scenario)
+    trends.regression_incidents_open(scenario=scenario)
     incident = RegressionIncident.objects.get()
     assert incident.state == "confirmed"
 
-    assert services.regression_incident_resolve(incident=incident, state="accepted")
-    assert not services.regression_incident_resolve(incident=incident, state="fixed")
+    assert trends.regression_incident_resolve(incident=incident, state="accepted")
+    assert not trends.regression_incident_resolve(incident=incident, state="fixed")
 
     incident.refresh_from_db()
     scenario.refresh_from_db()
     assert incident.state == "accepted"
     assert scenario.baseline_run == runs[-1]  # the latest run of the new normal
-    with pytest.raises(services.PipelineRefused, match="accepted or fixed, not 'ignored'"):
-        services.regression_incident_resolve(incident=incident, state="ignored")
+    with pytest.raises(common.PipelineRefused, match="accepted or fixed, not 'ignored'"):
+        trends.regression_incident_resolve(incident=incident, state="ignored")
 
 
 def test_a_change_whose_level_comes_back_is_marked_fixed_from_that_run(scenario):
@@ -245,12 +230,12 @@ def test_a_change_whose_level_comes_back_is_marked_fixed_from_that_run(scenario)
         return made
 
     runs = runs_at([100.0] * 8 + [180.0] * 8)
-    services.regression_incidents_open(scenario=scenario)
+    trends.regression_incidents_open(scenario=scenario)
     incident = RegressionIncident.objects.get()
     assert (incident.state, incident.start_run) == ("confirmed", runs[8])
 
     runs += runs_at([100.0] * 8)
-    services.regression_incidents_open(scenario=scenario)
+    trends.regression_incidents_open(scenario=scenario)
 
     incident.refresh_from_db()
     assert (incident.state, incident.fixed_by_run) == ("fixed", runs[16])
@@ -265,7 +250,7 @@ def test_a_change_that_only_partly_came_back_stays_confirmed(scenario):
         run.summary = {"p95_ms": level + n % 3}
         run.save()
 
-    services.regression_incidents_open(scenario=scenario)
+    trends.regression_incidents_open(scenario=scenario)
 
     first = RegressionIncident.objects.order_by("start_run_id").first()
     assert first.state == "confirmed" and first.fixed_by_run is None

@@ -1,5 +1,6 @@
-"""perfruns.versions: A/B/A comparisons requested, judged from their three runs, stopped,
-and kept out of the weekly series; the verdicts checked on runs with known answers."""
+"""perfruns.services.version_comparisons: A/B/A comparisons requested, judged from their
+three runs, stopped, and kept out of the weekly series; the verdicts checked on runs with
+known answers."""
 
 from __future__ import annotations
 
@@ -7,33 +8,24 @@ import socket
 
 import pytest
 
-from perfruns import services, versions
-from perfruns.comparison import baseline_for
 from perfruns.models import (
     ComparisonStatus,
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
-    Scenario,
     VersionComparison,
 )
+from perfruns.services import common, janitor, proofs, runs, scenarios, trends, version_comparisons
+from perfruns.services.run_comparison import baseline_for
 from tests.runfiles import SETTINGS, make_run
 
 VERSIONED = {
-    "environment": None,
-    "locustfile_path": "examples/demo/locustfile.py",
-    "target_url": "http://127.0.0.1:18765",
     "start_command": ".venv/bin/gunicorn --bind 127.0.0.1:18765 app:application",
     "start_env": {"APP_VERSION": "{version}"},
     "default_version": "1.0",
 }
 
 
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(name="checkout", values={**VERSIONED, "environment": env})
-    return scenario
+pytestmark = pytest.mark.scenario(**VERSIONED)
 
 
 def comparison_of(scenario, **fields) -> VersionComparison:
@@ -70,7 +62,7 @@ def row(comparison_or_result, endpoint: str, metric: str) -> dict:
 def test_b_slower_than_both_runs_of_a_is_worse_and_the_rest_the_same(scenario, tmp_path):
     runs = three_runs(scenario, tmp_path, comparison_of(scenario), a1=400, b=600, a2=400)
 
-    verdict, result = versions.version_comparison_judge(**runs)
+    verdict, result = version_comparisons.version_comparison_judge(**runs)
 
     assert verdict == "worse"
     report = row(result, "/report", "p95")
@@ -86,7 +78,7 @@ def test_b_slower_than_both_runs_of_a_is_worse_and_the_rest_the_same(scenario, t
 def test_b_like_both_runs_of_a_is_the_same(scenario, tmp_path):
     runs = three_runs(scenario, tmp_path, comparison_of(scenario), a1=400, b=400, a2=400)
 
-    verdict, result = versions.version_comparison_judge(**runs)
+    verdict, result = version_comparisons.version_comparison_judge(**runs)
 
     latency = [r for r in result["rows"] if r["metric"] in ("p50", "p95", "p99")]
     assert {r["verdict"] for r in latency} == {"same"}
@@ -98,7 +90,7 @@ def test_a_difference_the_two_runs_of_a_also_show_is_drift_not_a_regression(scen
     # A got as slow as B between its two runs: B's difference is the environment's.
     runs = three_runs(scenario, tmp_path, comparison_of(scenario), a1=400, b=600, a2=600)
 
-    verdict, result = versions.version_comparison_judge(**runs)
+    verdict, result = version_comparisons.version_comparison_judge(**runs)
 
     assert verdict == "drift"
     assert {"endpoint": "/report", "metric": "p95", "verdict": "worse"}.items() <= (
@@ -110,7 +102,7 @@ def test_a_difference_the_two_runs_of_a_also_show_is_drift_not_a_regression(scen
 def test_b_worse_than_both_but_a_drifted_the_same_way_is_drift(scenario, tmp_path):
     runs = three_runs(scenario, tmp_path, comparison_of(scenario), a1=400, b=700, a2=520)
 
-    verdict, result = versions.version_comparison_judge(**runs)
+    verdict, result = version_comparisons.version_comparison_judge(**runs)
 
     assert row(result, "/report", "p95")["verdict"] == "drift"
     assert verdict == "drift"
@@ -122,7 +114,7 @@ def test_runs_on_differently_configured_environments_make_it_invalid(scenario, t
         environment_settings={**SETTINGS, "work_mem": "64MB"},
     )  # fmt: skip
 
-    verdict, result = versions.version_comparison_judge(**runs)
+    verdict, result = version_comparisons.version_comparison_judge(**runs)
 
     assert verdict == "invalid"
     assert any("work_mem differs" in reason for reason in result["reasons"])
@@ -135,8 +127,8 @@ def test_a_comparison_whose_runs_are_made_judges_them_once_and_makes_no_more(sce
     comparison = comparison_of(scenario)
     three_runs(scenario, tmp_path, comparison, a1=400, b=600, a2=400)
 
-    done = versions.version_comparison_run(comparison_id=comparison.pk)
-    again = versions.version_comparison_run(comparison_id=comparison.pk)
+    done = version_comparisons.version_comparison_run(comparison_id=comparison.pk)
+    again = version_comparisons.version_comparison_run(comparison_id=comparison.pk)
 
     assert (done.status, done.verdict) == ("done", "worse")
     assert done.finished_at is not None and done.stage == ""
@@ -155,7 +147,7 @@ def test_a_run_that_broke_stops_the_comparison_and_is_named(scenario, tmp_path):
         error="waiting for the target: the target exited with status 3 before it was healthy",
     )  # fmt: skip
 
-    result = versions.version_comparison_run(comparison_id=comparison.pk)
+    result = version_comparisons.version_comparison_run(comparison_id=comparison.pk)
 
     assert result.status == ComparisonStatus.ERROR and result.verdict == ""
     assert result.error == (
@@ -168,10 +160,10 @@ def test_a_run_that_broke_stops_the_comparison_and_is_named(scenario, tmp_path):
 def test_a_queued_comparison_is_cancelled_at_once_and_an_ended_one_not(scenario):
     queued = comparison_of(scenario)
 
-    assert versions.version_comparison_cancel(comparison=queued)
+    assert version_comparisons.version_comparison_cancel(comparison=queued)
     queued.refresh_from_db()
     assert queued.status == "cancelled" and queued.finished_at is not None
-    assert not versions.version_comparison_cancel(comparison=queued)
+    assert not version_comparisons.version_comparison_cancel(comparison=queued)
 
 
 def test_a_running_comparison_asked_to_stop_stops_its_current_run(scenario, tmp_path):
@@ -181,7 +173,7 @@ def test_a_running_comparison_asked_to_stop_stops_its_current_run(scenario, tmp_
         status=RunStatus.RUNNING, version_comparison=comparison, role="a1",
     )  # fmt: skip
 
-    assert versions.version_comparison_cancel(comparison=comparison)
+    assert version_comparisons.version_comparison_cancel(comparison=comparison)
 
     comparison.refresh_from_db()
     current.refresh_from_db()
@@ -192,7 +184,7 @@ def test_a_running_comparison_asked_to_stop_stops_its_current_run(scenario, tmp_
 
 
 def test_a_comparison_is_queued_with_both_versions(scenario, engineer):
-    comparison = versions.version_comparison_request(
+    comparison = version_comparisons.version_comparison_request(
         scenario=scenario, version_a="1.0", version_b="2.0-rc1", actor=engineer
     )
 
@@ -206,8 +198,8 @@ def test_a_scenario_whose_target_takes_no_version_cannot_compare_versions(scenar
     scenario.start_command = ".venv/bin/gunicorn app:application"
     scenario.save()
 
-    with pytest.raises(services.PipelineRefused, match=r"does not take a version: put \{version\}"):
-        versions.version_comparison_request(
+    with pytest.raises(common.PipelineRefused, match=r"does not take a version: put \{version\}"):
+        version_comparisons.version_comparison_request(
             scenario=scenario, version_a="1.0", version_b="2.0", actor=None
         )
     assert not VersionComparison.objects.exists()
@@ -215,8 +207,8 @@ def test_a_scenario_whose_target_takes_no_version_cannot_compare_versions(scenar
 
 @pytest.mark.parametrize("version", ["2.0 --bind 0.0.0.0:80", "$(reboot)", "", "-rf", "é"])
 def test_a_version_that_is_not_a_plain_token_is_refused_and_nothing_written(scenario, version):
-    with pytest.raises(services.PipelineRefused, match="The version B '.*' is not a version"):
-        versions.version_comparison_request(
+    with pytest.raises(common.PipelineRefused, match="The version B '.*' is not a version"):
+        version_comparisons.version_comparison_request(
             scenario=scenario, version_a="1.0", version_b=version, actor=None
         )
     assert not VersionComparison.objects.exists()
@@ -225,10 +217,8 @@ def test_a_version_that_is_not_a_plain_token_is_refused_and_nothing_written(scen
 def test_a_second_comparison_on_a_busy_environment_is_refused(scenario):
     first = comparison_of(scenario)
 
-    with pytest.raises(
-        services.PipelineRefused, match=rf"already queued or running \(#{first.pk}\)"
-    ):
-        versions.version_comparison_request(
+    with pytest.raises(common.PipelineRefused, match=rf"already queued or running \(#{first.pk}\)"):
+        version_comparisons.version_comparison_request(
             scenario=scenario, version_a="1.0", version_b="3.0", actor=None
         )
     assert VersionComparison.objects.count() == 1
@@ -237,17 +227,17 @@ def test_a_second_comparison_on_a_busy_environment_is_refused(scenario):
 def test_a_target_that_takes_a_version_needs_one_for_the_weekly_runs(scenario):
     values = {**VERSIONED, "environment": scenario.environment, "default_version": ""}
 
-    with pytest.raises(services.PipelineRefused, match="give the version of the weekly runs"):
-        services.scenario_save(name="checkout", values=values)
+    with pytest.raises(common.PipelineRefused, match="give the version of the weekly runs"):
+        scenarios.scenario_save(name="checkout", values=values)
 
     scenario.refresh_from_db()
     assert scenario.default_version == "1.0"  # nothing was saved
-    weekly = services.perfrun_request(scenario=scenario, trigger="schedule", actor=None)
+    weekly = runs.perfrun_request(scenario=scenario, trigger="schedule", actor=None)
     assert weekly.version == "1.0"
 
 
 def test_the_start_command_gets_the_version_as_one_token():
-    assert services.versioned("app --tag {version}", "2.0-rc1") == "app --tag 2.0-rc1"
+    assert scenarios.versioned("app --tag {version}", "2.0-rc1") == "app --tag 2.0-rc1"
 
 
 # ------------------------------------------------------------------------ the series
@@ -264,11 +254,11 @@ def test_the_runs_of_a_comparison_stay_out_of_the_series_its_baselines_and_proof
         run.save()
 
     assert baseline_for(later) == weekly
-    trend = services.scenario_trend_compute(scenario)
+    trend = trends.scenario_trend_compute(scenario)
     p95 = next(m for m in trend if m["key"] == "p95_ms")
     assert [pk for pk, _ in p95["points"]] == [weekly.pk, later.pk]
     b = PerfRun.objects.get(role="b")
-    assert services.criteria_evaluate(run=b) == []
+    assert proofs.criteria_evaluate(run=b) == []
     assert not b.postmortems.exists()
 
 
@@ -278,7 +268,7 @@ def test_the_janitor_marks_a_comparison_of_a_dead_worker_as_an_error(scenario, d
         worker=f"{socket.gethostname()}:999999999",
     )  # fmt: skip
 
-    done = services.janitor_sweep()
+    done = janitor.janitor_sweep()
 
     dead.refresh_from_db()
     assert dead.status == "error" and dead.finished_at is not None

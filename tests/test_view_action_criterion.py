@@ -6,31 +6,17 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from perfruns import services
 from perfruns.models import (
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
     RunTrigger,
-    Scenario,
     Verification,
     VerificationCriterion,
 )
+from perfruns.services import scenarios
 from postmortems.models import Action, HistoryEntry
 
-
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="advisors",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:18765",
-        },
-    )
-    return scenario
+pytestmark = pytest.mark.scenario(name="advisors")
 
 
 @pytest.fixture
@@ -39,7 +25,7 @@ def action(make_postmortem, engineer) -> Action:
 
 
 def url(action: Action) -> str:
-    return reverse("postmortems:action_criterion", args=[action.postmortem_id, action.pk])
+    return reverse("perfruns:action_criterion", args=[action.postmortem_id, action.pk])
 
 
 def proof(scenario, **fields) -> dict[str, object]:
@@ -149,7 +135,7 @@ def test_a_bad_proof_is_named_and_nothing_is_saved(
 def test_the_reference_run_must_be_a_valid_run_of_the_same_scenario(
     client, engineer, action, scenario
 ):
-    other, _ = services.scenario_save(
+    other, _ = scenarios.scenario_save(
         name="search",
         values={"environment": scenario.environment, "locustfile_path": "x.py",
                 "target_url": "http://127.0.0.1:1"},
@@ -196,6 +182,10 @@ def test_viewers_outsiders_and_other_methods_are_refused(
     private = make_postmortem(title="Private", is_private=True).actions.first()
     assert client.get(url(private)).status_code == 404
     assert not VerificationCriterion.objects.exists()
+
+
+def test_its_address_stays_under_the_post_mortem(action):
+    assert url(action) == f"/postmortems/{action.postmortem_id}/actions/{action.pk}/proof/"
 
 
 def test_the_form_shows_the_current_proof(client, engineer, action, scenario):

@@ -9,10 +9,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from perfruns import services
 from perfruns.models import (
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
     RunTrigger,
     VerificationCriterion,
@@ -22,15 +20,7 @@ from postmortems.models import Action, ActionStatus, Team
 ACTIONS = reverse("postmortems:actions")
 
 
-@pytest.fixture
-def scenario(db):
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="advisors",
-        values={"environment": env, "locustfile_path": "x.py",
-                "target_url": "http://127.0.0.1:18765"},
-    )  # fmt: skip
-    return scenario
+pytestmark = pytest.mark.scenario(name="advisors", locustfile_path="x.py")
 
 
 def set_status(action: Action, status: str, **fields) -> None:

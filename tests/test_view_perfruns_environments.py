@@ -11,7 +11,6 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 from django.utils import timezone
 
-from perfruns import services
 from perfruns.models import (
     DumpSource,
     Restore,
@@ -20,6 +19,7 @@ from perfruns.models import (
     Snapshot,
     SnapshotStatus,
 )
+from perfruns.services import environments, restores, sources
 from tests import sourcedb
 
 LIST = reverse("perfruns:environments")
@@ -52,13 +52,13 @@ def admin(db) -> User:
 
 @pytest.fixture
 def source(db) -> DumpSource:
-    source, _ = services.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
+    source, _ = sources.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
     return source
 
 
 @pytest.fixture
 def env(db, source) -> ReviewEnvironment:
-    env, _ = services.environment_save(
+    env, _ = environments.environment_save(
         name="review", source=source, shared_buffers="256MB", work_mem="8MB", max_connections=40
     )
     return env
@@ -112,7 +112,7 @@ def test_the_list_shows_each_environment_and_its_current_snapshot(
     ReviewEnvironment.objects.filter(pk=env.pk).update(
         current_snapshot=snapshot, last_restored_at=timezone.now()
     )
-    services.environment_save(name="bare", database_name="bare_db")
+    environments.environment_save(name="bare", database_name="bare_db")
     client.force_login(viewer)
 
     # session, user, the user's groups, the environments with their snapshots.
@@ -492,7 +492,7 @@ def test_an_engineer_queues_a_restore_of_the_latest_ready_snapshot(
     make_snapshot(source)
     latest = make_snapshot(source)
     make_snapshot(source, SnapshotStatus.REJECTED)
-    other, _ = services.source_save(name="crm", dsn_env="CRM_DSN", policy_yaml=sourcedb.POLICY)
+    other, _ = sources.source_save(name="crm", dsn_env="CRM_DSN", policy_yaml=sourcedb.POLICY)
     make_snapshot(other)  # newer, but of another source
     client.force_login(engineer)
 
@@ -569,7 +569,7 @@ def test_a_rejected_snapshot_cannot_be_chosen(
 def test_a_second_restore_is_refused_while_one_is_queued(
     client, engineer, env, source, django_capture_on_commit_callbacks
 ):
-    first = services.restore_request(environment=env, snapshot=make_snapshot(source), actor=None)
+    first = restores.restore_request(environment=env, snapshot=make_snapshot(source), actor=None)
     client.force_login(engineer)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:

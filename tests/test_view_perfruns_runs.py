@@ -9,18 +9,16 @@ import pytest
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
-from perfruns import services
 from perfruns.models import (
     Artifact,
     EndpointStat,
     FailureGroup,
     PerfRun,
-    ReviewEnvironment,
     RunStatus,
     RunTrigger,
     Sample,
-    Scenario,
 )
+from perfruns.services import runs, trends
 
 SCENARIOS = reverse("perfruns:scenarios")
 
@@ -29,19 +27,7 @@ def scenario_url(name: str = "checkout") -> str:
     return reverse("perfruns:scenario", args=[name])
 
 
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="checkout",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:8765",
-            "thresholds": {"p95_ms": 300},
-        },
-    )
-    return scenario
+pytestmark = pytest.mark.scenario(thresholds={"p95_ms": 300})
 
 
 @pytest.fixture
@@ -139,7 +125,7 @@ def test_run_now_queues_a_run_and_shows_its_page(
 def test_run_now_while_a_run_is_under_way_says_so_and_queues_nothing(
     client, engineer, scenario, django_capture_on_commit_callbacks
 ):
-    first = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    first = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
     client.force_login(engineer)
 
     with django_capture_on_commit_callbacks() as callbacks:
@@ -216,8 +202,8 @@ def test_the_run_page_shows_the_verdict_endpoints_figures_and_files(
 def test_the_live_part_of_an_active_run_shows_its_stage_and_a_cancel_button(
     client, engineer, scenario
 ):
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
-    services.perfrun_claim(run_id=run.pk)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    runs.perfrun_claim(run_id=run.pk)
     PerfRun.objects.filter(pk=run.pk).update(stage="load", progress=40)
     client.force_login(engineer)
 
@@ -229,8 +215,8 @@ def test_the_live_part_of_an_active_run_shows_its_stage_and_a_cancel_button(
 
 
 def test_cancel_asks_a_running_run_to_stop(client, engineer, viewer, scenario):
-    run = services.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
-    services.perfrun_claim(run_id=run.pk)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    runs.perfrun_claim(run_id=run.pk)
     client.force_login(viewer)
     assert client.post(reverse("perfruns:run_cancel", args=[run.pk])).status_code == 403
     client.force_login(engineer)
@@ -293,7 +279,7 @@ def test_the_scenario_page_marks_the_run_where_p95_moved_to_a_new_level(client, 
         )
         for n in range(20)
     ]
-    services.scenario_trend_refresh(scenario=scenario)  # as after each run
+    trends.scenario_trend_refresh(scenario=scenario)  # as after each run
     client.force_login(viewer)
 
     html = client.get(scenario_url()).content.decode()

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
-from perfruns import services
 from perfruns.models import DumpSource, Snapshot, SnapshotStatus
+from perfruns.services import snapshots, sources
 from tests import sourcedb
 
 
@@ -25,7 +25,7 @@ def detail(snapshot: Snapshot) -> str:
 @pytest.fixture
 def source(db) -> DumpSource:
     # Never reached here: the snapshot itself is the task's job, not the view's.
-    source, _ = services.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
+    source, _ = sources.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
     return source
 
 
@@ -76,7 +76,7 @@ def test_an_engineer_queues_a_snapshot_and_its_task_after_commit(
 def test_a_second_snapshot_is_refused_while_one_is_queued(
     client, engineer, source, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
-    first = services.snapshot_request(source=source, actor=engineer)
+    first = snapshots.snapshot_request(source=source, actor=engineer)
     client.force_login(engineer)
 
     # session, user, the user's groups, the source; SAVEPOINT (view),
@@ -100,7 +100,7 @@ def test_a_second_snapshot_is_refused_while_one_is_queued(
 def test_a_new_snapshot_may_be_queued_once_the_last_one_finished(
     client, engineer, source, django_capture_on_commit_callbacks
 ):
-    first = services.snapshot_request(source=source, actor=engineer)
+    first = snapshots.snapshot_request(source=source, actor=engineer)
     Snapshot.objects.filter(pk=first.pk).update(status=SnapshotStatus.REJECTED)
     client.force_login(engineer)
 
@@ -218,8 +218,8 @@ def test_a_rejected_snapshot_shows_the_columns_it_found_and_why(
     client, data_dir, source_db, dump_source
 ):
     add_unlisted_email_column(source_db)
-    snapshot = services.snapshot_run(
-        snapshot_id=services.snapshot_request(source=dump_source, actor=None).pk
+    snapshot = snapshots.snapshot_run(
+        snapshot_id=snapshots.snapshot_request(source=dump_source, actor=None).pk
     )
     assert snapshot.status == SnapshotStatus.REJECTED, snapshot.error
     # Groups made by a migration are gone after another transactional test's flush.

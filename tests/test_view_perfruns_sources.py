@@ -8,9 +8,9 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
-from perfruns import services
 from perfruns.masking.policy import policy_hash
 from perfruns.models import DumpSource, Snapshot, SnapshotStatus
+from perfruns.services import sources
 from tests import sourcedb
 
 # What $SHOP_DSN holds: none of it may reach a page.
@@ -43,7 +43,7 @@ def admin(db) -> User:
 @pytest.fixture
 def source(db, monkeypatch) -> DumpSource:
     monkeypatch.setenv("SHOP_DSN", SHOP_DSN)
-    source, _ = services.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
+    source, _ = sources.source_save(name="shop", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY)
     return source
 
 
@@ -114,7 +114,7 @@ def test_the_list_takes_the_same_queries_however_many_sources_and_snapshots(
         assert client.get(LIST).status_code == 200
 
     for n in range(5):
-        other, _ = services.source_save(
+        other, _ = sources.source_save(
             name=f"shop-{n}", dsn_env="SHOP_DSN", policy_yaml=sourcedb.POLICY
         )
         make_snapshot(other, status=SnapshotStatus.READY)

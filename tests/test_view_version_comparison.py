@@ -8,25 +8,13 @@ import html
 import pytest
 from django.urls import reverse
 
-from perfruns import services, versions
-from perfruns.models import ComparisonStatus, ReviewEnvironment, Scenario, VersionComparison
+from perfruns.models import ComparisonStatus, VersionComparison
+from perfruns.services import version_comparisons
 from tests.runfiles import make_run
 
-
-@pytest.fixture
-def scenario(db) -> Scenario:
-    env = ReviewEnvironment.objects.create(name="review")
-    scenario, _ = services.scenario_save(
-        name="checkout",
-        values={
-            "environment": env,
-            "locustfile_path": "examples/demo/locustfile.py",
-            "target_url": "http://127.0.0.1:8765",
-            "start_command": "bin/serve --release {version}",
-            "default_version": "1.0",
-        },
-    )
-    return scenario
+pytestmark = pytest.mark.scenario(
+    start_command="bin/serve --release {version}", default_version="1.0"
+)
 
 
 def create_url(name: str = "checkout") -> str:
@@ -45,7 +33,7 @@ def judged(scenario, tmp_path) -> VersionComparison:
             version_comparison=comparison, role=role, version=comparison.version_of(role),
             summary={"rps": 40.0, "p95_ms": level},
         )  # fmt: skip
-    return versions.version_comparison_run(comparison_id=comparison.pk)
+    return version_comparisons.version_comparison_run(comparison_id=comparison.pk)
 
 
 def test_an_engineer_asks_for_a_comparison_and_lands_on_its_page(

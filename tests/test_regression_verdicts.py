@@ -21,7 +21,7 @@ from perfruns.regression import (
     slope_and_se,
     slope_verdict,
 )
-from perfruns.regression.compare import autocorrelation_inflation, block_length
+from perfruns.regression.verdicts import autocorrelation_inflation, block_length
 
 MIB = 2**20
 
