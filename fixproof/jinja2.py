@@ -43,7 +43,8 @@ def number(value: Decimal | int | None) -> str:
 def environment(**options: Any) -> Environment:
     options.setdefault("extensions", []).append("jinja2.ext.i18n")
     env = Environment(**options)
-    env.install_gettext_callables(gettext, ngettext, newstyle=True)
+    # Added by the i18n extension, which the stubs do not know.
+    env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals.update(
         {
             "url": url,
