@@ -7,7 +7,7 @@ TypedDicts say what their keys hold, for the code that writes and reads them.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class SamplerFigures(TypedDict):
@@ -18,8 +18,21 @@ class SamplerFigures(TypedDict):
 
 
 class SlopeFigures(TypedDict):
+    """A process's memory over the steady phase, fitted robustly (regression.memory): its
+    growth per minute and per request served, each with its interval, and where the steady
+    phase starts and ends (seconds since the load started)."""
+
+    start_s: float
+    end_s: float
+    points: int
     per_minute: float
-    r2: float
+    low: float
+    high: float
+    intercept: float
+    per_request: float | None
+    per_request_low: float | None
+    per_request_high: float | None
+    leak_floor: float
     leak: bool
 
 
@@ -64,12 +77,18 @@ class DatabaseFigures(TypedDict):
 
 class VerdictLine(TypedDict):
     """One line of PerfRun.verdict: a threshold (or a regression against the baseline)
-    checked, with what was measured against its limit."""
+    checked, with what was measured against its limit (false for probable_leak), the
+    measured value's interval where it has one, and a note on what the value means."""
 
     check: str
-    limit: float | None
+    limit: float | bool | None
     value: float | None
     passed: bool
+    low: NotRequired[float]
+    high: NotRequired[float]
+    note: NotRequired[str]
+    # A regression against the baseline that does not fail the run: suspected only.
+    suspected: NotRequired[bool]
 
 
 class MetricVerdictJson(TypedDict):

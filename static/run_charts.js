@@ -7,6 +7,10 @@
   const data = await response.json();
   const labels = JSON.parse(box.dataset.labels);
   const mib = (values) => values.map((v) => (v === null ? null : v / 1048576));
+  // A fitted line (bytes = intercept + per_minute * t / 60) over the steady phase only.
+  const fitted = (fit) => data.t.map((t) => (fit && t >= fit.start_s && t <= fit.end_s
+    ? (fit.intercept + fit.per_minute * t / 60) / 1048576 : null));
+  const fits = data.fits || {};
   // Locust's rows and the memory sampler's rows interleave on t: each keeps its own
   // points and uPlot bridges the gaps of the other.
   const charts = [
@@ -14,9 +18,10 @@
     [labels.load, [["users", data.users], ["req/s", data.rps]]],
     [labels.failures, [["failures/s", data.failures_per_s]]],
     [labels.memory, [["DB PSS", mib(data.db_pss)], ["DB anon", mib(data.db_pss_anon)],
-                     ["DB cgroup", mib(data.db_cgroup)], ["target RSS", mib(data.target_rss)]]],
+                     ["DB cgroup", mib(data.db_cgroup)], ["target RSS", mib(data.target_rss)],
+                     ["DB fit", fitted(fits.db)], ["target fit", fitted(fits.target)]]],
   ];
-  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8", "#f79009"];
+  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8", "#f79009", "#101828"];
   const width = Math.min(box.clientWidth || 900, 1100);
   for (const [title, lines] of charts) {
     if (!lines.some(([, values]) => values.some((v) => v !== null))) continue;

@@ -1,15 +1,13 @@
-"""Steps, breaking points and memory slopes on constructed series with known answers."""
+"""Steps and breaking points on constructed series with known answers (memory growth:
+test_regression_memory)."""
 
 from __future__ import annotations
-
-import pytest
 
 from perfruns.loadtest import (
     BreakingPoint,
     HistoryRow,
     StepStats,
     breaking_point,
-    memory_slope,
     steps_from_history,
 )
 
@@ -128,65 +126,3 @@ def test_a_load_failing_from_its_first_step_sustained_no_rate():
 
 def test_no_steps_have_no_breaking_point():
     assert breaking_point([]) == BreakingPoint(None, None, None)
-
-
-def line(per_minute, *, start=200 * MB, seconds=300, every=10, noise=()):
-    """(seconds, bytes) samples of a straight line, plus a repeating noise pattern."""
-    points = []
-    for i, t in enumerate(range(0, seconds + 1, every)):
-        wiggle = noise[i % len(noise)] if noise else 0
-        points.append((float(t), start + per_minute * t / 60 + wiggle))
-    return points
-
-
-def test_flat_memory_has_no_slope_and_no_leak():
-    slope = memory_slope(line(0), min_per_minute=MB)
-
-    assert slope is not None
-    assert slope.per_minute == pytest.approx(0, abs=1e-6)
-    assert not slope.leak
-
-
-def test_a_steady_leak_is_found_with_its_rate_per_minute():
-    slope = memory_slope(line(4 * MB, noise=(0, 64 * 1024, -64 * 1024)), min_per_minute=MB)
-
-    assert slope.per_minute == pytest.approx(4 * MB, rel=0.01)
-    assert slope.r2 > 0.99
-    assert slope.leak
-
-
-def test_noisy_memory_with_a_small_drift_is_no_leak():
-    # 2 MB a minute of drift under swings of +-100 MB: the line explains little.
-    slope = memory_slope(line(2 * MB, noise=(100 * MB, -100 * MB, 40 * MB)), min_per_minute=MB)
-
-    assert slope.r2 < 0.8
-    assert not slope.leak
-
-
-def test_steady_growth_below_the_threshold_is_no_leak():
-    slope = memory_slope(line(MB // 2), min_per_minute=MB)
-
-    assert slope.r2 == pytest.approx(1)
-    assert slope.per_minute == pytest.approx(MB / 2)
-    assert not slope.leak
-
-
-def test_a_single_jump_is_not_a_steady_leak():
-    # Flat, one step up by 50 MB (a cache filling), flat again.
-    points = [(float(t), 100 * MB if t < 200 else 150 * MB) for t in range(0, 301, 10)]
-
-    slope = memory_slope(points, min_per_minute=MB)
-
-    assert slope.per_minute > MB
-    assert slope.r2 == pytest.approx(0.6875)
-    assert not slope.leak
-
-
-def test_too_few_points_or_one_instant_have_no_slope():
-    assert memory_slope(line(MB, seconds=30), min_per_minute=MB) is None  # 4 points
-    assert memory_slope([(5.0, float(b)) for b in range(10)], min_per_minute=MB) is None
-
-
-def test_the_leak_threshold_must_be_positive():
-    with pytest.raises(ValueError):
-        memory_slope(line(MB), min_per_minute=0)

@@ -15,10 +15,12 @@ from perfruns.regression import (
     compare_endpoints,
     decide,
     failure_verdict,
+    fit_memory,
+    floor_for,
     latency_verdict,
     ram_verdict,
     rps_verdict,
-    slope_and_se,
+    se_of_interval,
     slope_verdict,
 )
 from perfruns.regression.verdicts import autocorrelation_inflation, block_length
@@ -260,7 +262,34 @@ def test_a_slope_past_the_floor_but_within_two_standard_errors_is_inconclusive()
 
 
 def test_a_slope_far_beyond_its_errors_but_under_the_floor_is_the_same():
-    assert slope_verdict(1 * MIB, 0.2 * MIB, 3 * MIB, 0.2 * MIB).verdict == "same"
+    # +1.5 MiB a minute, certain, under the floor of max(25 %, 2 MiB a minute).
+    assert slope_verdict(1 * MIB, 0.1 * MIB, 2.5 * MIB, 0.1 * MIB).verdict == "same"
+
+
+def test_a_fast_growth_a_quarter_faster_is_the_same_and_a_third_faster_is_worse():
+    # A leak of 180 MiB a minute that runs 4 % faster with 4 % more throughput is no
+    # regression; one a third faster is, however large the absolute floor.
+    assert slope_verdict(180 * MIB, 1 * MIB, 187 * MIB, 1 * MIB).verdict == "same"
+    assert slope_verdict(180 * MIB, 1 * MIB, 240 * MIB, 1 * MIB).verdict == "worse"
+
+
+def test_growth_per_request_is_judged_against_its_own_floor():
+    same = slope_verdict(4000, 50, 4100, 50, metric="memory_per_request")
+    worse = slope_verdict(4000, 50, 6000, 50, metric="memory_per_request")
+    tiny = slope_verdict(100, 5, 300, 5, metric="memory_per_request")  # +200 B < 256 B
+
+    assert (same.metric, same.verdict) == ("memory_per_request", "same")
+    assert worse.verdict == "worse"
+    assert tiny.verdict == "same"
+    with pytest.raises(ValueError):
+        slope_verdict(1, 1, 1, 1, metric="p95")
+
+
+def test_an_interval_stands_for_its_standard_error():
+    assert se_of_interval(-1.96, 1.96) == pytest.approx(1.0, rel=1e-3)
+    assert se_of_interval(None, 1.0) is None
+    with pytest.raises(ValueError):
+        se_of_interval(2.0, 1.0)
 
 
 def test_a_slope_without_a_standard_error_is_inconclusive():
@@ -268,16 +297,6 @@ def test_a_slope_without_a_standard_error_is_inconclusive():
 
     assert verdict.verdict == "inconclusive"
     assert verdict.change == 50 * MIB
-
-
-def test_the_slope_and_its_standard_error_match_a_hand_computation():
-    # Mean time 90 s, Σ(t - 90)² = 18000, slope 540 / 18000 = 0.03 a second; residuals
-    # -0.3, 0.9, -0.9, 0.3 sum to 1.8 squared, so se = sqrt(1.8 / 2 / 18000) a second.
-    slope, se = slope_and_se([(0, 0.0), (60, 3.0), (120, 3.0), (180, 6.0)])
-
-    assert slope == pytest.approx(1.8)
-    assert se == pytest.approx(60 * math.sqrt(1.8 / 2 / 18000))
-    assert slope_and_se([(0, 1.0), (60, 2.0)]) is None
 
 
 # --------------------------------------------------------------------- many endpoints
@@ -328,15 +347,59 @@ def test_autocorrelated_runs_of_one_level_are_rarely_called_different():
     assert sum(v in ("worse", "better") for v in verdicts) / len(pairs) <= 0.09
 
 
-def test_a_slope_of_autocorrelated_memory_has_a_wider_standard_error():
+def test_a_robust_fit_of_autocorrelated_memory_has_a_wider_interval():
     t = np.arange(120.0)
     wobble = ar1(5, 0, 0.9, 120, sd=2 * MIB)
     shuffled = np.random.default_rng(5).permutation(wobble)  # the same values, order lost
 
-    _slope, se = slope_and_se(list(zip(t, 0.1 * MIB * t + wobble, strict=True)))
-    _slope, se_shuffled = slope_and_se(list(zip(t, 0.1 * MIB * t + shuffled, strict=True)))
+    fit = fit_memory(list(zip(t, 0.1 * MIB * t + wobble, strict=True)), start_s=0)
+    shuffled_fit = fit_memory(list(zip(t, 0.1 * MIB * t + shuffled, strict=True)), start_s=0)
 
-    assert se > 2 * se_shuffled
+    assert fit.high - fit.low > 2 * (shuffled_fit.high - shuffled_fit.low)
+
+
+def test_a_database_a_little_bigger_than_a_small_baseline_is_not_worse():
+    # +2.3 MB on a 26 MB database is +9 %, past the relative floor but not the absolute
+    # one of 16 MiB: the fix that bounded a cache must not fail on it.
+    mib = 2**20
+    base = [26 * mib + 1000 * (i % 7) for i in range(120)]
+    cand = [28.3 * mib + 1000 * (i % 5) for i in range(120)]
+
+    verdict = ram_verdict(base, cand)
+
+    assert verdict.change == pytest.approx(2.3 * mib, rel=0.01)
+    assert verdict.verdict == "same"
+
+
+def test_every_floor_has_a_relative_and_an_absolute_part():
+    floors = Floors()
+
+    assert floor_for("db_ram_peak", 100 * MIB, floors) == 16 * MIB
+    assert floor_for("db_ram_peak", 1000 * MIB, floors) == 50 * MIB
+    assert floor_for("rps", 5.0, floors) == 1.0
+    assert floor_for("rps", 100.0, floors) == 10.0
+    assert floor_for("memory_slope", 1 * MIB, floors) == 2 * MIB
+    assert floor_for("memory_slope", 100 * MIB, floors) == 25 * MIB
+    assert floor_for("memory_per_request", 100.0, floors) == 256.0
+    assert floor_for("failure_rate", 0.5, floors) == 0.005
+
+
+def test_a_scenario_sets_its_floors_in_the_units_people_write():
+    floors = Floors.from_settings({"db_ram_abs_mb": 64, "latency_rel": 0.2, "leak_mb_per_min": 3})
+
+    assert (floors.ram_abs, floors.p_rel, floors.leak_per_min) == (64 * MIB, 0.2, 3 * MIB)
+    assert floors.p_abs_ms == Floors().p_abs_ms  # the others keep their defaults
+    assert Floors.from_settings(None) == Floors()
+
+
+def test_bad_floors_are_all_named_at_once():
+    with pytest.raises(ValueError) as refused:
+        Floors.from_settings({"db_ram": 1, "latency_rel": -1, "rps_abs": "ten"})
+
+    message = str(refused.value)
+    assert "Unknown floor 'db_ram'" in message
+    assert "latency_rel must be a number of at least 0" in message
+    assert "rps_abs must be a number of at least 0" in message
 
 
 def test_benjamini_hochberg_matches_a_hand_computed_example():

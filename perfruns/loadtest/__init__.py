@@ -1,16 +1,14 @@
 """Load tests with Locust, run as a subprocess, and what their results mean.
 
 Plain library code, no models: command lines and generated locustfiles (command), the
-files Locust writes (results), breaking points and memory growth (analysis), and the
+files Locust writes (results), steps and breaking points (analysis), and the
 memory of process trees from /proc (memory).
 """
 
 from .analysis import (
     BreakingPoint,
-    MemorySlope,
     StepStats,
     breaking_point,
-    memory_slope,
     steps_from_history,
 )
 from .command import LoadShape, LocustPlan, check_locustfile, locust_plan
@@ -34,7 +32,6 @@ __all__ = [
     "LocustPlan",
     "MemorySample",
     "MemorySampler",
-    "MemorySlope",
     "StepStats",
     "TreeMemory",
     "breaking_point",
@@ -42,7 +39,6 @@ __all__ = [
     "iter_history",
     "load_generator_saturated",
     "locust_plan",
-    "memory_slope",
     "process_tree",
     "read_failures",
     "read_final",

@@ -1,11 +1,11 @@
-"""What a run's numbers mean: the steps of a step load, its breaking point, memory growth.
+"""What a step load's numbers mean: its steps and its breaking point (memory growth is
+judged by perfruns.regression.memory).
 
 Pure functions over plain values, so they can be checked on constructed series.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,9 +16,6 @@ FAILURE_RATE = 0.01
 # The knee: throughput per user down to this share of the first step's, or p95 up this much.
 KNEE_THROUGHPUT_SHARE = 0.5
 KNEE_P95_FACTOR = 2.0
-# A memory series grows steadily when a straight line explains this much of its variance.
-LEAK_R2 = 0.8
-MIN_MEMORY_POINTS = 5
 
 
 @dataclass
@@ -35,13 +32,6 @@ class BreakingPoint:
     first_failure_users: int | None
     knee_users: int | None
     max_sustained_rps: float | None
-
-
-@dataclass
-class MemorySlope:
-    per_minute: float
-    r2: float
-    leak: bool
 
 
 def steps_from_history(rows: Iterable[HistoryRow]) -> list[StepStats]:
@@ -132,32 +122,4 @@ def breaking_point(steps: list[StepStats]) -> BreakingPoint:
         first_failure_users=steps[first_failure].users if first_failure is not None else None,
         knee_users=knee,
         max_sustained_rps=max(step.rps for step in sustained) if sustained else None,
-    )
-
-
-def memory_slope(points: list[tuple[float, float]], *, min_per_minute: float) -> MemorySlope | None:
-    """The least-squares line through (seconds, bytes) points: its slope per minute and R².
-
-    A leak is a slope of at least min_per_minute bytes a minute that the line explains well
-    (R² >= 0.8): steady growth, not a spike or noise. None with fewer than 5 points or when
-    they all share one time. A perfectly flat series has R² 1 (nothing left to explain).
-    """
-    if not min_per_minute > 0:
-        raise ValueError("min_per_minute must be above 0 bytes")
-    if len(points) < MIN_MEMORY_POINTS:
-        return None
-    count = len(points)
-    mean_t = math.fsum(t for t, _ in points) / count
-    mean_b = math.fsum(b for _, b in points) / count
-    s_tt = math.fsum((t - mean_t) ** 2 for t, _ in points)
-    if s_tt == 0:
-        return None
-    s_tb = math.fsum((t - mean_t) * (b - mean_b) for t, b in points)
-    s_bb = math.fsum((b - mean_b) ** 2 for _, b in points)
-    slope = s_tb / s_tt
-    residual = math.fsum((b - mean_b - slope * (t - mean_t)) ** 2 for t, b in points)
-    r2 = 1.0 - residual / s_bb if s_bb > 0 else 1.0
-    per_minute = slope * 60
-    return MemorySlope(
-        per_minute=per_minute, r2=r2, leak=per_minute >= min_per_minute and r2 >= LEAK_R2
     )

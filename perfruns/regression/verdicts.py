@@ -40,8 +40,12 @@ LATENCY_METRICS = ("p50", "p95", "p99")
 FAILURE_RATE = "failure_rate"
 RPS = "rps"
 DB_RAM_PEAK = "db_ram_peak"
-MEMORY_SLOPE = "memory_slope"
-METRICS = (*LATENCY_METRICS, FAILURE_RATE, RPS, DB_RAM_PEAK, MEMORY_SLOPE)
+MEMORY_SLOPE = "memory_slope"  # bytes a minute
+MEMORY_PER_REQUEST = "memory_per_request"  # bytes a request served
+METRICS = (*LATENCY_METRICS, FAILURE_RATE, RPS, DB_RAM_PEAK, MEMORY_SLOPE, MEMORY_PER_REQUEST)
+# Metrics of memory: a single run worse on one is a suspected regression, which fails the
+# run only when its scenario asks for it (memory moves with the load and the allocator).
+MEMORY_METRICS = frozenset({DB_RAM_PEAK, MEMORY_SLOPE, MEMORY_PER_REQUEST})
 # For these, a higher candidate value is the bad direction; for RPS a lower one is.
 HIGHER_IS_WORSE = frozenset(METRICS) - {RPS}
 
@@ -49,6 +53,7 @@ VERDICTS = ("better", "same", "worse", "inconclusive")
 MIN_REPLICATES = 5
 # A slope difference counts when it passes this many standard errors (and the floor).
 SLOPE_SE_MULTIPLE = 2.0
+MIB = 2**20
 # The name under which run-level metrics (DB RAM, memory slope) are reported.
 RUN_LEVEL = "Aggregated"
 ARRIVAL_SHAPE = "arrival"
@@ -59,23 +64,73 @@ MIN_ARRIVAL_SHARE = 0.9
 class Floors:
     """The smallest changes that matter; a smaller one is "same" at most.
 
-    p_rel and p_abs_ms apply together to latencies: a change matters only past BOTH +10 %
-    of the baseline AND +20 ms. failure_points is in rate units (0.005 is half a percentage
-    point), ram_rel and rps_rel are shares of the baseline, slope_abs_per_min bytes a minute.
+    Every floor but the failure rate's has a relative part (a share of the baseline) and an
+    absolute part, and a change matters only past BOTH: latencies +10 % and +20 ms; DB RAM
+    peak +5 % and +16 MiB; requests/s -10 % and -1/s; memory growth +25 % and +2 MiB a
+    minute, or +25 % and +256 bytes a request. failure_points is in rate units (0.005 is
+    half a percentage point). leak_per_min is the floor of a probable leak (its growth's
+    whole interval above it), not of a change.
     """
 
     p_rel: float = 0.10
     p_abs_ms: float = 20.0
     failure_points: float = 0.005
     ram_rel: float = 0.05
+    ram_abs: float = 16 * MIB
     rps_rel: float = 0.10
-    slope_abs_per_min: float = 5 * 2**20
+    rps_abs: float = 1.0
+    slope_rel: float = 0.25
+    slope_abs_per_min: float = 2 * MIB
+    per_request_rel: float = 0.25
+    per_request_abs: float = 256.0
+    leak_per_min: float = 1 * MIB
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any] | None) -> Floors:
+        """The floors a scenario sets, in the units people write (FLOOR_SETTINGS); the
+        others keep their defaults. ValueError names every unknown key and bad value."""
+        values = values or {}
+        if not isinstance(values, Mapping):
+            raise ValueError("Floors must be a mapping such as {db_ram_abs_mb: 32}.")
+        problems = []
+        given: dict[str, float] = {}
+        for key, value in values.items():
+            if key not in FLOOR_SETTINGS:
+                problems.append(f"Unknown floor {key!r}: use {', '.join(sorted(FLOOR_SETTINGS))}.")
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                problems.append(f"The floor {key} must be a number of at least 0.")
+                continue
+            name, scale = FLOOR_SETTINGS[key]
+            given[name] = float(value) * scale
+        if "leak_per_min" in given and given["leak_per_min"] <= 0:
+            problems.append("The floor leak_mb_per_min must be above 0.")
+        if problems:
+            raise ValueError(" ".join(problems))
+        return cls(**given)
+
+
+# Scenario setting -> (Floors field, scale to its units).
+FLOOR_SETTINGS: dict[str, tuple[str, float]] = {
+    "latency_rel": ("p_rel", 1.0),
+    "latency_abs_ms": ("p_abs_ms", 1.0),
+    "failure_rate_points": ("failure_points", 1.0),
+    "db_ram_rel": ("ram_rel", 1.0),
+    "db_ram_abs_mb": ("ram_abs", MIB),
+    "rps_rel": ("rps_rel", 1.0),
+    "rps_abs": ("rps_abs", 1.0),
+    "memory_slope_rel": ("slope_rel", 1.0),
+    "memory_slope_abs_mb_per_min": ("slope_abs_per_min", MIB),
+    "memory_per_request_rel": ("per_request_rel", 1.0),
+    "memory_per_request_abs_bytes": ("per_request_abs", 1.0),
+    "leak_mb_per_min": ("leak_per_min", MIB),
+}
 
 
 @dataclass
 class MetricVerdict:
     endpoint: str
-    metric: str  # "p50"|"p95"|"p99"|"failure_rate"|"rps"|"db_ram_peak"|"memory_slope"
+    metric: str  # one of METRICS
     baseline: float | None
     candidate: float | None
     change: float | None  # candidate - baseline
@@ -130,13 +185,17 @@ def floor_for(metric: str, baseline: float | None, floors: Floors) -> float | No
         return max(floors.p_rel * abs(baseline), floors.p_abs_ms)
     if metric == FAILURE_RATE:
         return floors.failure_points
-    if metric == RPS:
-        return None if baseline is None else floors.rps_rel * abs(baseline)
-    if metric == DB_RAM_PEAK:
-        return None if baseline is None else floors.ram_rel * abs(baseline)
-    if metric == MEMORY_SLOPE:
-        return floors.slope_abs_per_min
-    raise ValueError(f"unknown metric {metric!r}")
+    relative, absolute = {
+        RPS: (floors.rps_rel, floors.rps_abs),
+        DB_RAM_PEAK: (floors.ram_rel, floors.ram_abs),
+        MEMORY_SLOPE: (floors.slope_rel, floors.slope_abs_per_min),
+        MEMORY_PER_REQUEST: (floors.per_request_rel, floors.per_request_abs),
+    }.get(metric, (None, None))
+    if relative is None or absolute is None:
+        raise ValueError(f"unknown metric {metric!r}")
+    if baseline is None:
+        return None
+    return max(relative * abs(baseline), absolute)
 
 
 def decide(verdict: MetricVerdict, *, floors: Floors = Floors(), alpha: float = 0.05) -> str:
@@ -363,8 +422,9 @@ def rps_verdict(
 ) -> MetricVerdict:
     """Requests per second from per-interval rates, as latency_verdict but a drop is worse.
 
-    The floor is rps_rel of the baseline's median rate (10 %). On a fixed-arrival run the
-    rate is the generator's, not the target's: check_validity is what judges it there.
+    The floor is rps_rel of the baseline's median rate (10 %) and at least rps_abs (1/s). On
+    a fixed-arrival run the rate is the generator's, not the target's: check_validity is what
+    judges it there.
     """
     return _replicates_verdict(
         endpoint,
@@ -398,7 +458,7 @@ def ram_verdict(
     difference of those quantiles (in blocks: per-second samples are strongly
     autocorrelated), and the p-value the bootstrap's own, two-sided: the same statistic,
     so a warm-up ramp at the start of the runs weighs nothing, as it does not on the
-    peak. The floor is +5 % of the baseline.
+    peak. The floor is +5 % of the baseline and at least +16 MiB (Floors).
     """
     if not 0 < quantile <= 1:
         raise ValueError("quantile must be in (0, 1]")
@@ -486,25 +546,13 @@ def failure_verdict(
 # ------------------------------------------------------------------------- memory slope
 
 
-def slope_and_se(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
-    """The least-squares slope of (seconds, bytes) points per minute, and its standard error.
-
-    Memory samples a second apart are not independent: the OLS standard error is widened
-    by the square root of the residuals' autocorrelation_inflation, else any wobble would
-    look certain. None with fewer than 3 points or one time.
-    """
-    if len(points) < 3:
+def se_of_interval(low: float | None, high: float | None, *, alpha: float = 0.05) -> float | None:
+    """The standard error a normal interval at 1 - alpha of this width stands for."""
+    if low is None or high is None:
         return None
-    t = np.asarray([p[0] for p in points], dtype=float)
-    b = np.asarray([p[1] for p in points], dtype=float)
-    s_tt = float(np.sum((t - t.mean()) ** 2))
-    if s_tt == 0:
-        return None
-    slope = float(np.sum((t - t.mean()) * (b - b.mean()))) / s_tt
-    residuals = b - b.mean() - slope * (t - t.mean())
-    se = math.sqrt(float(np.sum(residuals**2)) / (len(points) - 2) / s_tt)
-    se *= math.sqrt(autocorrelation_inflation(residuals))
-    return slope * 60, se * 60
+    if high < low:
+        raise ValueError("an interval's high end cannot be below its low end")
+    return (high - low) / (2 * float(stats.norm.ppf(1 - alpha / 2)))
 
 
 def slope_verdict(
@@ -516,16 +564,21 @@ def slope_verdict(
     floors: Floors = Floors(),
     alpha: float = 0.05,
     endpoint: str = RUN_LEVEL,
+    metric: str = MEMORY_SLOPE,
 ) -> MetricVerdict:
-    """Memory growth (bytes a minute) of the two runs, each slope with its standard error.
+    """Memory growth of the two runs — bytes a minute (MEMORY_SLOPE) or bytes a request
+    served (MEMORY_PER_REQUEST) — each with its standard error (se_of_interval of a robust
+    fit's interval, regression.memory).
 
     The change's standard error is the two combined (sqrt(se_b² + se_c²)); the interval is
     the change plus or minus 2 of them and the p-value the normal two-sided one. "worse" when
-    the candidate's slope exceeds the baseline's by more than the floor (5 MiB a minute) and
-    by more than 2 standard errors; "better" the mirror image; "same" when the interval lies
-    within plus or minus the floor; otherwise, or without a slope or standard error,
-    "inconclusive".
+    the candidate's growth exceeds the baseline's by more than the floor (+25 % and +2 MiB a
+    minute, or +25 % and +256 bytes a request) and by more than 2 standard errors; "better"
+    the mirror image; "same" when the interval lies within plus or minus the floor;
+    otherwise, or without a growth or standard error, "inconclusive".
     """
+    if metric not in (MEMORY_SLOPE, MEMORY_PER_REQUEST):
+        raise ValueError(f"{metric!r} is not a memory growth")
     change = low = high = p_value = change_rel = None
     if baseline_slope is not None and candidate_slope is not None:
         change = candidate_slope - baseline_slope
@@ -541,7 +594,7 @@ def slope_verdict(
                 p_value = 0.0 if change else 1.0
     return _decided(
         endpoint=endpoint,
-        metric=MEMORY_SLOPE,
+        metric=metric,
         baseline=baseline_slope,
         candidate=candidate_slope,
         change=change,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from django.db import transaction
 
@@ -15,19 +16,17 @@ from perfruns.loadtest import (
     breaking_point,
     iter_history,
     load_generator_saturated,
-    memory_slope,
     read_failures,
     read_final,
     steps_from_history,
 )
 from perfruns.models import Artifact, EndpointStat, FailureGroup, PerfRun, Sample
-from perfruns.payloads import RunSummary
+from perfruns.payloads import RunSummary, SlopeFigures
 from perfruns.pipeline.execution import LoadFigures
+from perfruns.regression import Floors, fit_memory, steady_start
 
 BATCH = 1000
 MIB = 1024 * 1024
-# A memory slope is flagged as a probable leak from this many bytes per minute.
-LEAK_PER_MINUTE = 5 * MIB
 _ARTIFACT_TYPES = {
     ".html": "text/html",
     ".csv": "text/csv",
@@ -87,10 +86,12 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
                 for f in read_failures(plan.failures_file)
             )
         steps = []
+        served: list[tuple[float, float]] = []
         if plan.history_file.exists():
             _samples_insert(
                 _load_samples(run, iter_history(plan.history_file), load.started),
             )
+            served = _requests_served(iter_history(plan.history_file), load.started)
             if run.settings.get("shape") == "steps":
                 steps = steps_from_history(
                     r for r in iter_history(plan.history_file) if r.name == "Aggregated"
@@ -98,16 +99,11 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
         peaks, series = _memory(memory_file)
         _samples_insert(_memory_samples(run, memory_file))
         summary.update(peaks)
-        ramp = run.settings.get("users", 0) / max(run.settings.get("spawn_rate", 0), 0.001)
-        for label, points in series.items():
-            steady = [(t, v) for t, v in points if t >= ramp] or points
-            slope = memory_slope(steady, min_per_minute=LEAK_PER_MINUTE)
-            if slope is not None:
-                summary[f"{label}_slope"] = {  # type: ignore[literal-required]
-                    "per_minute": slope.per_minute,
-                    "r2": slope.r2,
-                    "leak": slope.leak,
-                }
+        fits = memory_fits(run.settings, series, served)
+        if "db" in fits:
+            summary["db_slope"] = fits["db"]
+        if "target" in fits:
+            summary["target_slope"] = fits["target"]
         if steps:
             point = breaking_point(steps)
             summary["breaking_point"] = {
@@ -125,6 +121,39 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
             summary=summary, database=load.database, invalid_reason=invalid
         )
     run_artifacts_record(run=run)
+
+
+def memory_fits(
+    settings: dict[str, Any],
+    series: dict[str, list[tuple[float, float]]],
+    served: list[tuple[float, float]],
+) -> dict[str, SlopeFigures]:
+    """Per process ("db", "target"): the robust fit of its memory over the run's steady
+    phase — after the ramp (every user started) and the scenario's warm-up — per minute and
+    per request served, and whether it is a probable leak (regression.memory)."""
+    floors = Floors.from_settings(settings.get("floors"))
+    users, rate = settings.get("users") or 0, settings.get("spawn_rate") or 0
+    ramp = users / rate if rate > 0 else 0.0
+    fits: dict[str, SlopeFigures] = {}
+    for label, points in series.items():
+        if not points:
+            continue
+        start = steady_start(
+            ramp_s=ramp, end_s=max(t for t, _ in points), warmup_s=settings.get("warmup_s")
+        )
+        fit = fit_memory(points, start_s=start, requests=served, leak_floor=floors.leak_per_min)
+        if fit is not None:
+            fits[label] = cast(SlopeFigures, fit.as_json())
+    return fits
+
+
+def _requests_served(rows: Iterable[HistoryRow], load_started: float) -> list[tuple[float, float]]:
+    """(seconds since the load started, requests served so far) of the Aggregated rows."""
+    return [
+        (max(0.0, row.timestamp - load_started), float(row.requests))
+        for row in rows
+        if row.name == "Aggregated" and not row.method
+    ]
 
 
 def _load_samples(

@@ -9,7 +9,6 @@ the database's PSS, and the memory series the runner wrote.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,16 @@ from perfruns.loadtest import iter_history
 from perfruns.models import LOAD_SHAPE_FIELDS, PerfRun, RunStatus
 from perfruns.payloads import RegressionJson
 from perfruns.regression import (
+    MEMORY_PER_REQUEST,
+    MEMORY_SLOPE,
     EndpointSeries,
+    Floors,
     MetricVerdict,
     RunFacts,
     check_validity,
     compare_endpoints,
     ram_verdict,
-    slope_and_se,
+    se_of_interval,
     slope_verdict,
 )
 
@@ -164,16 +166,29 @@ def _ram_samples(run: PerfRun) -> list[float]:
     return [float(v) for v in values if v is not None]
 
 
-def _memory_points(run: PerfRun, label: str) -> list[tuple[float, float]]:
-    path = Path(run.artifacts_dir or "/nonexistent") / "memory.csv"
-    points: list[tuple[float, float]] = []
-    if path.is_file():
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row["label"] == label:
-                    value = row["pss"] if label == "db" else row["rss"]
-                    points.append((float(row["t"]), float(value)))
-    return points
+def growth_verdict(
+    label: str, baseline: dict[str, Any] | None, candidate: dict[str, Any] | None, floors: Floors
+) -> MetricVerdict | None:
+    """The memory growth of a process ("db" or "target") in two runs, from the robust fits
+    their recording kept: per request served when both have it (a leak that follows the
+    throughput is then compared at equal work), else per minute. None when a run has no fit
+    with an interval (an older run's summary)."""
+    if not baseline or not candidate or "low" not in baseline or "low" not in candidate:
+        return None
+    if baseline.get("per_request") is not None and candidate.get("per_request") is not None:
+        keys, metric = ("per_request", "per_request_low", "per_request_high"), MEMORY_PER_REQUEST
+    else:
+        keys, metric = ("per_minute", "low", "high"), MEMORY_SLOPE
+    value, low, high = keys
+    return slope_verdict(
+        baseline[value],
+        se_of_interval(baseline[low], baseline[high]),
+        candidate[value],
+        se_of_interval(candidate[low], candidate[high]),
+        floors=floors,
+        endpoint=label,
+        metric=metric,
+    )
 
 
 def _facts(run: PerfRun) -> RunFacts:
@@ -187,8 +202,9 @@ def _facts(run: PerfRun) -> RunFacts:
 
 
 def compare_runs(*, baseline: PerfRun, candidate: PerfRun) -> RunComparison:
-    """The candidate against the baseline; raises ComparisonError when a run's files are
-    no longer kept."""
+    """The candidate against the baseline, with the floors of the candidate's scenario as
+    its run copied them; raises ComparisonError when a run's files are no longer kept."""
+    floors = Floors.from_settings(candidate.settings.get("floors"))
     validity = check_validity(baseline=_facts(baseline), candidate=_facts(candidate))
     reasons = list(validity.reasons)
     if not same_load(baseline, candidate):
@@ -196,15 +212,20 @@ def compare_runs(*, baseline: PerfRun, candidate: PerfRun) -> RunComparison:
     comparison = RunComparison(
         baseline=baseline, candidate=candidate, valid=not reasons, reasons=reasons
     )
-    verdicts = compare_endpoints(endpoint_series(baseline), endpoint_series(candidate))
+    verdicts = compare_endpoints(
+        endpoint_series(baseline), endpoint_series(candidate), floors=floors
+    )
     base_ram, cand_ram = _ram_samples(baseline), _ram_samples(candidate)
     if base_ram and cand_ram:
-        verdicts.append(ram_verdict(base_ram, cand_ram))
+        verdicts.append(ram_verdict(base_ram, cand_ram, floors=floors))
     for label in ("db", "target"):
-        base = slope_and_se(_memory_points(baseline, label))
-        cand = slope_and_se(_memory_points(candidate, label))
-        if base is not None and cand is not None:
-            verdict = slope_verdict(base[0], base[1], cand[0], cand[1], endpoint=label)
+        verdict = growth_verdict(
+            label,
+            baseline.summary.get(f"{label}_slope"),
+            candidate.summary.get(f"{label}_slope"),
+            floors,
+        )
+        if verdict is not None:
             verdicts.append(verdict)
     comparison.verdicts = verdicts
     return comparison
