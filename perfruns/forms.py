@@ -138,7 +138,18 @@ class CriterionForm(forms.Form):
         min_value=1,
         required=False,
         label=_("Reference run"),
-        help_text=_("For “not worse than”: the number of the run to compare with."),
+        help_text=_(
+            "For “not worse than” and “better than … by at least (%)”: the number of the run "
+            "to compare with."
+        ),
+    )
+    red_then_green = forms.BooleanField(
+        required=False,
+        label=_("Red then green"),
+        help_text=_(
+            "Verified only by a version comparison: version A (before the fix) must fail "
+            "the proof — the incident reproduced — and version B (the fix) pass it."
+        ),
     )
 
     def clean_reference_run(self) -> Any:

@@ -9,6 +9,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
+from .thresholds import EndpointFigures
+
 User = settings.AUTH_USER_MODEL
 
 
@@ -386,8 +388,30 @@ class Scenario(models.Model):
         _("Locust workers"), default=0, help_text=_("0: one Locust process.")
     )
     # {"p95_ms": 500, "failure_rate": 0.01, "db_ram_peak_mb": 1500, "min_rps": 20,
-    #  "endpoints": {"/users/[id]": {"p95_ms": 300}}}
+    #  "probable_leak": false, "endpoints": {"/users/[id]": {"p95_ms": 300}}}
+    # (services.scenarios.THRESHOLD_KEYS lists them all)
     thresholds = models.JSONField(_("thresholds"), default=dict, blank=True)
+    # The smallest changes that matter, for the comparison with the baseline (the keys of
+    # regression.FLOOR_SETTINGS: {"db_ram_abs_mb": 32, "latency_rel": 0.2}); the others keep
+    # their defaults.
+    floors = models.JSONField(_("floors"), default=dict, blank=True)
+    warmup_s = models.PositiveIntegerField(
+        _("warm-up (s)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Seconds after the ramp before memory is judged (caches filling, pools "
+            "opening). Empty: 15 s, at most a fifth of the run after the ramp."
+        ),
+    )
+    fail_on_memory_regression = models.BooleanField(
+        _("fail a run whose memory is worse than its baseline"),
+        default=False,
+        help_text=_(
+            "Otherwise one run worse on DB RAM or memory growth is a suspected regression: "
+            "shown, not failed, until the weekly series confirms it."
+        ),
+    )
     tags = models.CharField(_("tags"), max_length=200, blank=True)
     default_version = models.CharField(
         _("version of the weekly runs"),
@@ -569,6 +593,16 @@ class EndpointStat(models.Model):
     def percentile(self, key: str) -> float | None:
         return self.percentiles.get(key)
 
+    @property
+    def figures(self) -> EndpointFigures:
+        """What perfruns.thresholds reads of an endpoint."""
+        return EndpointFigures(
+            requests=self.requests,
+            failures=self.failures,
+            rps=self.rps,
+            percentiles=self.percentiles,
+        )
+
 
 class Sample(models.Model):
     """One point of the run's time axis (seconds since the load started)."""
@@ -630,12 +664,21 @@ class Artifact(models.Model):
 
 
 class CriterionMetric(models.TextChoices):
+    """Every figure a run measures (perfruns.thresholds), and "not worse than run #N"."""
+
     P50 = "p50_ms", _("p50 (ms)")
     P95 = "p95_ms", _("p95 (ms)")
     P99 = "p99_ms", _("p99 (ms)")
     FAILURE_RATE = "failure_rate", _("failure rate (0 to 1)")
     RPS = "rps", _("requests/s")
     DB_RAM = "db_ram_peak_mb", _("DB RAM peak (MiB)")
+    DB_RAM_SLOPE = "db_ram_slope_mb_per_min", _("DB RAM growth (MiB/min)")
+    TARGET_MEMORY = "target_memory_peak_mb", _("target memory peak (MiB)")
+    TARGET_MEMORY_SLOPE = "target_memory_slope_mb_per_min", _("target memory growth (MiB/min)")
+    PROBABLE_LEAK = "probable_leak", _("no probable leak")
+    FIRST_FAILURE = "first_failure_users", _("users at the first failing step")
+    KNEE = "knee_users", _("users at the knee")
+    MAX_SUSTAINED_RPS = "max_sustained_rps", _("max sustained requests/s")
     NOT_WORSE = "not_worse", _("not worse than a reference run")
 
 
@@ -644,6 +687,15 @@ class CriterionComparison(models.TextChoices):
     LE = "le", "≤"
     GT = "gt", ">"
     GE = "ge", "≥"
+    BETTER_BY = "better_by", _("better than the reference run by at least (%)")
+
+
+class VerificationOutcome(models.TextChoices):
+    PASSED = "passed", _("passed")
+    FAILED = "failed", _("failed")
+    # The measured value meets the limit but its interval does not, or the run failed its
+    # own checks: no evidence either way.
+    INCONCLUSIVE = "inconclusive", _("inconclusive")
 
 
 class VerificationState(models.TextChoices):
@@ -664,10 +716,10 @@ class VerificationCriterion(models.Model):
     endpoint = models.CharField(
         _("endpoint"), max_length=500, blank=True, help_text=_("Empty: all endpoints together.")
     )
-    metric = models.CharField(_("metric"), max_length=20, choices=CriterionMetric.choices)
+    metric = models.CharField(_("metric"), max_length=40, choices=CriterionMetric.choices)
     comparison = models.CharField(
         _("comparison"),
-        max_length=2,
+        max_length=10,
         choices=CriterionComparison.choices,
         default=CriterionComparison.LT,
     )
@@ -678,6 +730,14 @@ class VerificationCriterion(models.Model):
     reference_run = models.ForeignKey(
         "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    red_then_green = models.BooleanField(
+        _("red then green"),
+        default=False,
+        help_text=_(
+            "Verified only by a version comparison whose version A (before the fix) fails "
+            "it and whose version B (the fix) passes it."
+        ),
+    )
     state = models.CharField(
         max_length=10, choices=VerificationState.choices, default=VerificationState.UNVERIFIED
     )
@@ -686,6 +746,14 @@ class VerificationCriterion(models.Model):
         "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     measured = models.FloatField(null=True, blank=True)
+    # The interval of what state_run measured, and why it passed or failed.
+    measured_low = models.FloatField(null=True, blank=True)
+    measured_high = models.FloatField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    # For red then green: the run of the version before the fix that reproduced it.
+    red_run = models.ForeignKey(
+        "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -694,9 +762,16 @@ class VerificationCriterion(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=(Q(metric="not_worse") & Q(reference_run__isnull=False))
-                | (~Q(metric="not_worse") & Q(value__isnull=False)),
+                | (Q(metric="probable_leak") & ~Q(comparison="better_by"))
+                | (
+                    ~Q(metric__in=["not_worse", "probable_leak"])
+                    & Q(value__isnull=False)
+                    & (~Q(comparison="better_by") | Q(reference_run__isnull=False))
+                ),
                 name="criterion_has_a_value_or_a_reference",
-                violation_error_message=_("Give a value, or a reference run for 'not worse than'."),
+                violation_error_message=_(
+                    "Give a value, and a reference run for 'not worse than' or 'better than'."
+                ),
             ),
         ]
 
@@ -707,12 +782,16 @@ class VerificationCriterion(models.Model):
     def description(self) -> str:
         where = self.endpoint or "all endpoints"
         at = f" at {self.users} users" if self.users else ""
+        red = ", red then green" if self.red_then_green else ""
         if self.metric == CriterionMetric.NOT_WORSE:
-            return f"{where} not worse than run #{self.reference_run_id}{at} ({self.scenario})"
-        return (
-            f"{where} {self.metric} {self.get_comparison_display()} {self.value:g}{at} "
-            f"({self.scenario})"
-        )
+            what = f"not worse than run #{self.reference_run_id}"
+        elif self.metric == CriterionMetric.PROBABLE_LEAK:
+            what = "no probable leak"
+        elif self.comparison == CriterionComparison.BETTER_BY:
+            what = f"{self.metric} better than run #{self.reference_run_id} by {self.value:g} %"
+        else:
+            what = f"{self.metric} {self.get_comparison_display()} {self.value:g}"
+        return f"{where} {what}{at}{red} ({self.scenario})"
 
 
 class Verification(models.Model):
@@ -723,7 +802,12 @@ class Verification(models.Model):
     )
     run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="verifications")
     passed = models.BooleanField()
+    outcome = models.CharField(
+        max_length=12, choices=VerificationOutcome.choices, default=VerificationOutcome.PASSED
+    )
     measured = models.FloatField(null=True, blank=True)
+    measured_low = models.FloatField(null=True, blank=True)
+    measured_high = models.FloatField(null=True, blank=True)
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -734,7 +818,7 @@ class Verification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.criterion_id} by run #{self.run_id}: {'passed' if self.passed else 'failed'}"
+        return f"{self.criterion_id} by run #{self.run_id}: {self.outcome}"
 
 
 # ---------------------------------------------------------------- notifications

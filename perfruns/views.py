@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -295,9 +296,13 @@ def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
 def scenario_run(request: HttpRequest, name: str) -> HttpResponse:
     user = access.require_write(request.user)
     scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
+    # Empty: the version of the weekly runs (for a target whose command takes {version}).
+    version = request.POST.get("version", "").strip() or None
     try:
         with transaction.atomic():
-            run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=user)
+            run = runs.perfrun_request(
+                scenario=scenario, trigger=RunTrigger.MANUAL, actor=user, version=version
+            )
             runs.perfrun_enqueue(run)
     except common.PipelineRefused as exc:
         messages.error(request, str(exc))
@@ -372,10 +377,16 @@ def run_series(request: HttpRequest, pk: int) -> JsonResponse:
         "db_cgroup",
         "target_rss",
     )
-    series: dict[str, list] = {name: [] for name in fields}
+    series: dict[str, Any] = {name: [] for name in fields}
     for row in run.samples.order_by("t", "id").values_list(*fields).iterator(chunk_size=2000):
         for name, value in zip(fields, row, strict=True):
             series[name].append(value)
+    # The robust lines through the memory over the steady phase, drawn over the samples.
+    series["fits"] = {
+        label: {key: fit[key] for key in ("start_s", "end_s", "intercept", "per_minute")}
+        for label in ("db", "target")
+        if (fit := run.summary.get(f"{label}_slope")) and "start_s" in fit
+    }
     return JsonResponse(series)
 
 
@@ -561,6 +572,7 @@ def action_criterion(request: HttpRequest, pk: int, action_pk: int) -> HttpRespo
             "value": criterion.value,
             "users": criterion.users,
             "reference_run": criterion.reference_run_id,
+            "red_then_green": criterion.red_then_green,
         }
     form = CriterionForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():

@@ -117,7 +117,15 @@ def test_the_verdict_checks_each_threshold_against_what_was_measured(scenario):
 def test_a_threshold_on_something_not_measured_fails_rather_than_passes(scenario):
     verdict = _judged(scenario, {"db_ram_peak_mb": 100}, {"p95_ms": 10.0})
 
-    assert verdict == [{"check": "db_ram_peak_mb", "limit": 100, "value": None, "passed": False}]
+    assert verdict == [
+        {
+            "check": "db_ram_peak_mb",
+            "limit": 100,
+            "value": None,
+            "passed": False,
+            "note": "not measured (the process was not sampled)",
+        }
+    ]
 
 
 def test_the_janitor_fails_a_dead_workers_run_and_stops_the_processes_it_left(scenario, data_dir):

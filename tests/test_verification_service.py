@@ -259,3 +259,185 @@ def test_a_change_that_only_partly_came_back_stays_confirmed(scenario):
     assert impacts["p95 (ms) before"] == pytest.approx(101, abs=1)
     assert impacts["p95 (ms) after"] == pytest.approx(201, abs=1)
     assert first.postmortem.perf_runs.count() == 8  # the runs of the worse level
+
+
+# ------------------------------------------------------- every figure, with its interval
+
+MIB = 2**20
+
+
+def memory_run(scenario, *, per_minute: float, low: float, high: float, leak=False, **fields):
+    """A run whose target memory grew per_minute MiB a minute, within [low, high]."""
+    values = {"users": 200, "shape": "constant"}
+    run = PerfRun.objects.create(
+        scenario=scenario,
+        environment=scenario.environment,
+        trigger=RunTrigger.SCHEDULE,
+        status=fields.pop("status", RunStatus.PASSED),
+        settings=values,
+        summary={
+            "target_slope": {
+                "per_minute": per_minute * MIB,
+                "low": low * MIB,
+                "high": high * MIB,
+                "per_request": None,
+                "leak": leak,
+            },
+        },  # fmt: skip
+        **fields,
+    )
+    return run
+
+
+def slope_criterion(action, scenario, **fields):
+    values = {"endpoint": "", "metric": "target_memory_slope_mb_per_min", "value": 2}
+    return criterion_for(action, scenario, **{**values, **fields})
+
+
+def test_a_memory_growth_whose_whole_interval_is_under_the_limit_verifies(scenario, action):
+    criterion = slope_criterion(action, scenario)
+    run = memory_run(scenario, per_minute=0.3, low=-0.4, high=1.1)
+
+    proofs.criteria_evaluate(run=run)
+
+    criterion.refresh_from_db()
+    assert criterion.state == "verified"
+    assert (criterion.measured, criterion.measured_low, criterion.measured_high) == (
+        pytest.approx(0.3), pytest.approx(-0.4), pytest.approx(1.1),
+    )  # fmt: skip
+
+
+def test_a_value_under_the_limit_whose_interval_reaches_past_it_proves_nothing(scenario, action):
+    criterion = slope_criterion(action, scenario)
+    run = memory_run(scenario, per_minute=1.5, low=0.5, high=2.6)
+
+    lines = proofs.criteria_evaluate(run=run)
+
+    criterion.refresh_from_db()
+    verification = Verification.objects.get()
+    assert criterion.state == "unverified"
+    assert (verification.outcome, verification.passed) == ("inconclusive", False)
+    assert "its interval does not" in verification.note
+    assert "inconclusive" in lines[0]
+
+
+def test_a_failed_run_cannot_verify_an_action_and_says_why(scenario, action):
+    criterion = criterion_for(action, scenario)
+    run = run_with(
+        scenario, p95=412, status=RunStatus.FAILED,
+        verdict=[{"check": "failure_rate", "limit": 0.001, "value": 0.005, "passed": False}],
+    )  # fmt: skip
+
+    proofs.criteria_evaluate(run=run)
+
+    criterion.refresh_from_db()
+    verification = Verification.objects.get()
+    assert criterion.state == "unverified"
+    assert verification.outcome == "inconclusive"
+    assert verification.note == "the run failed its own checks: failure_rate"
+
+
+def test_a_probable_leak_fails_the_proof_and_none_verifies_it(scenario, action):
+    criterion = slope_criterion(action, scenario, metric="probable_leak", value=None)
+    leaking = memory_run(scenario, per_minute=20, low=18, high=22, leak=True)
+
+    proofs.criteria_evaluate(run=leaking)
+    criterion.refresh_from_db()
+    assert criterion.state == "failed" and criterion.note == "probable leak: the target"
+
+    proofs.criteria_evaluate(run=memory_run(scenario, per_minute=0.1, low=-0.3, high=0.4))
+    criterion.refresh_from_db()
+    assert criterion.state == "verified"
+
+
+def test_better_than_a_reference_run_by_a_share_is_measured_against_that_run(scenario, action):
+    before = memory_run(scenario, per_minute=20, low=18, high=22)
+    criterion = slope_criterion(action, scenario, comparison="better_by", value=50,
+                                reference_run=before)  # fmt: skip
+    halved_only_just = memory_run(scenario, per_minute=9, low=7, high=12)
+    far_better = memory_run(scenario, per_minute=1, low=0, high=2)
+
+    proofs.criteria_evaluate(run=halved_only_just)
+    criterion.refresh_from_db()
+    assert criterion.state == "unverified"  # its interval reaches back to -40 %
+    proofs.criteria_evaluate(run=far_better)
+    criterion.refresh_from_db()
+    assert criterion.state == "verified"
+    assert criterion.note == f"+95.0 % against run #{before.pk} (20)"
+
+
+def test_a_step_load_that_never_failed_proves_a_minimum_of_users(scenario, action):
+    criterion = criterion_for(
+        action, scenario, endpoint="", metric="first_failure_users", comparison="ge", value=150
+    )
+    run = run_with(scenario, p95=100)
+    run.summary = {"breaking_point": {"first_failure_users": None, "knee_users": None}}
+    run.save()
+
+    proofs.criteria_evaluate(run=run)
+
+    criterion.refresh_from_db()
+    assert criterion.state == "verified"
+
+
+# ------------------------------------------------------------------- red then green
+
+
+def versioned_runs(scenario, *, a: float, b: float):
+    """A/B/A runs of a comparison: the target's memory growth at `a` then `b` then `a`."""
+    from perfruns.models import VersionComparison
+
+    comparison = VersionComparison.objects.create(scenario=scenario, version_a="leaky",
+                                                  version_b="bounded")  # fmt: skip
+    runs = {}
+    for role, level in (("a1", a), ("b", b), ("a2", a)):
+        runs[role] = memory_run(
+            scenario, per_minute=level, low=level - 0.5, high=level + 0.5,
+            version_comparison=comparison, role=role, version=comparison.version_of(role),
+        )  # fmt: skip
+    return runs
+
+
+def test_red_then_green_is_verified_when_a_reproduces_and_b_passes(scenario, action):
+    criterion = slope_criterion(action, scenario, red_then_green=True)
+    weekly = memory_run(scenario, per_minute=0.2, low=-0.3, high=0.7)
+    proofs.criteria_evaluate(run=weekly)
+    criterion.refresh_from_db()
+    assert criterion.state == "unverified"  # one green run is no red then green
+
+    runs = versioned_runs(scenario, a=20, b=0.2)
+    proofs.criteria_evaluate_versions(**runs)
+
+    criterion.refresh_from_db()
+    assert (criterion.state, criterion.red_run, criterion.state_run) == (
+        "verified", runs["a1"], runs["b"],
+    )  # fmt: skip
+    assert criterion.note.startswith(
+        f"red on version leaky (run #{runs['a1'].pk}: 20), green on version bounded"
+    )
+    outcomes = dict(Verification.objects.values_list("run__role", "outcome").exclude(run=weekly))
+    assert outcomes == {"a1": "failed", "b": "passed", "a2": "failed"}
+
+
+def test_red_then_green_not_reproduced_on_a_verifies_nothing(scenario, action):
+    criterion = slope_criterion(action, scenario, red_then_green=True)
+
+    proofs.criteria_evaluate_versions(**versioned_runs(scenario, a=0.1, b=0.2))
+
+    criterion.refresh_from_db()
+    assert criterion.state == "unverified"
+    assert criterion.note.startswith("not reproduced on version leaky")
+
+
+def test_red_then_green_needs_a_scenario_whose_target_takes_a_version(scenario, action):
+    with pytest.raises(common.PipelineRefused) as refused:
+        proofs.criterion_save(
+            action=action, actor=None, scenario=scenario, metric="not_worse",
+            red_then_green=True,
+        )  # fmt: skip
+
+    message = str(refused.value)
+    assert "needs that run's number" in message  # every problem at once
+    assert "it needs a limit, not a reference run" in message
+    assert "takes no {version}" in message
+    assert not VerificationCriterion.objects.exists()

@@ -122,6 +122,22 @@ def test_run_now_queues_a_run_and_shows_its_page(
     assert len(callbacks) == 1  # the task goes out once the run is committed
 
 
+def test_run_now_runs_the_version_asked_for_and_refuses_a_target_without_one(
+    client, engineer, scenario
+):
+    client.force_login(engineer)
+    url = reverse("perfruns:scenario_run", args=["checkout"])
+
+    refused = client.post(url, {"version": "2.0"}, follow=True)
+    scenario.start_command = "bin/serve --release {version}"
+    scenario.default_version = "1.0"
+    scenario.save()
+    client.post(url, {"version": "2.0"})
+
+    assert "does not take a version" in refused.content.decode()
+    assert list(PerfRun.objects.values_list("version", flat=True)) == ["2.0"]
+
+
 def test_run_now_while_a_run_is_under_way_says_so_and_queues_nothing(
     client, engineer, scenario, django_capture_on_commit_callbacks
 ):

@@ -54,7 +54,7 @@ from .proofs import criteria_evaluate
 from .queue import PERFRUN_EXECUTE, enqueue_on_commit
 from .recording import run_artifacts_record, run_record
 from .restores import restore_request, restore_run
-from .scenarios import scenario_shape, versioned
+from .scenarios import check_version, scenario_shape, versioned
 from .trends import regression_incidents_open
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,21 @@ def perfrun_request(
     actor: User | None,
     version_comparison: VersionComparison | None = None,
     role: str = "",
+    version: str | None = None,
 ) -> PerfRun:
     """Queue a run of the scenario; refused while its environment has one under way.
 
     A run of a version comparison starts the target at that comparison's version for its
-    role; any other run at the scenario's default version."""
+    role; any other run at the `version` asked for, else the scenario's default one."""
     if version_comparison is not None:
         version = version_comparison.version_of(role)
+    elif version:
+        if not scenario.takes_version:
+            raise PipelineRefused(
+                f"The target start command of {scenario.name} does not take a version: put "
+                "{version} where the version goes (in the command or its environment)."
+            )
+        check_version(version)
     else:
         version = scenario.default_version if scenario.takes_version else ""
     try:
@@ -233,6 +241,9 @@ def _run_settings(scenario: Scenario) -> dict[str, Any]:
         **{name: getattr(scenario, name) for name in LOAD_SHAPE_FIELDS},
         "workers": scenario.workers,
         "thresholds": scenario.thresholds,
+        "floors": scenario.floors,
+        "warmup_s": scenario.warmup_s,
+        "fail_on_memory_regression": scenario.fail_on_memory_regression,
         "restore_first": scenario.restore_first,
         # Names only: the values may be secrets.
         "start_env": sorted(scenario.start_env),

@@ -13,6 +13,8 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from perfruns.loadtest import LoadShape
 from perfruns.models import LOAD_SHAPE_FIELDS, VERSION_PLACEHOLDER, Scenario
 from perfruns.pipeline.target import is_loopback_url
+from perfruns.regression import Floors
+from perfruns.thresholds import check_thresholds
 
 from .common import PipelineRefused, check_name
 from .queue import SCENARIO_SCHEDULED
@@ -25,8 +27,6 @@ class WeeklySchedule(TypedDict):
 
 
 SCENARIO_DEFAULT_SCHEDULE: WeeklySchedule = {"day_of_week": "1", "hour": 3, "minute": 0}  # Mon 3:00
-_THRESHOLD_KEYS = {"p95_ms", "p99_ms", "failure_rate", "db_ram_peak_mb", "min_rps", "endpoints"}
-_ENDPOINT_THRESHOLD_KEYS = {"p95_ms", "p99_ms", "failure_rate"}
 _SCENARIO_FIELDS = (
     "description",
     "locustfile_path",
@@ -49,6 +49,9 @@ _SCENARIO_FIELDS = (
     "arrival_rps",
     "workers",
     "thresholds",
+    "floors",
+    "warmup_s",
+    "fail_on_memory_regression",
     "tags",
     "default_version",
 )
@@ -76,35 +79,6 @@ def scenario_shape(scenario: Scenario) -> LoadShape:
     return LoadShape(kind=values.pop("shape"), **values)
 
 
-def _check_thresholds(thresholds: Any) -> None:
-    if not isinstance(thresholds, dict):
-        raise PipelineRefused("Thresholds must be a mapping such as {p95_ms: 500}.")
-    unknown = set(thresholds) - _THRESHOLD_KEYS
-    if unknown:
-        raise PipelineRefused(
-            f"Unknown threshold {sorted(unknown)[0]!r}: use {', '.join(sorted(_THRESHOLD_KEYS))}."
-        )
-    for key, value in thresholds.items():
-        if key == "endpoints":
-            if not isinstance(value, dict):
-                raise PipelineRefused("endpoints thresholds map an endpoint name to thresholds.")
-            for endpoint, limits in value.items():
-                if not isinstance(limits, dict) or set(limits) - _ENDPOINT_THRESHOLD_KEYS:
-                    raise PipelineRefused(
-                        f"The thresholds of endpoint {endpoint!r} may only be "
-                        f"{', '.join(sorted(_ENDPOINT_THRESHOLD_KEYS))}."
-                    )
-                for name, limit in limits.items():
-                    _check_number(f"{endpoint} {name}", limit)
-        else:
-            _check_number(key, value)
-
-
-def _check_number(label: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise PipelineRefused(f"The threshold {label} must be a number of at least 0.")
-
-
 def scenario_check(scenario: Scenario) -> None:
     """Refuse a scenario the pipeline could not run, with the reason."""
     check_name(scenario.name)
@@ -125,7 +99,13 @@ def scenario_check(scenario: Scenario) -> None:
         raise PipelineRefused(" ".join(problems))
     if scenario.workers > 16:
         raise PipelineRefused("At most 16 Locust workers.")
-    _check_thresholds(scenario.thresholds)
+    problems = check_thresholds(scenario.thresholds)
+    try:
+        Floors.from_settings(scenario.floors)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise PipelineRefused(" ".join(problems))
     if scenario.default_version:
         check_version(scenario.default_version, label="version of the weekly runs")
     elif scenario.takes_version:

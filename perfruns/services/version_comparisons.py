@@ -35,6 +35,7 @@ from perfruns.models import (
 
 from .common import PipelineRefused, describe
 from .jobs import job_cancel, job_cancel_requested, job_claim, job_finish, job_stage
+from .proofs import criteria_evaluate_versions
 from .queue import VERSION_COMPARISON_EXECUTE, enqueue_on_commit
 from .run_comparison import ComparisonError, compare_runs
 from .runs import perfrun_cancel, perfrun_request, perfrun_run
@@ -172,12 +173,25 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
             runs[role] = run
         job_stage(VersionComparison, pk=comparison_id, stage="judging")
         verdict, result = version_comparison_judge(a1=runs["a1"], b=runs["b"], a2=runs["a2"])
+        if verdict != ComparisonVerdict.INVALID:
+            _red_then_green(runs)
     except Exception as exc:
         log.exception("version comparison %s failed", comparison_id)
         _finish(comparison_id, ComparisonStatus.ERROR, error=describe(exc))
     else:
         _finish(comparison_id, ComparisonStatus.DONE, verdict=verdict, result=result)
     return _fresh(comparison_id)
+
+
+def _red_then_green(runs: dict[str, PerfRun]) -> None:
+    """The proofs that ask for red then green, judged by the three runs; what follows from
+    the comparison never turns it into an error."""
+    fresh = {role: PerfRun.objects.get(pk=run.pk) for role, run in runs.items()}
+    try:
+        for line in criteria_evaluate_versions(a1=fresh["a1"], b=fresh["b"], a2=fresh["a2"]):
+            log.info("version comparison: %s", line)
+    except Exception:
+        log.exception("evaluating the red-then-green proofs failed")
 
 
 def _fresh(comparison_id: int) -> VersionComparison:

@@ -30,6 +30,9 @@ _KEYS = {
     "arrival_rps",
     "workers",
     "thresholds",
+    "floors",
+    "warmup",
+    "fail_on_memory_regression",
     "tags",
     "schedule",
     "default_version",
@@ -81,6 +84,9 @@ def scenario_values(entry: dict[str, Any], *, folder: Path) -> dict[str, Any]:
         "arrival_rps": "arrival_rps",
         "workers": "workers",
         "thresholds": "thresholds",
+        "floors": "floors",
+        "warmup": "warmup_s",
+        "fail_on_memory_regression": "fail_on_memory_regression",
         "default_version": "default_version",
     }
     for key, field in simple.items():
@@ -95,7 +101,7 @@ def scenario_values(entry: dict[str, Any], *, folder: Path) -> dict[str, Any]:
     if "tags" in entry:
         tags = entry["tags"]
         values["tags"] = ", ".join(tags) if isinstance(tags, list) else str(tags)
-    for field in ("users", "health_timeout_s", "duration_s", "workers"):
+    for field in ("users", "health_timeout_s", "duration_s", "workers", "warmup_s"):
         if field in values and (
             isinstance(values[field], bool) or not isinstance(values[field], int)
         ):
