@@ -22,8 +22,10 @@ def impatient(monkeypatch):
 
 def test_a_run_no_worker_takes_is_cancelled_and_named(scenario):
     # No worker consumes the broker here: the run stays queued.
-    with pytest.raises(CommandError, match=r"No Celery worker took run #\d+ within 0 s"):
+    with pytest.raises(CommandError, match=r"No Celery worker took run #\d+ within 0 s") as no:
         call_command("perfrun", "checkout", "--wait")
+
+    assert no.value.returncode == 3  # no verdict, not a failed run
 
     assert PerfRun.objects.get().status == "cancelled"
 

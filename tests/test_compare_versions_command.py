@@ -57,8 +57,8 @@ def finished(scenario, **fields) -> VersionComparison:
              "change_rel_a1": 0.5}]}}, 1, "worse  /report p95 +50.0 %"),
         ({"status": "done", "verdict": "same", "result": {"rows": []}}, 0, "B is the same"),
         ({"status": "done", "verdict": "inconclusive", "result": {}}, 0, "inconclusive"),
-        ({"status": "done", "verdict": "drift", "result": {}}, 2, "A drifted: no verdict"),
-        ({"status": "done", "verdict": "invalid", "result": {}}, 2, "not comparable"),
+        ({"status": "done", "verdict": "drift", "result": {}}, 3, "A drifted: no verdict"),
+        ({"status": "done", "verdict": "invalid", "result": {}}, 3, "not comparable"),
         ({"status": "error", "error": "Run B (#3, version 2.0) broke: x"}, 2, ""),
     ],
 )  # fmt: skip
