@@ -386,6 +386,8 @@ def test_health_answers_ok_after_one_query(healthy):
         "pathologies": [],
         "upstream_ms": 0,
         "slowdown_pct": 0,
+        "extra_work_pct": 0,
+        "leak_mb_per_min": 0,
     }
     assert response.queries == 1
 
@@ -570,8 +572,53 @@ def test_the_slowdown_holds_each_response_back_by_its_share_of_the_time_taken(de
     assert min(waits) >= 0.100
 
 
+def test_the_score_is_cpu_bound_work_and_a_build_can_plant_more_of_it(demo_db, healthy):
+    base = healthy.get("/users/7/score")
+    with gunicorn(demo_db, DEMO_EXTRA_WORK_PCT="25") as server:
+        heavier = server.get("/users/7/score")
+        missing = server.get("/users/999999/score")
+
+    assert base.status == 200 and base.queries == 1
+    assert (base.json()["rounds"], heavier.json()["rounds"]) == (200_000, 250_000)
+    assert missing.status == 404
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of a process and its children (gunicorn's master and worker)."""
+    total = 0
+    for task in [pid, *_children(pid)]:
+        for line in Path(f"/proc/{task}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        found += [int(child), *_children(int(child))]
+    return found
+
+
+def test_the_planted_leak_keeps_memory_at_its_rate_whatever_the_traffic(demo_db):
+    # 120 MiB a minute: 2 MiB a second, kept by a thread that sleeps between slices. A
+    # sleep never ends early, so in 4 s no more than ~8 MiB can be kept; at least a few.
+    with gunicorn(demo_db, DEMO_LEAK_MB_PER_MIN="120") as server:
+        assert server.get("/health").json()["leak_mb_per_min"] == 120
+        before = _rss(server.process.pid)
+        time.sleep(4)
+        grown = _rss(server.process.pid) - before
+    assert 3 * 2**20 < grown < 12 * 2**20
+
+
 @pytest.mark.parametrize(
-    ("knob", "value"), [("DEMO_UPSTREAM_MS", "fast"), ("DEMO_SLOWDOWN_PCT", "1001")]
+    ("knob", "value"),
+    [
+        ("DEMO_UPSTREAM_MS", "fast"),
+        ("DEMO_SLOWDOWN_PCT", "1001"),
+        ("DEMO_EXTRA_WORK_PCT", "-5"),
+        ("DEMO_LEAK_MB_PER_MIN", "lots"),
+    ],
 )
 def test_the_app_refuses_to_start_with_a_knob_that_is_not_a_whole_number_in_range(
     demo_db, knob, value

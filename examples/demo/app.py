@@ -10,6 +10,8 @@ Endpoints (all GET, all JSON, each response with `X-Queries: <SQL queries it ran
     /users/<id>           one user
     /users/<id>/events    the user's 20 latest events
     /report?days=7        events per kind over the last N days (1 to 365)
+    /users/<id>/score     a CPU-bound score of the user (PBKDF2 rounds over their row):
+                          the endpoint whose time is all computation, no wait
 
 $DEMO_PATHOLOGIES is a comma-separated list of the bugs to switch on ("all" for every
 one; empty or unset for a healthy app):
@@ -27,7 +29,12 @@ Two more knobs, for measuring Fixproof's regression verdicts (bench/regression_p
                            time it took: a build uniformly 15 % slower, a planted
                            regression of known size
 
-Both are whole numbers, 0 or unset for none; anything else stops the worker from booting.
+    DEMO_EXTRA_WORK_PCT=25 /users/<id>/score does that share more rounds: a build whose
+                           CPU-bound endpoint is 25 % more work, not a sleep
+    DEMO_LEAK_MB_PER_MIN=2 a background thread keeps that many MiB a minute for ever,
+                           whatever the traffic: a planted leak of known rate
+
+All are whole numbers, 0 or unset for none; anything else stops the worker from booting.
 
 A plain WSGI application: one psycopg connection per worker thread, reconnected when
 the database drops it.
@@ -36,6 +43,7 @@ the database drops it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -89,6 +97,12 @@ def parse_whole(name: str, text: str, *, high: int) -> int:
 ACTIVE = parse_pathologies(os.environ.get("DEMO_PATHOLOGIES", ""))
 UPSTREAM_MS = parse_whole("DEMO_UPSTREAM_MS", os.environ.get("DEMO_UPSTREAM_MS", ""), high=10_000)
 SLOWDOWN_PCT = parse_whole("DEMO_SLOWDOWN_PCT", os.environ.get("DEMO_SLOWDOWN_PCT", ""), high=1_000)
+EXTRA_WORK_PCT = parse_whole(
+    "DEMO_EXTRA_WORK_PCT", os.environ.get("DEMO_EXTRA_WORK_PCT", ""), high=1_000
+)
+LEAK_MB_PER_MIN = parse_whole(
+    "DEMO_LEAK_MB_PER_MIN", os.environ.get("DEMO_LEAK_MB_PER_MIN", ""), high=1_000
+)
 DATABASE_URL = dburl.required()
 
 
@@ -211,6 +225,26 @@ def _remember(user_id: int, body: bytes) -> None:
     _RESPONSE_CACHE[(user_id, next(_serial))] = body.ljust(LEAK_BLOB_BYTES, b" ")
 
 
+# --- the planted leak: memory kept at a known rate, whatever the traffic ----------------------
+
+_PLANTED: list[bytes] = []
+
+
+def _plant_leak(mb_per_min: int) -> None:
+    """Keep mb_per_min MiB a minute, a slice every second, written so that it is resident
+    (a zero-filled buffer may not be)."""
+    chunk = mb_per_min * 2**20 // 60
+    while True:
+        _PLANTED.append(os.urandom(64) * (chunk // 64))
+        time.sleep(1)
+
+
+if LEAK_MB_PER_MIN:
+    threading.Thread(
+        target=_plant_leak, args=(LEAK_MB_PER_MIN,), name="planted-leak", daemon=True
+    ).start()
+
+
 # --- responses ---------------------------------------------------------------------------------
 
 
@@ -254,6 +288,8 @@ def health(db: Database) -> Any:
         "pathologies": sorted(ACTIVE),
         "upstream_ms": UPSTREAM_MS,
         "slowdown_pct": SLOWDOWN_PCT,
+        "extra_work_pct": EXTRA_WORK_PCT,
+        "leak_mb_per_min": LEAK_MB_PER_MIN,
     }
 
 
@@ -317,6 +353,20 @@ def user_events(db: Database, user_id: int) -> Any:
     return {"user_id": user_id, "events": events}
 
 
+SCORE_ROUNDS = 200_000  # tens of milliseconds of one core
+
+
+def score(db: Database, user_id: int) -> Any:
+    """PBKDF2 over the user's row: CPU the request cannot wait away (DEMO_EXTRA_WORK_PCT
+    adds rounds)."""
+    rows = db.fetch(USER_SQL, {"id": user_id})
+    if not rows:
+        raise HttpError(404, f"no user {user_id}")
+    rounds = SCORE_ROUNDS * (100 + EXTRA_WORK_PCT) // 100
+    digest = hashlib.pbkdf2_hmac("sha256", repr(rows[0]).encode(), b"fixproof-demo", rounds)
+    return {"id": user_id, "score": int.from_bytes(digest[:4], "big") % 1000, "rounds": rounds}
+
+
 def report(db: Database, days: int) -> tuple[Any, str]:
     name = "SLOW_REPORT_SQL" if "slow_join" in ACTIVE else "REPORT_SQL"
     query = SLOW_REPORT_SQL if "slow_join" in ACTIVE else REPORT_SQL
@@ -357,7 +407,11 @@ def _route(environ: dict, db: Database) -> tuple[Any, list[tuple[str, str]]]:
     known = (
         parts == ["health"]
         or parts == ["report"]
-        or (len(parts) in (2, 3) and parts[0] == "users" and parts[2:] in ([], ["events"]))
+        or (
+            len(parts) in (2, 3)
+            and parts[0] == "users"
+            and parts[2:] in ([], ["events"], ["score"])
+        )
     )
     if not known:
         raise HttpError(404, f"no such endpoint: {path}")
@@ -370,6 +424,8 @@ def _route(environ: dict, db: Database) -> tuple[Any, list[tuple[str, str]]]:
         payload, query_name = report(db, _days(environ.get("QUERY_STRING", "")))
         return payload, [("X-Report-Sql", query_name)]
     user_id = _id(parts[1])
+    if parts[2:] == ["score"]:
+        return score(db, user_id), []
     if len(parts) == 3:
         return user_events(db, user_id), []
     payload = user_detail(db, user_id)
