@@ -40,6 +40,21 @@ class BreakingPointFigures(TypedDict):
     first_failure_users: int | None
     knee_users: int | None
     max_sustained_rps: float | None
+    # Why the first failure is barely one ("" when it is clear): it may not hold again.
+    borderline: NotRequired[str]
+
+
+class StepFigures(TypedDict):
+    """One level of a step load: its users and what they got."""
+
+    users: int
+    requests: int
+    failures: int
+    failure_rate: float
+    rps: float
+    p95_ms: float | None
+    # Failures in the level's first seconds, while its users spawned.
+    burst_failures: int
 
 
 class RunSummary(TypedDict, total=False):
@@ -62,6 +77,7 @@ class RunSummary(TypedDict, total=False):
     db_slope: SlopeFigures
     target_slope: SlopeFigures
     breaking_point: BreakingPointFigures
+    steps: list[StepFigures]
 
 
 class DatabaseFigures(TypedDict):

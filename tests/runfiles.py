@@ -17,7 +17,9 @@ LOAD = {"shape": "constant", "users": 10, "spawn_rate": 5, "duration_s": 300}
 SETTINGS = {"shared_buffers": "128MB", "work_mem": "4MB", "max_connections": "50"}
 
 
-def make_run(scenario, folder: Path, *, p95: dict[str, float], seed: int, **fields) -> PerfRun:
+def make_run(
+    scenario, folder: Path, *, p95: dict[str, float], seed: int, db_pss: float = 200e6, **fields
+) -> PerfRun:
     """A finished run of 300 s whose history holds one row a second per endpoint."""
     folder.mkdir(parents=True)
     rng = random.Random(seed)
@@ -51,6 +53,45 @@ def make_run(scenario, folder: Path, *, p95: dict[str, float], seed: int, **fiel
             max_ms=1, percentiles={"95": p95[name]}, rps=20,
         )  # fmt: skip
     Sample.objects.bulk_create(
-        Sample(run=run, t=t, db_pss=int(200e6 * rng.uniform(0.99, 1.01))) for t in range(60)
+        Sample(run=run, t=t, db_pss=int(db_pss * rng.uniform(0.99, 1.01))) for t in range(60)
     )
+    return run
+
+
+def make_step_run(scenario, folder: Path, *, levels: dict[int, float], seed: int, **fields):
+    """A finished step load: 60 s at each number of users, one history row a second, p95 at
+    the level given (and a request every 50 ms a user)."""
+    folder.mkdir(parents=True)
+    rng = random.Random(seed)
+    total = 0
+    second = 0
+    with (folder / "locust_stats_history.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for users, level in levels.items():
+            for _ in range(60):
+                total += 20 * users
+                value = level * rng.uniform(0.95, 1.05)
+                writer.writerow(
+                    [1_700_000_000 + second, users, "", "Aggregated", 20 * users, 0, value / 3,
+                     value, value * 1.5, total, 0]
+                )  # fmt: skip
+                second += 1
+    values = {
+        "scenario": scenario,
+        "environment": scenario.environment,
+        "trigger": RunTrigger.SCHEDULE,
+        "status": RunStatus.PASSED,
+        "settings": {"shape": "steps", "users": max(levels), "spawn_rate": 10,
+                     "step_start": min(levels), "duration_s": 60 * len(levels)},
+        "environment_settings": SETTINGS,
+        "summary": {"rps": 100.0},
+        "artifacts_dir": str(folder),
+    }  # fmt: skip
+    values.update(fields)
+    run = PerfRun.objects.create(**values)
+    EndpointStat.objects.create(
+        run=run, method="", name="Aggregated", requests=total, failures=0, avg_ms=1, min_ms=1,
+        max_ms=1, percentiles={"95": max(levels.values())}, rps=100,
+    )  # fmt: skip
     return run

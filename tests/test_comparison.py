@@ -18,7 +18,7 @@ from perfruns.services.run_comparison import (
     compare_runs,
     endpoint_series,
 )
-from tests.runfiles import LOAD, SETTINGS, make_run
+from tests.runfiles import LOAD, SETTINGS, make_run, make_step_run
 
 
 def test_a_slower_endpoint_is_worse_and_an_unchanged_one_is_not(scenario, tmp_path):
@@ -174,3 +174,62 @@ def test_a_run_worse_than_its_baseline_says_the_regression_is_only_suspected(
 
     assert "suspected regression" in html
     assert reverse("perfruns:run_compare", args=[before.pk, after.pk]) in html
+
+
+def test_a_run_worse_only_on_database_memory_is_suspected_and_passes(scenario, tmp_path):
+    make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    run = make_run(
+        scenario, tmp_path / "b", p95={"/report": 400.0}, seed=2, db_pss=400e6,
+        status=RunStatus.RUNNING,
+    )  # fmt: skip
+
+    runs.perfrun_judge(run_id=run.pk)
+
+    run.refresh_from_db()
+    line = next(line for line in run.verdict if "db_ram_peak" in line["check"])
+    assert run.status == RunStatus.PASSED
+    assert line["suspected"] is True and line["passed"] is True
+    assert line["value"] > line["limit"]
+
+
+def test_a_scenario_that_asks_fails_a_run_worse_on_database_memory(scenario, tmp_path):
+    make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    run = make_run(
+        scenario, tmp_path / "b", p95={"/report": 400.0}, seed=2, db_pss=400e6,
+        status=RunStatus.RUNNING, settings={**LOAD, "fail_on_memory_regression": True},
+    )  # fmt: skip
+
+    runs.perfrun_judge(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert not next(line for line in run.verdict if "db_ram_peak" in line["check"])["passed"]
+
+
+def test_the_baseline_of_an_unchanged_scenario_moves_forward_with_its_passing_runs(
+    scenario, tmp_path
+):
+    first = make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    second = make_run(
+        scenario, tmp_path / "b", p95={"/report": 400.0}, seed=2, db_pss=400e6,
+        status=RunStatus.RUNNING,
+    )  # fmt: skip
+    runs.perfrun_judge(run_id=second.pk)
+    third = make_run(scenario, tmp_path / "c", p95={"/report": 400.0}, seed=3, db_pss=400e6)
+
+    assert baseline_for(second) == first
+    assert baseline_for(third) == second  # it passed: it is the new baseline
+
+
+def test_step_loads_are_compared_level_by_level_not_pooled(scenario, tmp_path):
+    before = make_step_run(scenario, tmp_path / "a", levels={10: 100.0, 20: 150.0, 40: 300.0},
+                           seed=1)  # fmt: skip
+    after = make_step_run(scenario, tmp_path / "b", levels={10: 100.0, 20: 150.0, 40: 600.0},
+                          seed=2)  # fmt: skip
+
+    comparison = compare_runs(baseline=before, candidate=after)
+
+    p95 = {v.endpoint: v.verdict for v in comparison.verdicts if v.metric == "p95"}
+    assert set(p95) == {"10 users", "20 users", "40 users"}  # no pooled "Aggregated"
+    assert p95["40 users"] == "worse"
+    assert p95["10 users"] != "worse" and p95["20 users"] != "worse"

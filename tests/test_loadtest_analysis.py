@@ -44,9 +44,12 @@ def test_steps_group_the_aggregated_rows_by_user_count_in_order():
     steps = steps_from_history(rows)
 
     assert steps == [
-        StepStats(users=10, requests=200, failures=0, rps=100.0, p95_ms=22),
-        StepStats(users=20, requests=400, failures=4, rps=200.0, p95_ms=35),
-    ]
+        StepStats(users=10, requests=200, failures=0, rps=100.0, p95_ms=22, seconds=2.0),
+        StepStats(
+            users=20, requests=400, failures=4, rps=200.0, p95_ms=35, seconds=2.0,
+            burst_failures=4,  # both its seconds are in the first 5, as its users spawned
+        ),
+    ]  # fmt: skip
 
 
 def test_a_user_count_seen_again_adds_to_its_step():
@@ -126,3 +129,39 @@ def test_a_load_failing_from_its_first_step_sustained_no_rate():
 
 def test_no_steps_have_no_breaking_point():
     assert breaking_point([]) == BreakingPoint(None, None, None)
+
+
+def level(users, requests, failures, *, burst=0, seconds=30):
+    return StepStats(
+        users=users, requests=requests, failures=failures, rps=requests / seconds,
+        p95_ms=50.0, seconds=seconds, burst_failures=burst,
+    )  # fmt: skip
+
+
+def test_a_first_failure_barely_past_the_line_is_flagged_borderline():
+    point = breaking_point([level(10, 1000, 0), level(20, 2000, 21, burst=2)])
+
+    assert point.first_failure_users == 20
+    assert point.borderline == "1.05 % of its requests failed, barely past the 1 % line"
+
+
+def test_a_first_failure_made_in_the_spawn_burst_is_flagged_borderline():
+    point = breaking_point([level(10, 1000, 0), level(40, 2000, 80, burst=60)])
+
+    assert point.first_failure_users == 40
+    assert point.borderline == "60 of its 80 failures came in its first 5 s, as its users spawned"
+
+
+def test_a_clear_breaking_point_is_not_borderline():
+    point = breaking_point([level(10, 1000, 0), level(70, 2000, 300, burst=20)])
+
+    assert (point.first_failure_users, point.borderline) == (70, "")
+
+
+def test_failures_in_a_steps_first_seconds_are_counted_as_its_spawn_burst():
+    rows = [row(0, 0, 0), row(1, 10, 100)]
+    rows += [row(1 + t, 20, 100 + 50 * t, failures=min(t, 5) * 2) for t in range(1, 12)]
+
+    steps = steps_from_history(rows)
+
+    assert (steps[1].failures, steps[1].burst_failures) == (10, 10)

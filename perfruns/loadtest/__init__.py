@@ -6,6 +6,7 @@ memory of process trees from /proc (memory).
 """
 
 from .analysis import (
+    SPAWN_BURST_S,
     BreakingPoint,
     StepStats,
     breaking_point,
@@ -24,6 +25,7 @@ from .results import (
 )
 
 __all__ = [
+    "SPAWN_BURST_S",
     "BreakingPoint",
     "EndpointResult",
     "FailureGroup",

@@ -110,7 +110,20 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
                 "first_failure_users": point.first_failure_users,
                 "knee_users": point.knee_users,
                 "max_sustained_rps": point.max_sustained_rps,
+                "borderline": point.borderline,
             }
+            summary["steps"] = [
+                {
+                    "users": step.users,
+                    "requests": step.requests,
+                    "failures": step.failures,
+                    "failure_rate": step.failure_rate,
+                    "rps": step.rps,
+                    "p95_ms": step.p95_ms,
+                    "burst_failures": step.burst_failures,
+                }
+                for step in steps
+            ]
         invalid = ""
         if plan.log_file.exists() and load_generator_saturated(plan.log_file):
             invalid = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfruns.loadtest import iter_history
+from perfruns.loadtest import SPAWN_BURST_S, iter_history, steps_from_history
 from perfruns.models import LOAD_SHAPE_FIELDS, PerfRun, RunStatus
 from perfruns.payloads import RegressionJson
 from perfruns.regression import (
@@ -161,6 +161,37 @@ def endpoint_series(run: PerfRun) -> dict[str, EndpointSeries]:
     return result
 
 
+def level_series(run: PerfRun) -> dict[str, EndpointSeries]:
+    """A step load level by level ("10 users", "20 users"...): the p50/p95/p99 of each 10-s
+    window of the level once its users have spawned, counted back from its last row, and
+    the level's requests and failures. Pooled over every level, a comparison would mix 10
+    users with 200; level by level it asks "did this level get worse?"."""
+    path = _history_file(run)
+    counts = {step.users: step for step in steps_from_history(iter_history(path))}
+    rows: dict[int, list[Any]] = {}
+    for row in iter_history(path):
+        if row.name == "Aggregated" and not row.method and row.users > 0:
+            rows.setdefault(row.users, []).append(row)
+    result = {}
+    for users, level in rows.items():
+        settled = [r for r in level if r.timestamp >= level[0].timestamp + SPAWN_BURST_S]
+        chosen: dict[int, Any] = {}
+        for row in settled:
+            bucket = (settled[-1].timestamp - row.timestamp) // INTERVAL_S
+            if bucket not in chosen or row.timestamp > chosen[bucket].timestamp:
+                chosen[bucket] = row
+        windows = [chosen[b] for b in sorted(chosen, reverse=True)]
+        step = counts.get(users)
+        result[f"{users} users"] = EndpointSeries(
+            p50=[r.p50_ms for r in windows if r.p50_ms],
+            p95=[r.p95_ms for r in windows if r.p95_ms],
+            p99=[r.p99_ms for r in windows if r.p99_ms],
+            requests=step.requests if step else 0,
+            failures=step.failures if step else 0,
+        )
+    return result
+
+
 def _ram_samples(run: PerfRun) -> list[float]:
     values = run.samples.filter(db_pss__isnull=False).order_by("t").values_list("db_pss", flat=True)
     return [float(v) for v in values if v is not None]
@@ -212,9 +243,9 @@ def compare_runs(*, baseline: PerfRun, candidate: PerfRun) -> RunComparison:
     comparison = RunComparison(
         baseline=baseline, candidate=candidate, valid=not reasons, reasons=reasons
     )
-    verdicts = compare_endpoints(
-        endpoint_series(baseline), endpoint_series(candidate), floors=floors
-    )
+    stepped = baseline.settings.get("shape") == candidate.settings.get("shape") == "steps"
+    series = level_series if stepped else endpoint_series
+    verdicts = compare_endpoints(series(baseline), series(candidate), floors=floors)
     base_ram, cand_ram = _ram_samples(baseline), _ram_samples(candidate)
     if base_ram and cand_ram:
         verdicts.append(ram_verdict(base_ram, cand_ram, floors=floors))

@@ -255,8 +255,15 @@ def version_comparison_judge(*, a1: PerfRun, b: PerfRun, a2: PerfRun) -> tuple[s
         for r in rows
         if r["drift"] in ("worse", "better")
     ]  # fmt: skip
+    points = {
+        role: run.summary["breaking_point"]
+        for role, run in (("a1", a1), ("b", b), ("a2", a2))
+        if run.summary.get("breaking_point")
+    }
     result = {
         "runs": {"a1": a1.pk, "b": b.pk, "a2": a2.pk},
+        # A step load's breaking point in each run: the two of A show its spread.
+        "breaking_points": points,
         "reasons": reasons,
         "rows": rows,
         "drift": drifted_rows,
