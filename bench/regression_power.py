@@ -39,7 +39,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,100 +52,20 @@ import django  # noqa: E402
 
 django.setup()
 
-import psycopg  # noqa: E402
+from benchsupport import (  # noqa: E402
+    bounded,
+    demo_dump,
+    drop,
+    perf_run,
+    recreate,
+    review_environment,
+)
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
-from psycopg import sql  # noqa: E402
 
 APP_DATABASE = "fixproof_bench_power_app"
 DEMO_DATABASE = "fixproof_bench_power_demo"
-DEMO = ROOT / "examples" / "demo"
-SEED_TIMEOUT_S = 600
-
-
-def server(dbname: str) -> str:
-    db = settings.DATABASES["default"]
-    return psycopg.conninfo.make_conninfo(
-        host=db["HOST"] or "127.0.0.1",
-        port=str(db["PORT"] or 5432),
-        user=db["USER"],
-        password=db.get("PASSWORD") or None,
-        dbname=dbname,
-    )
-
-
-def recreate(name: str) -> None:
-    with psycopg.connect(server("postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop(name: str) -> None:
-    with psycopg.connect(server("postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def bounded(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
-def demo_dump(folder: Path) -> Path:
-    """The demo database, seeded with seed.py's defaults and dumped."""
-    from perfruns.pipeline.execution import database_url
-    from perfruns.pipeline.pgtools import find_binary, run
-
-    recreate(DEMO_DATABASE)
-    url = database_url(server(DEMO_DATABASE))
-    seeded = subprocess.run(
-        [sys.executable, str(DEMO / "seed.py")],
-        env={**os.environ, "DATABASE_URL": url},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SEED_TIMEOUT_S,
-        check=False,
-    )
-    if seeded.returncode != 0:
-        raise SystemExit(f"seed.py failed with status {seeded.returncode}: {seeded.stderr[-500:]}")
-    dump = folder / "demo.dump"
-    run([find_binary("pg_dump"), "-Fc", "-f", str(dump), url], timeout=SEED_TIMEOUT_S)
-    return dump
-
-
-def review_environment(dump: Path, data_dir: Path):
-    """The `review` environment: a managed cluster holding the restored demo database."""
-    from perfruns.models import ReviewEnvironment
-    from perfruns.pipeline.cluster import ManagedCluster
-    from perfruns.pipeline.restore import restore_and_swap
-    from perfruns.services.environments import cluster_os_user
-
-    cluster = ManagedCluster(data_dir / "clusters" / "review", os_user=cluster_os_user())
-    cluster.initialize(shared_buffers="128MB", work_mem="4MB", max_connections=100, durable=True)
-    cluster.start()
-    try:
-        restore_and_swap(
-            dump_path=dump,
-            admin_conninfo=cluster.conninfo("postgres"),
-            live="review",
-            jobs=2,
-            timeout=SEED_TIMEOUT_S,
-        )
-    finally:
-        cluster.stop()
-    return ReviewEnvironment.objects.create(
-        name="review", shared_buffers="128MB", max_connections=100
-    )
 
 
 def scenario_for(environment, args):
@@ -178,18 +97,6 @@ def scenario_for(environment, args):
         },
     )
     return scenario
-
-
-def perf_run(scenario, version: str):
-    from perfruns.models import PerfRun, RunStatus, RunTrigger
-    from perfruns.services import runs
-
-    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.COMMAND, actor=None)
-    PerfRun.objects.filter(pk=run.pk).update(version=version)
-    run = runs.perfrun_run(run_id=run.pk)
-    if run.status not in (RunStatus.PASSED, RunStatus.FAILED):
-        raise SystemExit(f"run #{run.pk} (version {version}) ended {run.status}: {run.error}")
-    return run
 
 
 def aggregated_p95(comparison):
@@ -233,7 +140,7 @@ def main() -> None:
     started = time.monotonic()
     try:
         call_command("migrate", verbosity=0)
-        environment = review_environment(demo_dump(data_dir), data_dir)
+        environment = review_environment(demo_dump(data_dir, DEMO_DATABASE), data_dir)
         scenario = scenario_for(environment, args)
         planted = str(args.slowdown_pct)
         print(
