@@ -233,3 +233,46 @@ def test_step_loads_are_compared_level_by_level_not_pooled(scenario, tmp_path):
     assert set(p95) == {"10 users", "20 users", "40 users"}  # no pooled "Aggregated"
     assert p95["40 users"] == "worse"
     assert p95["10 users"] != "worse" and p95["20 users"] != "worse"
+
+
+def fit(per_minute_mb: float, per_request: float | None) -> dict:
+    mib = 2**20
+    return {
+        "per_minute": per_minute_mb * mib, "low": (per_minute_mb - 1) * mib,
+        "high": (per_minute_mb + 1) * mib, "per_request": per_request,
+        "per_request_low": per_request and per_request * 0.98,
+        "per_request_high": per_request and per_request * 1.02, "leak": True,
+    }  # fmt: skip
+
+
+def test_a_leak_that_follows_the_throughput_is_not_worse_at_a_higher_throughput(scenario, tmp_path):
+    # The same 40 KB left by each request, at 60 and then 90 requests a second.
+    before = make_run(scenario, tmp_path / "a", p95={"/u": 100.0}, seed=1,
+                      summary={"rps": 60.0, "target_slope": fit(137, 40_000)})  # fmt: skip
+    after = make_run(scenario, tmp_path / "b", p95={"/u": 100.0}, seed=2,
+                     summary={"rps": 90.0, "target_slope": fit(206, 40_000)})  # fmt: skip
+    worse_per_request = make_run(
+        scenario, tmp_path / "c", p95={"/u": 100.0}, seed=3,
+        summary={"rps": 60.0, "target_slope": fit(274, 80_000)},
+    )  # fmt: skip
+
+    same = compare_runs(baseline=before, candidate=after)
+    doubled = compare_runs(baseline=before, candidate=worse_per_request)
+
+    growth = next(v for v in same.verdicts if v.endpoint == "target")
+    assert (growth.metric, growth.verdict) == ("memory_per_request", "same")
+    assert next(v for v in doubled.verdicts if v.endpoint == "target").verdict == "worse"
+
+
+def test_runs_without_growth_per_request_are_compared_per_minute(scenario, tmp_path):
+    before = make_run(scenario, tmp_path / "a", p95={"/u": 100.0}, seed=1,
+                      summary={"target_slope": fit(1, None)})  # fmt: skip
+    after = make_run(scenario, tmp_path / "b", p95={"/u": 100.0}, seed=2,
+                     summary={"target_slope": fit(20, None)})  # fmt: skip
+
+    growth = next(
+        v for v in compare_runs(baseline=before, candidate=after).verdicts
+        if v.endpoint == "target"
+    )  # fmt: skip
+
+    assert (growth.metric, growth.verdict) == ("memory_slope", "worse")

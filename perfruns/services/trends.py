@@ -10,7 +10,7 @@ from django.db import transaction
 
 from perfruns.models import ChangeState, PerfRun, RegressionIncident, RunStatus, Scenario
 from perfruns.payloads import TrendChange, TrendMetric
-from perfruns.regression import change_points, segment_summary
+from perfruns.regression import Floors, change_points, floor_for, segment_summary
 from postmortems.models import PostMortem, Team
 from postmortems.services import PostMortemContent, postmortem_save
 
@@ -40,6 +40,7 @@ def scenario_trend_compute(scenario: Scenario) -> list[TrendMetric]:
         .values("pk", "summary")[:TREND_MAX_RUNS]
     )[::-1]
     trend: list[TrendMetric] = []
+    floors = _floors(scenario)
     for key, label in TREND_METRICS:
         points = [[r["pk"], r["summary"][key]] for r in runs if r["summary"].get(key) is not None]
         changes: list[TrendChange] = []
@@ -56,7 +57,7 @@ def scenario_trend_compute(scenario: Scenario) -> list[TrendMetric]:
                         "before": before,
                         "after": after,
                         "runs_after": [pk for pk, _ in points[i : regimes[n + 1].end]],
-                        "worse": _is_worse(key, before, after),
+                        "worse": _is_worse(key, before, after, floors),
                     }
                 )
         trend.append({"key": key, "label": label, "points": points, "changes": changes})
@@ -71,13 +72,21 @@ def scenario_trend_refresh(*, scenario: Scenario) -> list[TrendMetric]:
     return trend
 
 
-def _is_worse(key: str, before: float, after: float) -> bool:
-    # The floors of the per-run comparison (perfruns.regression.Floors).
-    if key == "p95_ms":
-        return after - before > max(0.10 * before, 20.0)
-    if key == "failure_rate":
-        return after - before > 0.005
-    return after - before > 0.05 * before  # DB RAM
+def _floors(scenario: Scenario) -> Floors:
+    try:
+        return Floors.from_settings(scenario.floors)
+    except ValueError:  # saved before floors were checked: the defaults
+        return Floors()
+
+
+# A series' metric as the per-run comparison's metric, whose floor it takes.
+_FLOOR_METRIC = {"p95_ms": "p95", "failure_rate": "failure_rate", "db_ram_peak": "db_ram_peak"}
+
+
+def _is_worse(key: str, before: float, after: float, floors: Floors) -> bool:
+    """Worse past the floor the per-run comparison uses (the scenario's floors)."""
+    floor = floor_for(_FLOOR_METRIC[key], before, floors)
+    return floor is not None and after - before > floor
 
 
 def _trend_figure(key: str, value: float) -> str:
@@ -111,6 +120,7 @@ def regression_incidents_open(*, scenario: Scenario) -> list[PostMortem]:
 def _regression_incidents_fixed(scenario: Scenario, trend: list[TrendMetric]) -> None:
     """Mark fixed each confirmed change whose every worse metric has since come back, by a
     later change point, to a level no worse than before it (within the floors)."""
+    floors = _floors(scenario)
     for incident in scenario.incidents.filter(state=ChangeState.CONFIRMED):
         back_at: list[tuple[int, int]] = []
         for metric in trend:
@@ -126,7 +136,7 @@ def _regression_incidents_fixed(scenario: Scenario, trend: list[TrendMetric]) ->
                 (
                     c
                     for c in changes[started + 1 :]
-                    if not _is_worse(metric["key"], before, c["after"])
+                    if not _is_worse(metric["key"], before, c["after"], floors)
                 ),
                 None,
             )
