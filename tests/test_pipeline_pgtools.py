@@ -112,6 +112,19 @@ def test_redact_removes_the_password(text, kept):
     assert kept in redacted
 
 
+def test_prefixes_of_parallel_workers_landed_together_are_told_once():
+    # pg_restore -j: its workers share one stderr, and their writes interleave.
+    output = (
+        "pg_restore: pg_restore: error: could not read from input file: end of file\n"
+        "pg_restore: error: a worker process died unexpectedly\n"
+    )
+
+    assert pgtools.condense(output) == (
+        "pg_restore: error: could not read from input file: end of file; "
+        "pg_restore: error: a worker process died unexpectedly"
+    )
+
+
 def test_redact_leaves_a_conninfo_without_password_alone():
     text = "postgres://app@db:5432/shop host=db port=5432"
 

@@ -112,11 +112,16 @@ def redact(text: str) -> str:
     return _SQL_PASSWORD.sub(r"\1'***'", text)
 
 
+_REPEATED_PREFIX = re.compile(r"^([\w.-]+: )\1+")
+
+
 def condense(output: str) -> str:
     """The meaningful lines of a tool's output on one line, redacted; says when the disk is full."""
     lines: list[str] = []
     for raw in output.splitlines():
-        line = raw.strip()
+        # Parallel workers (pg_restore -j) write to one stderr: their prefixes can land
+        # together at the head of a line ("pg_restore: pg_restore: error: ...").
+        line = _REPEATED_PREFIX.sub(r"\1", raw.strip())
         if not line or _NOISE.search(line) or _DATA_ECHO.search(line):
             continue
         line = line if len(line) <= _MAX_LINE_CHARS else line[: _MAX_LINE_CHARS - 1] + "…"
