@@ -177,6 +177,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every minute a worker ends the jobs whose process is gone (a silent heartbeat), cleans
+# what they left and tells the teams: recovery does not wait for a worker to restart.
+CELERY_BEAT_SCHEDULE = {
+    "fixproof janitor": {"task": "perfruns.janitor_sweep", "schedule": 60.0},
+}
 CELERY_TIMEZONE = "UTC"
 
 AUTH_PASSWORD_VALIDATORS = [

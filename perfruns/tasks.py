@@ -7,15 +7,20 @@ tasks by name (perfruns.services.queue), so the names are theirs.
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
+from django.db import connection
 
 from perfruns.payloads import NotificationEvent
 from perfruns.services import (
     janitor,
+    jobs,
     notifications,
     queue,
     restores,
@@ -23,6 +28,8 @@ from perfruns.services import (
     snapshots,
     version_comparisons,
 )
+
+log = logging.getLogger(__name__)
 
 # Soft limit first so the service's cleanup runs; the hard limit backs it up.
 SOFT_LIMIT: int = settings.PIPELINE_TIMEOUT
@@ -82,7 +89,33 @@ def janitor_sweep() -> list[str]:
 
 
 @worker_ready.connect
-def _sweep_on_start(**_kwargs: Any) -> None:
+def _sweep_on_start(sender: Any = None, **_kwargs: Any) -> None:
     # A worker killed mid-run left clusters and scratch databases: clean them
     # as soon as a worker is back.
     janitor_sweep.delay()
+    hostname = getattr(sender, "hostname", None) or socket.gethostname()
+    threading.Thread(
+        target=_say_alive, args=(hostname,), name="fixproof-worker-seen", daemon=True
+    ).start()
+
+
+_stopping = threading.Event()
+
+
+@worker_shutdown.connect
+def _stop_saying_alive(**_kwargs: Any) -> None:
+    _stopping.set()
+
+
+def _say_alive(hostname: str) -> None:
+    """The worker's main process says it is alive, so that pages can tell a queued run
+    that no worker will take from one that waits its turn."""
+    while True:
+        try:
+            jobs.worker_seen(hostname=hostname)
+        except Exception:  # the database is away: say it again later
+            log.warning("could not record that worker %s is alive", hostname, exc_info=True)
+        finally:
+            connection.close()
+        if _stopping.wait(jobs.WORKER_BEAT_S):
+            return

@@ -4,12 +4,15 @@ says whether it changed the row."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
+from django.utils import timezone
 
 from perfruns.models import (
     DumpSource,
@@ -20,6 +23,7 @@ from perfruns.models import (
     Snapshot,
     SnapshotStatus,
     VersionComparison,
+    WorkerSeen,
 )
 from perfruns.services import jobs
 from perfruns.services.common import worker_id
@@ -144,3 +148,69 @@ def test_the_job_of_a_live_worker_or_of_another_host_is_left_running(scenario):
     assert sorted(c.pk for c in live) == [mine.pk, theirs.pk] and done == []
     assert set(VersionComparison.objects.values_list("status", flat=True)) == {"running"}
     assert not jobs.is_dead_worker(f"{socket.gethostname()}:{os.getpid()}")
+
+
+def test_a_job_whose_heartbeat_went_silent_is_lost_whatever_its_host(scenario):
+    comparison = VersionComparison.objects.create(scenario=scenario, version_a="1", version_b="2")
+    jobs.job_claim(VersionComparison, pk=comparison.pk)
+    silent = timezone.now() - dt.timedelta(seconds=jobs.STALE_AFTER_S + 5)
+    VersionComparison.objects.filter(pk=comparison.pk).update(
+        worker="another-host:1", heartbeat_at=silent
+    )
+    done: list[str] = []
+
+    live = jobs.jobs_of_dead_workers_fail(
+        VersionComparison, failed="error", cleaned="cleaned", done=done
+    )
+
+    comparison.refresh_from_db()
+    assert live == [] and comparison.status == "error"
+
+
+def test_cancel_ends_at_once_a_run_whose_worker_is_gone(scenario):
+    run = PerfRun.objects.create(
+        scenario=scenario, environment=scenario.environment, trigger=RunTrigger.MANUAL
+    )
+    jobs.job_claim(PerfRun, pk=run.pk)
+    PerfRun.objects.filter(pk=run.pk).update(
+        stage="load", worker=f"{socket.gethostname()}:{dead_pid()}"
+    )
+
+    assert jobs.job_cancel(PerfRun, pk=run.pk) is True
+
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert run.error == "Cancelled during the 'load' step; its worker had stopped answering."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_beats_while_its_block_runs_and_stops_after(scenario):
+    run = PerfRun.objects.create(
+        scenario=scenario, environment=scenario.environment, trigger=RunTrigger.MANUAL
+    )
+    jobs.job_claim(PerfRun, pk=run.pk)
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    PerfRun.objects.filter(pk=run.pk).update(heartbeat_at=long_ago)
+
+    with jobs.job_heartbeat(PerfRun, pk=run.pk, every=0.05):
+        time.sleep(0.5)
+        run.refresh_from_db()
+        during = run.heartbeat_at
+    run.refresh_from_db()
+    after = run.heartbeat_at
+    time.sleep(0.3)
+    run.refresh_from_db()
+
+    assert during > long_ago + dt.timedelta(minutes=59)  # it beat
+    assert not jobs.job_lost(run)
+    assert run.heartbeat_at == after  # and stopped with its block
+
+
+def test_the_pages_know_whether_a_worker_is_alive(db):
+    assert not jobs.workers_alive()
+
+    jobs.worker_seen(hostname="worker-1")
+
+    assert jobs.workers_alive()
+    WorkerSeen.objects.update(seen_at=timezone.now() - dt.timedelta(minutes=5))
+    assert not jobs.workers_alive()

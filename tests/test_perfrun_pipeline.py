@@ -543,3 +543,38 @@ def test_a_red_then_green_proof_is_verified_by_the_leaky_version_then_the_fixed_
     assert leaky["leak"] and leaky["low"] > 2 * 2**20  # red: reproduced, surely
     assert fixed["high"] < 2 * 2**20 and not fixed["leak"]  # green: surely under the limit
     assert clones_left(environment) == []
+
+
+def test_a_run_whose_pool_process_is_killed_ends_in_error_with_nothing_left_running(
+    environment, restored_dir
+):
+    """What the OOM killer does: only the pool process that runs the perf run dies; the
+    worker's main process lives on. The janitor (every minute under beat; sent here) ends
+    the run, naming its step, and stops what it had started."""
+    scenario = make_scenario(environment, duration_s=120)
+    run = runs.perfrun_request(scenario=scenario, trigger=RunTrigger.MANUAL, actor=None)
+    worker = start_worker(restored_dir)
+    try:
+        send(tasks.perfrun_execute, run.pk)
+        assert wait_for_stage(run.pk, "load", progress=21, timeout=120)
+        run.refresh_from_db()
+        pool_pid = int(run.worker.rpartition(":")[2])
+        started = [
+            int(line.split()[0])
+            for line in (Path(run.artifacts_dir) / "pids").read_text().splitlines()
+        ]
+        os.kill(pool_pid, signal.SIGKILL)
+        send(tasks.janitor_sweep)
+        run = wait_for(
+            lambda: PerfRun.objects.get(pk=run.pk), lambda r: r.status != "running", timeout=120
+        )
+    finally:
+        stop_worker(worker)
+
+    assert run.status == RunStatus.ERROR
+    assert run.error.startswith("The worker was killed during the 'load' step")
+    for pid in started:  # the target and Locust, each a process group of its own
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+    assert no_process_listens(scenario.target_url)
+    assert clones_left(environment) == []

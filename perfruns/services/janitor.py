@@ -1,8 +1,11 @@
 """What a killed worker left behind, cleaned: its jobs marked failed with the step they
-died in, its scratch clusters stopped, its scratch folders and raw dumps removed, the
-process groups of its runs killed, half-restored databases and run clones dropped.
+died in (a worker of this host that no longer exists, or a heartbeat silent for two
+minutes), the teams of a lost run told, its scratch clusters stopped, its scratch folders
+and raw dumps removed, the process groups of its runs killed, half-restored databases and
+run clones dropped.
 
-Runs when a worker starts and before each snapshot, restore or perf run.
+Runs every minute (Celery beat), when a worker starts, and before each snapshot, restore or
+perf run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from perfruns.system import stop_recorded
 from .common import data_dir, describe, runs_root
 from .environments import drop_leftover_databases
 from .jobs import jobs_of_dead_workers_fail
+from .notifications import notification_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ def janitor_sweep() -> list[str]:
         cleaned="its current run is cleaned up with it",
         done=done,
     )
+    lost_runs: list[PerfRun] = []
     live_runs = {
         run.environment_id
         for run in jobs_of_dead_workers_fail(
@@ -68,8 +73,11 @@ def janitor_sweep() -> list[str]:
             failed=RunStatus.ERROR,
             cleaned="its target and Locust were stopped and its database clone dropped",
             done=done,
+            ended=lost_runs,
         )
     }
+    for run in lost_runs:
+        _lost_run_notify(run)
     done += _run_processes_stop()
     for env in ReviewEnvironment.objects.exclude(pk__in=live_restores | live_runs):
         try:
@@ -79,6 +87,19 @@ def janitor_sweep() -> list[str]:
     for line in done:
         log.info("janitor: %s", line)
     return done
+
+
+def _lost_run_notify(run: PerfRun) -> None:
+    """The teams of the incidents a run is about hear that it died, as of a run that broke."""
+    run.refresh_from_db()
+    notification_enqueue(
+        kind="run_error",
+        title=f"Run #{run.pk} of {run.scenario.name} broke",
+        path=run.get_absolute_url(),
+        figures={"error": run.error},
+        dedupe_key=f"run_error:run={run.pk}",
+        team_ids=[pk for pk in run.postmortems.values_list("team_id", flat=True) if pk],
+    )
 
 
 def _scratch_folders_remove(*, keep: set[int]) -> list[str]:

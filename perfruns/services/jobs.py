@@ -9,13 +9,18 @@ worker dead all find nothing to do.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from django.db import connection
 from django.utils import timezone
 
-from perfruns.models import Job
+from perfruns.models import Job, WorkerSeen
 from perfruns.system import pid_alive
 
 from .common import worker_id
@@ -24,6 +29,10 @@ log = logging.getLogger(__name__)
 
 J = TypeVar("J", bound=Job)
 CANCELLED = "cancelled"
+# A running job writes its heartbeat this often; one silent for STALE_AFTER_S lost its
+# process, on whatever host, and the janitor ends it.
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 120.0
 
 
 def _rows(model: type[Job], pk: int) -> Any:
@@ -38,6 +47,7 @@ def job_claim(model: type[Job], *, pk: int, **fields: Any) -> bool:
         .update(
             status=Job.RUNNING,
             started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
             worker=worker_id(),
             stage="starting",
             **fields,
@@ -58,14 +68,25 @@ def job_update(model: type[Job], *, pk: int, **fields: Any) -> None:
 
 def job_cancel(model: type[Job], *, pk: int) -> bool:
     """Ask a job to stop: a queued one is cancelled now, a running one at its next check
-    (it reads cancel_requested between its steps). False when it had already ended."""
+    (it reads cancel_requested between its steps) — or now, when its process is gone and
+    nothing would ever check. False when it had already ended."""
     if (
         _rows(model, pk)
         .filter(status=Job.QUEUED)
         .update(status=CANCELLED, finished_at=timezone.now(), stage="")
     ):
         return True
-    return bool(_rows(model, pk).filter(status=Job.RUNNING).update(cancel_requested=True))
+    if not _rows(model, pk).filter(status=Job.RUNNING).update(cancel_requested=True):
+        return False
+    job = model._default_manager.filter(pk=pk).first()
+    if job is not None and job_lost(job):
+        job_finish(
+            model,
+            pk=pk,
+            status=CANCELLED,
+            error=f"Cancelled during the '{job.stage}' step; its worker had stopped answering.",
+        )
+    return True
 
 
 def job_cancel_requested(model: type[Job], *, pk: int) -> bool:
@@ -82,6 +103,43 @@ def job_finish(model: type[Job], *, pk: int, status: str, error: str = "", **fie
     )
 
 
+@contextmanager
+def job_heartbeat(model: type[Job], *, pk: int, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """While the block runs, a thread of this process writes the job's heartbeat every
+    `every` seconds: when the process dies (the OOM killer takes the pool process, say),
+    the heartbeat stops with it and the janitor ends the job."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    _rows(model, pk).filter(status=Job.RUNNING).update(heartbeat_at=timezone.now())
+                except Exception:  # the database is away for a moment: beat again later
+                    log.warning("heartbeat of %s #%s missed", model._meta.model_name, pk)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name="fixproof-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every + 5)
+
+
+def job_lost(job: Job) -> bool:
+    """Whether a running job's process is gone: a worker of this host that no longer
+    exists, or a heartbeat silent for STALE_AFTER_S (any host)."""
+    if is_dead_worker(job.worker):
+        return True
+    if job.heartbeat_at is None:
+        return False  # from before heartbeats: the pid decides
+    return timezone.now() - job.heartbeat_at > dt.timedelta(seconds=STALE_AFTER_S)
+
+
 def is_dead_worker(worker: str) -> bool:
     """Whether the worker process that claimed a job is gone; another host's worker is
     that host's janitor's to judge."""
@@ -92,13 +150,13 @@ def is_dead_worker(worker: str) -> bool:
 
 
 def jobs_of_dead_workers_fail(
-    model: type[J], *, failed: str, cleaned: str, done: list[str]
+    model: type[J], *, failed: str, cleaned: str, done: list[str], ended: list[J] | None = None
 ) -> list[J]:
-    """Mark the running jobs whose worker on this host died `failed`, saying in which step
-    and what was cleaned after it; return the running jobs whose worker lives."""
+    """Mark the running jobs whose process is gone (job_lost) `failed`, saying in which step
+    and what was cleaned after it; return the running jobs whose process lives."""
     live = []
     for job in model._default_manager.filter(status=Job.RUNNING):
-        if not is_dead_worker(job.worker):
+        if not job_lost(job):
             live.append(job)
             continue
         if job_finish(
@@ -108,4 +166,22 @@ def jobs_of_dead_workers_fail(
             error=f"The worker was killed during the '{job.stage}' step; {cleaned}.",
         ):
             done.append(f"{model._meta.model_name} #{job.pk} marked failed")
+            if ended is not None:
+                ended.append(job)
     return live
+
+
+# A worker writes that it is alive this often; none seen for WORKER_SILENT_S: none runs.
+WORKER_BEAT_S = 10.0
+WORKER_SILENT_S = 60.0
+
+
+def worker_seen(*, hostname: str) -> None:
+    """A Celery worker is alive (written by the worker itself, every WORKER_BEAT_S)."""
+    WorkerSeen.objects.update_or_create(hostname=hostname, defaults={"seen_at": timezone.now()})
+
+
+def workers_alive() -> bool:
+    """Whether any Celery worker said it was alive lately: queued work will be taken."""
+    since = timezone.now() - dt.timedelta(seconds=WORKER_SILENT_S)
+    return WorkerSeen.objects.filter(seen_at__gte=since).exists()

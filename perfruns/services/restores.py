@@ -23,7 +23,7 @@ from perfruns.system import file_sha256
 from .common import PipelineRefused, describe
 from .environments import admin_connection
 from .janitor import janitor_sweep
-from .jobs import job_claim, job_finish, job_stage, job_update
+from .jobs import job_claim, job_finish, job_heartbeat, job_stage, job_update
 from .queue import RESTORE_ENVIRONMENT, enqueue_on_commit
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,13 @@ def restore_run(*, restore_id: int) -> Restore:
         job_update(Restore, pk=restore_id, tables_done=done, tables_total=total)
 
     try:
-        recorded = restore_into_environment(
-            environment=restore.environment,
-            snapshot=restore.snapshot,
-            progress=progress,
-            stage=lambda name: job_stage(Restore, pk=restore_id, stage=name),
-        )
+        with job_heartbeat(Restore, pk=restore_id):
+            recorded = restore_into_environment(
+                environment=restore.environment,
+                snapshot=restore.snapshot,
+                progress=progress,
+                stage=lambda name: job_stage(Restore, pk=restore_id, stage=name),
+            )
     except Exception as exc:
         log.warning("restore %s failed: %s", restore_id, describe(exc))
         job_finish(Restore, pk=restore_id, status=RestoreStatus.FAILED, error=describe(exc))

@@ -47,7 +47,15 @@ from perfruns.pipeline.target import RunStepError
 from .common import PipelineRefused, describe, runs_root
 from .environments import admin_connection
 from .janitor import janitor_sweep
-from .jobs import job_cancel, job_cancel_requested, job_claim, job_finish, job_stage, job_update
+from .jobs import (
+    job_cancel,
+    job_cancel_requested,
+    job_claim,
+    job_finish,
+    job_heartbeat,
+    job_stage,
+    job_update,
+)
 from .judging import run_judge
 from .notifications import notification_enqueue
 from .proofs import criteria_evaluate
@@ -147,6 +155,14 @@ def perfrun_run(*, run_id: int) -> PerfRun:
     if not perfrun_claim(run_id=run_id):
         return PerfRun.objects.get(pk=run_id)
     run = PerfRun.objects.select_related("scenario", "environment").get(pk=run_id)
+    with job_heartbeat(PerfRun, pk=run.pk):
+        _execute(run)
+    run.refresh_from_db()
+    return run
+
+
+def _execute(run: PerfRun) -> None:
+    """Measure, record, judge; always end the run with an outcome."""
     progress = _Progress(run.pk)
     try:
         measurement = _measure(run, progress)
@@ -175,8 +191,6 @@ def perfrun_run(*, run_id: int) -> PerfRun:
         log.exception("run %s failed during %s", run.pk, progress.name)
         run_artifacts_record(run=run)
         _broke(run, f"{progress.name}: {describe(exc)}")
-    run.refresh_from_db()
-    return run
 
 
 def perfrun_judge(*, run_id: int) -> PerfRun:

@@ -28,7 +28,7 @@ from perfruns.pipeline.snapshot import PiiRejected, PolicyInvalid, produce_snaps
 from .common import PipelineRefused, data_dir, describe
 from .environments import cluster_os_user
 from .janitor import janitor_sweep
-from .jobs import job_claim, job_finish, job_stage
+from .jobs import job_claim, job_finish, job_heartbeat, job_stage
 from .queue import SNAPSHOT_CREATE, enqueue_on_commit
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,17 @@ def snapshot_run(*, snapshot_id: int) -> Snapshot:
     if not snapshot_claim(snapshot_id=snapshot_id):
         return Snapshot.objects.get(pk=snapshot_id)
     snapshot = Snapshot.objects.select_related("source").get(pk=snapshot_id)
+    with job_heartbeat(Snapshot, pk=snapshot_id):
+        final = _produce(snapshot)
+    job_finish(Snapshot, pk=snapshot_id, **final)
+    if final["status"] == SnapshotStatus.READY:
+        snapshot_apply_retention(source=snapshot.source)
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def _produce(snapshot: Snapshot) -> dict[str, Any]:
+    """Dump, mask, verify, write; what the snapshot's row says after, whatever happened."""
     source = snapshot.source
     final: dict[str, Any]
     try:
@@ -82,7 +93,7 @@ def snapshot_run(*, snapshot_id: int) -> Snapshot:
             work_dir=data_dir() / "scratch" / f"snapshot-{snapshot.pk}",
             jobs=settings.PIPELINE_JOBS,
             timeout=settings.PIPELINE_TIMEOUT,
-            stage=lambda name: job_stage(Snapshot, pk=snapshot_id, stage=name),
+            stage=lambda name: job_stage(Snapshot, pk=snapshot.pk, stage=name),
             os_user=cluster_os_user(),
         )
     except PiiRejected as exc:
@@ -105,11 +116,7 @@ def snapshot_run(*, snapshot_id: int) -> Snapshot:
             "report": result.report,
             "error": "",
         }
-    job_finish(Snapshot, pk=snapshot_id, **final)
-    if final["status"] == SnapshotStatus.READY:
-        snapshot_apply_retention(source=source)
-    snapshot.refresh_from_db()
-    return snapshot
+    return final
 
 
 def snapshot_apply_retention(*, source: DumpSource) -> list[int]:

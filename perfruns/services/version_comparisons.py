@@ -34,7 +34,14 @@ from perfruns.models import (
 )
 
 from .common import PipelineRefused, describe
-from .jobs import job_cancel, job_cancel_requested, job_claim, job_finish, job_stage
+from .jobs import (
+    job_cancel,
+    job_cancel_requested,
+    job_claim,
+    job_finish,
+    job_heartbeat,
+    job_stage,
+)
 from .proofs import criteria_evaluate_versions
 from .queue import VERSION_COMPARISON_EXECUTE, enqueue_on_commit
 from .run_comparison import ComparisonError, compare_runs
@@ -134,13 +141,22 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
     comparison = VersionComparison.objects.select_related(
         "scenario__environment", "created_by"
     ).get(pk=comparison_id)
+    with job_heartbeat(VersionComparison, pk=comparison_id):
+        _make_and_judge(comparison)
+    return _fresh(comparison_id)
+
+
+def _make_and_judge(comparison: VersionComparison) -> None:
+    """The three runs, then the verdict; the comparison ends with an outcome whatever
+    happens."""
+    comparison_id = comparison.pk
     runs: dict[str, PerfRun] = {}
     try:
         for role, _label in ABA_ROLES:
             label = ROLE_LABELS[role]
             if _cancel_requested(comparison_id):
                 _finish(comparison_id, ComparisonStatus.CANCELLED, error="Cancelled.")
-                return _fresh(comparison_id)
+                return
             job_stage(
                 VersionComparison,
                 pk=comparison_id,
@@ -149,7 +165,7 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
             run = _run_for(comparison, role, time.monotonic() + settings.PIPELINE_TIMEOUT)
             if run is None:
                 _finish(comparison_id, ComparisonStatus.CANCELLED, error="Cancelled.")
-                return _fresh(comparison_id)
+                return
             if run.status == RunStatus.QUEUED:
                 run = perfrun_run(run_id=run.pk)
             elif run.status == RunStatus.RUNNING:
@@ -159,17 +175,17 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
                     ComparisonStatus.ERROR,
                     error=f"Run {label} #{run.pk} is being run by another worker.",
                 )
-                return _fresh(comparison_id)
+                return
             if run.status == RunStatus.CANCELLED:
                 _finish(comparison_id, ComparisonStatus.CANCELLED, error=run.error)
-                return _fresh(comparison_id)
+                return
             if run.status not in (RunStatus.PASSED, RunStatus.FAILED):
                 _finish(
                     comparison_id,
                     ComparisonStatus.ERROR,
                     error=f"Run {label} (#{run.pk}, version {run.version}) broke: {run.error}",
                 )
-                return _fresh(comparison_id)
+                return
             runs[role] = run
         job_stage(VersionComparison, pk=comparison_id, stage="judging")
         verdict, result = version_comparison_judge(a1=runs["a1"], b=runs["b"], a2=runs["a2"])
@@ -180,7 +196,6 @@ def version_comparison_run(*, comparison_id: int) -> VersionComparison:
         _finish(comparison_id, ComparisonStatus.ERROR, error=describe(exc))
     else:
         _finish(comparison_id, ComparisonStatus.DONE, verdict=verdict, result=result)
-    return _fresh(comparison_id)
 
 
 def _red_then_green(runs: dict[str, PerfRun]) -> None:
