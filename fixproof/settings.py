@@ -7,6 +7,7 @@ secrets.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -105,6 +106,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_celery_beat",
+    # Login throttling: a maintained, tested lockout rather than a counter of our own.
+    "axes",
     # The project's own set-up commands: ensure_services, ensure_database, ensure_admin.
     "fixproof",
     "postmortems",
@@ -122,7 +125,26 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A Content-Security-Policy on every response (django-csp).
+    "csp.middleware.CSPMiddleware",
+    "fixproof.middleware.PrivatePagesMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    # First, as django-axes asks: it refuses a locked-out username and address.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Five wrong passwords for one username from one address lock it out for 15 minutes.
+AXES_FAILURE_LIMIT = env_int("FIXPROOF_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("FIXPROOF_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+# Behind a proxy the client's address is the first of X-Forwarded-For (FIXPROOF_PROXY_*).
+AXES_IPWARE_PROXY_COUNT = env_int("FIXPROOF_PROXY_COUNT", 0, minimum=0)
 
 ROOT_URLCONF = "fixproof.urls"
 
@@ -214,12 +236,48 @@ POSTMORTEM_IMPORT_MAX_BYTES = env_int("POSTMORTEM_IMPORT_MAX_BYTES", 1_000_000, 
 
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Behind an HTTPS proxy: FIXPROOF_HTTPS=1 redirects to HTTPS, sends HSTS and marks the
+# cookies secure; FIXPROOF_PROXY_SSL_HEADER=1 trusts the proxy's X-Forwarded-Proto (only
+# when the proxy sets it on every request: a client could send it otherwise).
+FIXPROOF_HTTPS = env_bool("FIXPROOF_HTTPS", False)
+if FIXPROOF_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env_int("FIXPROOF_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+if env_bool("FIXPROOF_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Every page's scripts, styles and requests come from the service itself (the charting
+# library included: make vendor serves it locally).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # An ordinary 403 or 404 is one line, not a traceback.
+    "filters": {"no_traceback_for_4xx": {"()": "fixproof.logs.NoTracebackFor4xx"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["no_traceback_for_4xx"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 WHITENOISE_USE_FINDERS = True

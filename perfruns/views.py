@@ -31,6 +31,7 @@ from .models import (
     RegressionIncident,
     Restore,
     ReviewEnvironment,
+    RunStatus,
     RunTrigger,
     Scenario,
     Snapshot,
@@ -39,6 +40,7 @@ from .models import (
 from .services import (
     common,
     environments,
+    jobs,
     proofs,
     restores,
     runs,
@@ -49,6 +51,22 @@ from .services import (
     version_comparisons,
 )
 from .services.run_comparison import ComparisonError, compare_runs
+
+ARTIFACT_CSP = (
+    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src data:"
+)
+
+
+def _visible(request: HttpRequest) -> Any:
+    """The pks of the post-mortems the person may open."""
+    return access.visible_postmortems(request.user).values("pk")
+
+
+def _files_visible(request: HttpRequest, run: PerfRun) -> bool:
+    """A run's files (Locust's report, the target's log) are evidence of the incidents it is
+    attached to: only whoever may open every one of them downloads them."""
+    return not run.postmortems.exclude(pk__in=_visible(request)).exists()
 
 
 def _require_staff(user) -> None:
@@ -284,9 +302,12 @@ def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
             "form": form,
             "versions_form": VersionComparisonForm(initial={"version_a": scenario.default_version}),
             "comparisons": scenario.version_comparisons.all()[:10],
-            "incidents": scenario.incidents.select_related("postmortem", "start_run"),
+            # A private post-mortem shows only to who may open it, here as everywhere.
+            "incidents": scenario.incidents.select_related("postmortem", "start_run").filter(
+                postmortem__in=_visible(request)
+            ),
             "runs": scenario.runs.select_related("created_by")[:30],
-            "postmortems": scenario.postmortems.all(),
+            "postmortems": scenario.postmortems.filter(pk__in=_visible(request)),
             "can_run": access.can_write(request.user),
         },
     )
@@ -329,7 +350,12 @@ def scenario_schedule(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def _run_context(request: HttpRequest, run: PerfRun) -> dict:
-    return {"run": run, "can_cancel": access.can_write(request.user) and run.is_active}
+    return {
+        "run": run,
+        "can_cancel": access.can_write(request.user) and run.is_active,
+        # A queued run no worker will take says so, rather than "Queued" for ever.
+        "no_worker": run.status == RunStatus.QUEUED and not jobs.workers_alive(),
+    }
 
 
 @require_GET
@@ -344,9 +370,9 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         endpoints=[e for e in endpoints if not e.is_aggregate],
         total=next((e for e in endpoints if e.is_aggregate), None),
         failure_groups=run.failure_groups.all()[:50],
-        artifacts=run.artifacts.all(),
-        postmortems=run.postmortems.all(),
-        actions=run.actions.select_related("postmortem"),
+        artifacts=run.artifacts.all() if _files_visible(request, run) else [],
+        postmortems=run.postmortems.filter(pk__in=_visible(request)),
+        actions=run.actions.select_related("postmortem").filter(postmortem__in=_visible(request)),
     )
     return render(request, "perfruns/run.html", context)
 
@@ -405,15 +431,22 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def run_artifact(request: HttpRequest, pk: int, name: str) -> FileResponse:
     access.require_role(request.user)
     artifact = get_object_or_404(Artifact, run_id=pk, name=name)
+    if not _files_visible(request, artifact.run):
+        raise Http404(_("This file is no longer kept."))
     path = Path(artifact.path)
     if not path.is_file():
         raise Http404(_("This file is no longer kept."))
-    return FileResponse(
+    response = FileResponse(
         path.open("rb"),
         content_type=artifact.content_type,
         as_attachment=artifact.content_type != "text/html",
         filename=artifact.name,
     )
+    if artifact.content_type == "text/html":
+        # Locust's report runs its own inline scripts: in a sandbox, an origin of its own
+        # that can read nothing of Fixproof's (its session, its pages).
+        response["Content-Security-Policy"] = ARTIFACT_CSP
+    return response
 
 
 @require_GET

@@ -201,8 +201,9 @@ def test_the_run_page_shows_the_verdict_endpoints_figures_and_files(
     client.force_login(viewer)
 
     # session, user, groups, the run with scenario/environment/creator/snapshot, its
-    # endpoints, failure groups, artifacts, post-mortems, actions
-    with django_assert_num_queries(9):
+    # endpoints, failure groups, whether it is attached to a post-mortem out of the
+    # viewer's sight (its files would be too), artifacts, post-mortems, actions
+    with django_assert_num_queries(10):
         response = client.get(finished.get_absolute_url())
 
     html = response.content.decode()
@@ -261,6 +262,8 @@ def test_a_run_file_is_served_and_a_removed_one_is_a_404(client, viewer, finishe
     response = client.get(url)
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == b"<html>locust report</html>"
+    # Locust's report runs its own scripts: sandboxed, an origin of its own.
+    assert response["Content-Security-Policy"].startswith("sandbox allow-scripts;")
 
     Path(finished.artifacts.get().path).unlink()
     assert client.get(url).status_code == 404

@@ -335,9 +335,36 @@ def _parse_table(name: str, node: yaml.Node, *, key_line: int) -> TablePolicy:
     return TablePolicy(schema=schema, name=table, where=where, columns=columns, line=key_line)
 
 
+# A policy is a few levels deep (tables, columns, JSON fields): limits far past any real
+# one, so that a hostile document is refused before its nesting exhausts the parser.
+MAX_POLICY_BYTES = 1_000_000
+MAX_POLICY_DEPTH = 32
+
+
+def _check_shape(text: str) -> None:
+    """Refuse a policy too large or nested too deep, reading its events (no recursion)."""
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise PolicyError(
+            f"the policy is {len(text.encode()):,} bytes, more than the {MAX_POLICY_BYTES:,} "
+            "a policy may have"
+        )
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_POLICY_DEPTH:
+                raise PolicyError(
+                    f"the policy is nested more than {MAX_POLICY_DEPTH} levels deep",
+                    line=event.start_mark.line + 1 if event.start_mark else None,
+                )
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+
 def parse_policy(text: str) -> Policy:
     """Parse a policy; PolicyError names the first problem and its line."""
     try:
+        _check_shape(text)
         loader = yaml.SafeLoader(text)
         try:
             root = loader.get_single_node()
