@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +121,30 @@ def perf_run(scenario: Any, version: str, *, fail_on_error: bool = True) -> Any:
     if fail_on_error and run.status not in (RunStatus.PASSED, RunStatus.FAILED):
         raise SystemExit(f"run #{run.pk} (version {version}) ended {run.status}: {run.error}")
     return run
+
+
+@contextmanager
+def scratch_review_environment(*, app_database: str, demo_database: str) -> Iterator[Any]:
+    """A scratch application database (migrated; the service's own is not touched) and a
+    scratch data folder, with the `review` environment holding the seeded demo: yields
+    the environment, and throws everything away after."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    from perfruns.pipeline.cluster import stop_stale_clusters
+
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{app_database}-", dir="/tmp"))
+    data_dir.chmod(0o755)  # the managed cluster's OS user goes through it
+    settings.FIXPROOF_DATA_DIR = data_dir
+    # Nothing has connected yet: every row of the bench goes to the scratch database.
+    recreate(app_database)
+    settings.DATABASES["default"]["NAME"] = app_database
+    try:
+        call_command("migrate", verbosity=0)
+        yield review_environment(demo_dump(data_dir, demo_database), data_dir)
+    finally:
+        connections.close_all()
+        drop(app_database)
+        drop(demo_database)
+        stop_stale_clusters(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,17 +50,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from benchsupport import (  # noqa: E402
-    bounded,
-    demo_dump,
-    drop,
-    perf_run,
-    recreate,
-    review_environment,
-)
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connections  # noqa: E402
+from benchsupport import bounded, perf_run, scratch_review_environment  # noqa: E402
 
 APP_DATABASE = "fixproof_bench_power_app"
 DEMO_DATABASE = "fixproof_bench_power_demo"
@@ -127,20 +115,13 @@ def main() -> None:
     parser.add_argument("--slowdown-pct", type=bounded(1, 100), default=15)
     args = parser.parse_args()
 
-    from perfruns.pipeline.cluster import stop_stale_clusters
     from perfruns.services import version_comparisons
     from perfruns.services.run_comparison import compare_runs
 
-    data_dir = Path(tempfile.mkdtemp(prefix="fixproof-bench-power-", dir="/tmp"))
-    data_dir.chmod(0o755)  # the managed cluster's OS user goes through it
-    settings.FIXPROOF_DATA_DIR = data_dir
-    # Nothing has connected yet: every row of this bench goes to a scratch database.
-    recreate(APP_DATABASE)
-    settings.DATABASES["default"]["NAME"] = APP_DATABASE
     started = time.monotonic()
-    try:
-        call_command("migrate", verbosity=0)
-        environment = review_environment(demo_dump(data_dir, DEMO_DATABASE), data_dir)
+    with scratch_review_environment(
+        app_database=APP_DATABASE, demo_database=DEMO_DATABASE
+    ) as environment:
         scenario = scenario_for(environment, args)
         planted = str(args.slowdown_pct)
         print(
@@ -188,12 +169,6 @@ def main() -> None:
         print(
             f"found={100 * found / args.trials:.0f}% false_alarms={100 * alarms / args.trials:.0f}%"
         )
-    finally:
-        connections.close_all()
-        drop(APP_DATABASE)
-        drop(DEMO_DATABASE)
-        stop_stale_clusters(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

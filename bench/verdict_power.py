@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,17 +49,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from benchsupport import (  # noqa: E402
-    bounded,
-    demo_dump,
-    drop,
-    perf_run,
-    recreate,
-    review_environment,
-)
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connections  # noqa: E402
+from benchsupport import bounded, perf_run, scratch_review_environment  # noqa: E402
 
 APP_DATABASE = "fixproof_bench_verdicts_app"
 DEMO_DATABASE = "fixproof_bench_verdicts_demo"
@@ -203,18 +191,10 @@ def main() -> None:
     parser.add_argument("--leak-mb-per-min", type=bounded(1, 100), default=2)
     args = parser.parse_args()
 
-    from perfruns.pipeline.cluster import stop_stale_clusters
-
-    data_dir = Path(tempfile.mkdtemp(prefix="fixproof-bench-verdicts-", dir="/tmp"))
-    data_dir.chmod(0o755)  # the managed cluster's OS user goes through it
-    settings.FIXPROOF_DATA_DIR = data_dir
-    # Nothing has connected yet: every row of this bench goes to a scratch database.
-    recreate(APP_DATABASE)
-    settings.DATABASES["default"]["NAME"] = APP_DATABASE
     started = time.monotonic()
-    try:
-        call_command("migrate", verbosity=0)
-        environment = review_environment(demo_dump(data_dir, DEMO_DATABASE), data_dir)
+    with scratch_review_environment(
+        app_database=APP_DATABASE, demo_database=DEMO_DATABASE
+    ) as environment:
         demo = scenario_for(
             environment, "series", args, locustfile="locustfile.py",
             env={"DEMO_PATHOLOGIES": "all", "DEMO_SLOWDOWN_PCT": "{version}"},
@@ -251,12 +231,6 @@ def main() -> None:
             f"found={100 * found / args.trials:.0f}% false_alarms={100 * alarms / judged:.0f}% "
             f"leak_found={100 * leak_found / args.trials:.0f}%"
         )
-    finally:
-        connections.close_all()
-        drop(APP_DATABASE)
-        drop(DEMO_DATABASE)
-        stop_stale_clusters(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
