@@ -129,7 +129,8 @@ def perfrun_claim(*, run_id: int) -> bool:
 
 
 def perfrun_cancel(*, run: PerfRun) -> bool:
-    """Ask a run to stop: a queued one is cancelled now, a running one at its next check."""
+    """Ask a run to stop: a queued one is cancelled now, a running one at its next check
+    (or now, when its worker is gone and nothing would check)."""
     return job_cancel(PerfRun, pk=run.pk)
 
 
