@@ -96,7 +96,7 @@ def test_a_bad_policy_names_the_file_and_the_yaml_line_and_saves_nothing(db, tmp
 
     assert str(raised.value) == (
         f"{bad}: line 3: users.email: fake kind 'emial' is not one of email, name, "
-        "first_name, last_name, phone, address, company, text, ip"
+        "first_name, last_name, phone, address, city, postcode, username, code, company, text, ip"
     )
     assert not DumpSource.objects.exists()
 
@@ -154,3 +154,15 @@ def test_it_needs_one_dsn_origin(db, policy_file):
 
     assert str(raised.value) == "Error: one of the arguments --dsn-env --dsn-file is required"
     assert not DumpSource.objects.exists()
+
+
+def test_it_creates_a_source_without_a_policy_and_an_update_keeps_the_policy(db, policy_file):
+    add_source("shop", "--dsn-env", "SHOP_DSN")
+    assert DumpSource.objects.get().policy_yaml == "tables: {}\n"
+
+    add_source("shop", "--dsn-env", "SHOP_DSN", "--policy", str(policy_file))
+    add_source("shop", "--dsn-env", "OTHER_DSN", "--retention", "3")
+
+    source = DumpSource.objects.get()
+    assert source.policy_yaml == sourcedb.POLICY
+    assert (source.dsn_env, source.retention) == ("OTHER_DSN", 3)

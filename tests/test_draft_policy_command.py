@@ -10,6 +10,7 @@ import yaml
 from django.core.management import CommandError, call_command
 
 from perfruns.masking.policy import parse_policy
+from perfruns.models import DumpSource
 from tests import sourcedb
 
 
@@ -63,13 +64,16 @@ def test_suspect_columns_get_a_strategy_and_the_reason_as_a_comment(dump_source)
         "# name contains 'phone'; 400 of 400 sampled values look like phone numbers",
         'phone: {fake: "phone"}',
     )
-    assert entry("token") == ("# name contains 'token'", "token: hash")
+    assert entry("token") == ("# name contains 'token'", 'token: {fake: "code"}')
     comment, rule = entry("profile")
     assert comment.startswith("# 400 of 400 sampled values contain IP addresses;")
-    assert comment.endswith("sampled JSON holds keys that name personal data: iban, ip")
+    assert comment.endswith("sampled JSON values hold keys that name personal data: iban, ip")
     assert rule == 'profile: {json_mask: {iban: hash, ip: {fake: "ip"}}}'
-    # A column nothing points at is kept, for a person to review, with no comment.
-    assert entry("notes") == ('phone: {fake: "phone"}', 'notes: {keep: "TODO: review"}')
+    # A text column nothing points at is for a person to review, with no comment.
+    assert entry("notes") == (
+        'phone: {fake: "phone"}',
+        'notes: {review: "nothing personal found in a sample: keep it (say why) or mask it"}',
+    )
     # Sampled values are never quoted.
     assert "@Example.COM" not in "\n".join(lines)
 
@@ -87,7 +91,29 @@ def test_an_unknown_source_is_named(db):
     with pytest.raises(CommandError) as raised:
         draft("nope")
 
-    assert str(raised.value) == "No dump source named nope."
+    assert str(raised.value) == "No dump source named nope: add it, or give --dsn-env VAR."
+
+
+def test_it_drafts_from_a_dsn_in_the_environment_before_any_source_exists(
+    db, source_db, monkeypatch
+):
+    monkeypatch.setenv("DRAFT_ME_DSN", sourcedb.server_conninfo(source_db))
+
+    text = draft("newshop", "--dsn-env", "DRAFT_ME_DSN")
+
+    assert set(parse_policy(text).tables) == set(source_columns(source_db))
+    assert not DumpSource.objects.exists()
+
+
+def test_an_empty_dsn_variable_is_named_without_a_source(db, monkeypatch):
+    monkeypatch.delenv("DRAFT_ME_DSN", raising=False)
+
+    with pytest.raises(CommandError) as raised:
+        draft("newshop", "--dsn-env", "DRAFT_ME_DSN")
+
+    assert str(raised.value) == (
+        "The environment variable DRAFT_ME_DSN is not set or empty: set it to the source's DSN."
+    )
 
 
 def test_an_unset_dsn_variable_is_named(dump_source, monkeypatch):

@@ -20,7 +20,7 @@ CREATE = reverse("perfruns:source_create")
 BAD_POLICY = "tables:\n  users:\n    email: {fake: emial}\n"
 BAD_POLICY_ERROR = (
     "line 3: users.email: fake kind 'emial' is not one of email, name, first_name, "
-    "last_name, phone, address, company, text, ip"
+    "last_name, phone, address, city, postcode, username, code, company, text, ip"
 )
 
 

@@ -13,8 +13,9 @@ In the order the snapshot step uses them:
 
 from __future__ import annotations
 
+from perfruns.masking.draft import draft_policy
 from perfruns.masking.functions import DROP_FUNCTIONS, functions_sql
-from perfruns.masking.pii import Finding, draft_policy, report, scan
+from perfruns.masking.pii import Finding, report, scan
 from perfruns.masking.policy import (
     Policy,
     PolicyError,

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import sql
 
 from perfruns.masking.functions import FAKE_FUNCTIONS, NORMALIZER, SINGLE_LOOK, helper
-from perfruns.masking.policy import Strategy
+from perfruns.masking.policy import MAPPED_FAKES, MIN_LENGTH, SHAPE_FAKES, Strategy
 from perfruns.masking.schema import ColumnInfo, TableInfo
 
 UNBOUNDED = 10485760  # the longest varchar PostgreSQL allows: "no limit" for fit()
@@ -70,7 +70,51 @@ class Loaded:
         return column
 
 
+def map_group(kind: str, width: int | None) -> str:
+    """The map a mapped fake reads (functions.build_map): one per kind and column width, so
+    that columns joined on such values keep matching."""
+    return f"{kind}:{width or 'any'}"
+
+
+def map_width(group: str) -> int:
+    width = group.partition(":")[2]
+    return int(width) if width.isdigit() else MAP_ANY_WIDTH
+
+
+MAP_ANY_WIDTH = 200  # the longest fake of a mapped kind in a column of no declared width
+
+
 def _fake(
+    kind: str,
+    value: sql.Composable,
+    *,
+    length: sql.Composable,
+    unique: sql.Composable,
+    loaded: Loaded | None,
+    width: int | None = None,
+) -> sql.Composable:
+    """The fake of a text `value` (never NULL-safe issues: NULL gives NULL).
+
+    Shape fakes permute digits and letters; mapped fakes read the map built for the
+    column's width; the digest fakes (email, text, ip) leave empty and blank values as
+    they are, and a text fake is as long as the original (`length` is the column's)."""
+    if kind in SHAPE_FAKES:
+        return sql.SQL("{}({})").format(helper(f"fake_{kind}"), value)
+    if kind in MAPPED_FAKES:
+        return sql.SQL("{}({}, {})").format(
+            helper("mapped"), sql.Literal(map_group(kind, width)), value
+        )
+    if kind == "text":
+        floor = sql.SQL("CASE WHEN {} THEN {} ELSE 1 END").format(
+            unique, sql.Literal(MIN_LENGTH["unique_text"])
+        )
+        length = sql.SQL("least(greatest(char_length({}), {}), {})").format(value, floor, length)
+    return sql.SQL("CASE WHEN btrim({v}) = '' THEN {v} ELSE {f} END").format(
+        v=value, f=_digest_fake(kind, value, length=length, unique=unique, loaded=loaded)
+    )
+
+
+def _digest_fake(
     kind: str,
     value: sql.Composable,
     *,
@@ -117,10 +161,24 @@ def _json_tree(rule: Strategy) -> _JsonTree:
 
 
 def _json_single_look(rule: Strategy | _JsonTree) -> bool:
-    """Whether every fake inside computes its HMAC once without help."""
+    """Whether every fake inside computes its HMAC once without help (and is immutable:
+    a mapped fake reads the map)."""
     if isinstance(rule, _JsonTree):
         return all(_json_single_look(sub) for sub in rule.fields.values())
-    return rule.kind != "fake" or rule.fake in SINGLE_LOOK
+    return rule.kind != "fake" or rule.fake in SINGLE_LOOK or rule.fake in SHAPE_FAKES
+
+
+def json_mapped_paths(
+    rule: Strategy, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, kind) of every mapped fake inside a json_mask."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    if rule.kind == "json_mask":
+        for key, sub in rule.fields:
+            found += json_mapped_paths(sub, (*path, key))
+    elif rule.kind == "fake" and rule.fake in MAPPED_FAKES:
+        found.append((path, rule.fake))
+    return found
 
 
 def _json_value(
@@ -144,6 +202,9 @@ def _json_value(
             return sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(rule.value)))
         case "hash":
             hashed: sql.Composable = sql.SQL("{}({}, 64)").format(helper("hash_text"), text)
+            hashed = sql.SQL("CASE WHEN btrim({t}) = '' THEN {t} ELSE {h} END").format(
+                t=text, h=hashed
+            )
             if loaded is not None:
                 hashed = loaded.add(hashed, type_=sql.SQL("text"))
             return sql.SQL("{}({})").format(helper("jstr"), hashed)
@@ -233,29 +294,44 @@ def column_expression(
                 v=sql.Literal(_constant_text(rule.value, column=column)),
                 t=column_type(column),
             )
+        case "fake" | "hash" | "mask" if column.is_array:
+            how, arg = _element_rule(rule)
+            return sql.SQL("CAST({}({}::text[], {}, {}) AS {})").format(
+                helper("each"), col, sql.Literal(how), sql.Literal(arg), column_type(column)
+            )
         case "fake":
+            text = sql.SQL("{}::text").format(col)
             expr = _fake(
                 rule.fake,
-                sql.SQL("{}::text").format(col),
+                text,
                 length=length,
                 unique=unique,
                 loaded=loaded if _text_is_immutable(column) else None,
+                width=column.max_length,
             )
             if column.category == "inet":
                 return sql.SQL("CAST({} AS {})").format(expr, column_type(column))
             return expr
         case "hash":
-            if column.base_type == "int8":
-                return sql.SQL("{}({}::bigint)").format(helper("hash_bigint"), col)
-            if column.base_type == "uuid":
-                return sql.SQL("{}({}::uuid)").format(helper("hash_uuid"), col)
-            return sql.SQL("{}({}::text, {})").format(
-                helper("hash_text"), col, sql.Literal(min(column.max_length or 64, 64))
-            )
+            return _hash(col, column)
         case "mask":
             return sql.SQL("{}({}::text, {}, {})").format(
                 helper("mask"), col, sql.Literal(rule.first), sql.Literal(rule.last)
             )
+        case "offset":
+            if not info.primary_key:
+                raise ValueError(f"{info.qualified} has no primary key for offset")
+            if column.type_class == "int":
+                moved = sql.SQL("{}({}, {})").format(
+                    helper("offset_int"),
+                    _row_key(info=info),
+                    sql.Literal(max(1, round(rule.value))),
+                )
+            else:
+                moved = sql.SQL("{}({}, {})").format(
+                    helper("offset_real"), _row_key(info=info), sql.Literal(rule.value)
+                )
+            return sql.SQL("CAST({} + {} AS {})").format(col, moved, column_type(column))
         case "date_shift":
             if not info.primary_key:
                 raise ValueError(f"{info.qualified} has no primary key for date_shift")
@@ -284,13 +360,57 @@ def column_expression(
     raise ValueError(f"no expression for strategy {rule.kind}")
 
 
+def _hash(col: sql.Identifier, column: ColumnInfo) -> sql.Composable:
+    """A keyed hash into the column's own type: same input, same output, in every table."""
+    match column.base_type:
+        case "int2" | "int4":
+            bits = 15 if column.base_type == "int2" else 31
+            return sql.SQL("CAST({}({}, {}) AS {})").format(
+                helper("hash_int"), col, sql.Literal(bits), column_type(column)
+            )
+        case "int8":
+            return sql.SQL("{}({}::bigint)").format(helper("hash_bigint"), col)
+        case "uuid":
+            return sql.SQL("{}({}::uuid)").format(helper("hash_uuid"), col)
+        case "numeric":
+            # Digits permuted in place: the same sign, scale and number of digits.
+            return sql.SQL("CAST({}({}::text, 'hash', 0, true) AS {})").format(
+                helper("shape"), col, column_type(column)
+            )
+        case "bytea":
+            return sql.SQL("{}('hash', encode({}, 'hex'))").format(helper("hmac_text"), col)
+    hashed = sql.SQL("{}({}::text, {})").format(
+        helper("hash_text"), col, sql.Literal(min(column.max_length or 64, 64))
+    )
+    return sql.SQL("CASE WHEN btrim({c}::text) = '' THEN {c}::text ELSE {h} END").format(
+        c=col, h=hashed
+    )
+
+
+def _element_rule(rule: Strategy) -> tuple[str, str]:
+    """(how, argument) of `fixproof_mask.each` for a rule applied to every array element."""
+    if rule.kind == "hash":
+        return "hash", "64"
+    if rule.kind == "mask":
+        return "mask", f"{rule.first}:{rule.last}"
+    if rule.fake in SHAPE_FAKES:
+        return "shape", rule.fake
+    if rule.fake in MAPPED_FAKES:
+        return "mapped", map_group(rule.fake, None)
+    return "fake", rule.fake
+
+
 def whole_is_immutable(rule: Strategy, column: ColumnInfo) -> bool:
     """Whether the whole masked value can be a generated column: an immutable expression
     that computes each HMAC once. (A date_shift loads the row's digest instead, one for
     all the shifted columns of the row; null and constant cost nothing.)"""
+    if column.is_array:
+        return False
     match rule.kind:
         case "fake":
-            return rule.fake in SINGLE_LOOK and _text_is_immutable(column)
+            return (rule.fake in SINGLE_LOOK or rule.fake in SHAPE_FAKES) and _text_is_immutable(
+                column
+            )
         case "hash" | "mask":
             return _text_is_immutable(column)
         case "json_drop" | "json_mask":

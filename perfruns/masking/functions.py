@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
+from perfruns.masking.policy import SHAPE_FAKES
 from perfruns.masking.schema import HELPER_SCHEMA
 
 DROP_FUNCTIONS = sql.SQL("DROP SCHEMA IF EXISTS fixproof_mask CASCADE")
@@ -46,36 +47,12 @@ LAST_NAMES = (
     "Rousseau Roux Russo Schmidt Schneider Schulz Scott Simon Smith Stewart Tanaka Taylor "
     "Thomas Torres Turner Vincent Wagner Walker Weber White Williams Wilson Wright Young"
 ).split()
-COMPANY_STEMS = (
-    "Acme Alder Alpine Amber Apex Arbor Atlas Aurora Beacon Birch Blue Bright Cascade Cedar "
-    "Cobalt Comet Copper Crest Delta Echo Ember Falcon Fern Fjord Granite Harbor Helix "
-    "Horizon Indigo Iris Juniper Keystone Lark Linden Lumen Maple Meridian Nimbus North "
-    "Oak Onyx Orbit Pine Prairie Quartz Raven Ridge River Sage Silver Solstice Spruce "
-    "Summit Tide Timber Topaz Vale Vertex Willow Zenith"
-).split()
 COMPANY_KINDS = (
     "Analytics Bakery Builders Capital Consulting Dynamics Energy Foods Freight Group "
     "Health Holdings Industries Insurance Labs Logistics Media Motors Networks Partners "
     "Pharma Retail Robotics Security Software Studio Systems Textiles Travel Ventures"
 ).split()
-STREET_NAMES = (
-    "Acacia Ash Bay Beech Bridge Brook Castle Chapel Cherry Church Cliff College Elm Field "
-    "Forest Garden Glen Grove Hawthorn Hazel Heather High Highland Hill Holly Ivy Jasmine "
-    "Kings Lake Laurel Lilac Lime Main Manor Market Meadow Mill Orchard Park Poplar Primrose "
-    "Queens Rose School Spring Station Sunset Tower Valley Victoria Water West Windsor"
-).split()
 STREET_KINDS = "Avenue Boulevard Close Court Drive Lane Place Road Square Street Way".split()
-CITIES = (
-    "Aberdeen Amiens Antwerp Arles Avignon Bergen Bilbao Bologna Bordeaux Bremen Brest Bristol "
-    "Bruges Caen Cardiff Coimbra Cork Dijon Dresden Dundee Exeter Faro Florence Galway Geneva "
-    "Genoa Ghent Girona Graz Grenoble Groningen Hamburg Hanover Innsbruck Kassel Kiel Krakow "
-    "Lausanne Leeds Leipzig Lille Limerick Linz Lisbon Liverpool Ljubljana Lorient Lucerne "
-    "Lyon Maastricht Malaga Mannheim Marseille Metz Milan Montpellier Munich Murcia Nancy "
-    "Nantes Naples Nice Nimes Norwich Nuremberg Odense Orleans Oslo Oxford Padua Palermo "
-    "Parma Perth Pisa Porto Poznan Reims Rennes Riga Rouen Salzburg Seville Siena Sligo "
-    "Split Stuttgart Tallinn Tartu Toulon Toulouse Tours Trieste Turin Utrecht Valencia "
-    "Verona Vigo Vilnius Wroclaw York Zagreb Zurich"
-).split()
 WORDS = (
     "account action address agenda answer approach area article balance basis batch board "
     "budget change channel check client column comment content contract control copy cost "
@@ -91,22 +68,24 @@ WORDS = (
 ).split()
 STARTERS = "A Another Each Every Her His Its My No One Our Some That The Their This Your".split()
 TEXT_RUN = 5
-# Built once from the lists above. A fixed postcode per town keeps an address to one
-# number and two dictionary picks.
-STREETS = [
-    f"{name} {STREET_KINDS[(i * 7) % len(STREET_KINDS)]}"
-    for i, name in enumerate(STREET_NAMES + STREET_NAMES[::-1])
+# The map's candidates are built from syllables and endings: far more of them than of any
+# dictionary (a column of 100,000 distinct surnames needs 100,000 fakes), rarely a real name.
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + [
+    c + v for c in ("ch", "sh", "th", "br", "dr", "tr", "gr") for v in "aeio"
 ]
-TOWNS = [f"{10000 + (i * 7919) % 89990:05d} {city}" for i, city in enumerate(CITIES)]
+FIRST_ENDINGS = "- a o e ia io el en in on is us ine ette ana ena ina ora ric ard".split()
+LAST_ENDINGS = (
+    "- n r s l son sen ez ov ova ini elli er ton ley ard ic os mann berg wood court ski ier "
+    "ot as ero ak and"
+).split()
+CITY_ENDINGS = (
+    "ville bourg ton stad heim ford burg mont court dale ica ano era haven field bridge port ham"
+).split()
+STREET_ENDINGS = "- n r s ley wood field brook".split()
 
+# The digest fakes: fake_<kind>(value, length, unique).
 FAKE_FUNCTIONS = {
     "email": "fake_email",
-    "name": "fake_name",
-    "first_name": "fake_first_name",
-    "last_name": "fake_last_name",
-    "phone": "fake_phone",
-    "address": "fake_address",
-    "company": "fake_company",
     "text": "fake_text",
     "ip": "fake_ip",
 }
@@ -114,7 +93,6 @@ FAKE_FUNCTIONS = {
 # 'alice@example.com' give the same fake (and the same join key) everywhere.
 NORMALIZER = {
     "email": "norm_email",
-    "phone": "norm_phone",
     "ip": "norm_ip",
 }
 # The fakes whose mk_<kind> looks into its digest once: inlined into fake_<kind>, the
@@ -187,7 +165,6 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
     ("last_name_of", "h bytea, i integer", "text", "{pick}({last_names}, h, i)"),
     ("norm_name", "v text", "text", r"lower(btrim(regexp_replace(v, '\s+', ' ', 'g')))"),
     ("norm_email", "v text", "text", r"lower(regexp_replace(v, '\s+', '', 'g'))"),
-    ("norm_phone", "v text", "text", "regexp_replace(v, '[^0-9+]', '', 'g')"),
     ("norm_ip", "v text", "text", "lower(btrim(v))"),
     (
         "mk_email",
@@ -195,16 +172,6 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
         "text",
         "rtrim(left(lower({first_name_of}(h, 0) || '.' || {last_name_of}(h, 2)),"
         " greatest(n - 33, 1)), '.') || '.' || {hexpart}(h, 8, 8) || '@example.invalid'",
-    ),
-    (
-        # 63 bits as 19 digits plus a 20th digit from other bits (66 bits in all); the
-        # fictional "+1-555-" prefix only when the column has room. No numeric: faster.
-        "mk_phone",
-        _MK,
-        "text",
-        "CASE WHEN n >= 27 THEN '+1-555-' WHEN n >= 21 THEN '+' ELSE '' END"
-        " || lpad((('x' || {hexpart}(h, 8, 8))::bit(64)::bigint & 9223372036854775807)::text,"
-        " 19, '0') || (get_byte(h, 16) % 10)::text",
     ),
     (
         # Bytes 8-15 of a digest as four groups of four hex digits. One look into the
@@ -226,35 +193,15 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
         "'2001:db8::' || {ip_groups}(h)",
     ),
     (
-        "mk_name",
-        _MK,
-        "text",
-        "{fit}({first_name_of}(h, 0) || ' ' || {last_name_of}(h, 2), {unique_suffix}(h, uniq), n)",
-    ),
-    ("mk_first_name", _MK, "text", "{fit}({first_name_of}(h, 0), {unique_suffix}(h, uniq), n)"),
-    ("mk_last_name", _MK, "text", "{fit}({last_name_of}(h, 2), {unique_suffix}(h, uniq), n)"),
-    (
-        "mk_company",
-        _MK,
-        "text",
-        "{fit}({pick}({company_stems}, h, 0) || ' ' || {pick}({company_kinds}, h, 2),"
-        " {unique_suffix}(h, uniq), n)",
-    ),
-    (
-        "mk_address",
-        _MK,
-        "text",
-        "{fit}((1 + {u16}(h, 4) % 250)::text || ' ' || {pick}({streets}, h, 0) || ', '"
-        " || {pick}({cities}, h, 2), {unique_suffix}(h, uniq), n)",
-    ),
-    (
         # A starter word and two runs of consecutive words: three looks into the digest
-        # instead of ten, because once inlined every look computes the HMAC again.
+        # instead of ten, because once inlined every look computes the HMAC again. The
+        # sentence is repeated up to n characters: the caller gives the original's length,
+        # so that a long text stays long (its size, its TOAST) and a short one short.
         "mk_text",
         _MK,
         "text",
-        "{fit}({pick}({starters}, h, 0) || ' ' || array_to_string({run}({words}, h, 2)"
-        " || {run}({words}, h, 4), ' ') || '.', {unique_suffix}(h, uniq), n)",
+        "{fit}(rtrim(repeat({pick}({starters}, h, 0) || ' ' || array_to_string({run}({words}, h, 2)"
+        " || {run}({words}, h, 4), ' ') || '. ', 1 + n / 40)), {unique_suffix}(h, uniq), n)",
     ),
     *(
         (
@@ -265,6 +212,27 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
             " n, uniq)",
         )
         for kind in FAKE_FUNCTIONS
+    ),
+    *(
+        # Shapes: a keyed permutation of the digits and letters (PL/pgSQL, below). A phone
+        # keeps its first two digits after a leading + or 0: its country or trunk prefix.
+        (
+            f"fake_{kind}",
+            "v text",
+            "text",
+            f"{{shape}}(v, '{kind}', "
+            + ("CASE WHEN v ~ '^\\s*[+0]' THEN 2 ELSE 0 END" if kind == "phone" else "0")
+            + ", false)",
+        )
+        for kind in SHAPE_FAKES
+    ),
+    # The map's candidates: a syllable pair and an ending from `endings`, capitalized.
+    (
+        "syllabic",
+        "h bytea, i integer, endings text[]",
+        "text",
+        "initcap({pick}({syllables}, h, i) || {pick}({syllables}, h, i + 2)"
+        " || {pick}(endings, h, i + 4))",
     ),
     ("hash_text", "v text, n integer", "text", "left(encode({hmac_text}('hash', v), 'hex'), n)"),
     (
@@ -280,6 +248,20 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
         "v uuid",
         "uuid",
         "encode(substring({hmac_text}('hash', v::text) FROM 1 FOR 16), 'hex')::uuid",
+    ),
+    (
+        # offset: a keyed amount per row in [-d, d] (integers) or (-d, d) (other numbers).
+        "offset_int",
+        "k text, d bigint",
+        "bigint",
+        "('x' || {hexpart}({hmac_text}('offset', k), 0, 7))::bit(56)::bigint % (2 * d + 1) - d",
+    ),
+    (
+        "offset_real",
+        "k text, d numeric",
+        "numeric",
+        "(('x' || {hexpart}({hmac_text}('offset', k), 0, 7))::bit(56)::bigint::numeric"
+        " / 72057594037927936 * 2 - 1) * d",
     ),
     (
         # A value no longer than first + last would be shown whole: mask all of it.
@@ -318,6 +300,287 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+ROUNDS = 4  # of the Feistel network of `fpe`: each is one HMAC
+SHAPE_BLOCK = 16  # characters permuted together: 26^16 stays far below the round's 2^112
+MAP_ATTEMPTS = 12  # candidates tried for a value before a hex suffix makes it distinct
+
+# The map of the mapped fakes: original -> fake per group ("kind:width"), keyed by md5 so
+# that a long value fits the index. Unlogged, in the helper schema: dropped with it, never
+# dumped, and it holds originals.
+_MAP_TABLE = """CREATE UNLOGGED TABLE {map} (grp text NOT NULL, orig text NOT NULL, fake text);
+CREATE UNIQUE INDEX ON {map} (grp, md5(orig));
+CREATE INDEX ON {map} (grp, md5(lower(orig)))"""
+
+_IMMUTABLE = "LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE"
+
+# (name, arguments, result, attributes, body): PL/pgSQL, for what needs variables or loops.
+# Placeholders as in _DEFINITIONS; no literal brace may appear in a body.
+_PROCEDURES: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        # A keyed permutation of [0, a*b): x = l*b + r, and rounds that add a keyed value of
+        # one half to the other, modulo its size (an alternating Feistel network on Z_a x Z_b,
+        # which needs no balanced halves). `inverse` undoes it.
+        "fpe",
+        "x numeric, a numeric, b numeric, tweak text, inverse boolean",
+        "numeric",
+        _IMMUTABLE,
+        """
+DECLARE
+  l numeric := div(x, b);
+  r numeric := mod(x, b);
+  h bytea;
+  f numeric;
+  i integer;
+BEGIN
+  FOR k IN 0..{rounds} - 1 LOOP
+    i := CASE WHEN inverse THEN {rounds} - 1 - k ELSE k END;
+    h := {hmac_text}('fpe', tweak || ':' || i || ':'
+                     || (CASE WHEN i % 2 = 0 THEN r ELSE l END)::text);
+    f := ('x' || encode(substring(h FROM 1 FOR 7), 'hex'))::bit(56)::bigint::numeric
+         * 72057594037927936
+         + ('x' || encode(substring(h FROM 8 FOR 7), 'hex'))::bit(56)::bigint;
+    IF i % 2 = 0 THEN
+      l := CASE WHEN inverse THEN mod(mod(l - f, a) + a, a) ELSE mod(l + f, a) END;
+    ELSE
+      r := CASE WHEN inverse THEN mod(mod(r - f, b) + b, b) ELSE mod(r + f, b) END;
+    END IF;
+  END LOOP;
+  RETURN l * b + r;
+END
+""",
+    ),
+    (
+        # One cycle through all of [0, a*b): the permutation's conjugate of x -> x + 1. A
+        # bijection (distinct values stay distinct) with no fixed point (nothing kept).
+        "fpe_cycle",
+        "x numeric, a numeric, b numeric, tweak text",
+        "numeric",
+        _IMMUTABLE,
+        """
+BEGIN
+  IF a * b <= 1 THEN
+    RETURN x;
+  END IF;
+  RETURN {fpe}(mod({fpe}(x, a, b, tweak, true) + 1, a * b), a, b, tweak, false);
+END
+""",
+    ),
+    (
+        # The value with each ASCII digit and letter replaced, the same class in the same
+        # place (a digit, an upper or a lower case letter), everything else kept; the
+        # first `keep` of them kept too. `lead`: a number's leading digit stays non-zero
+        # and a leading zero stays (numeric hash). The characters are permuted by blocks,
+        # each through fpe_cycle, tweaked by the value's shape: a bijection on values of
+        # one shape, and same digits give same digits whatever the separators.
+        "shape",
+        "v text, domain text, keep integer, lead boolean",
+        "text",
+        _IMMUTABLE,
+        """
+DECLARE
+  chars text[];
+  pos integer[] := ARRAY[]::integer[];
+  rad integer[] := ARRAY[]::integer[];
+  val integer[] := ARRAY[]::integer[];
+  sig text := '';
+  code integer;
+  seen integer := 0;
+  n integer;
+  first integer := 1;
+  last integer;
+  half integer;
+  block integer := 0;
+  x numeric;
+  a numeric;
+  b numeric;
+BEGIN
+  IF v IS NULL OR v = '' THEN
+    RETURN v;
+  END IF;
+  chars := string_to_array(v, NULL);
+  FOR i IN 1..cardinality(chars) LOOP
+    code := ascii(chars[i]);
+    CONTINUE WHEN NOT (code BETWEEN 48 AND 57 OR code BETWEEN 65 AND 90
+                       OR code BETWEEN 97 AND 122);
+    seen := seen + 1;
+    CONTINUE WHEN seen <= keep;
+    IF code <= 57 AND lead AND cardinality(pos) = 0 THEN
+      CONTINUE WHEN code = 48;
+      pos := pos || i; rad := rad || 9; val := val || (code - 49); sig := sig || 'N';
+    ELSIF code <= 57 THEN
+      pos := pos || i; rad := rad || 10; val := val || (code - 48); sig := sig || 'D';
+    ELSIF code <= 90 THEN
+      pos := pos || i; rad := rad || 26; val := val || (code - 65); sig := sig || 'U';
+    ELSE
+      pos := pos || i; rad := rad || 26; val := val || (code - 97); sig := sig || 'L';
+    END IF;
+  END LOOP;
+  n := cardinality(pos);
+  IF n = 0 THEN
+    RETURN v;
+  END IF;
+  WHILE first <= n LOOP
+    last := least(first + {block} - 1, n);
+    half := (last - first + 1) / 2;
+    x := 0; a := 1; b := 1;
+    FOR j IN first..last LOOP
+      x := x * rad[j] + val[j];
+      IF j < first + half THEN a := a * rad[j]; ELSE b := b * rad[j]; END IF;
+    END LOOP;
+    x := {fpe_cycle}(x, a, b, domain || ':' || sig || ':' || keep || ':' || block);
+    FOR j IN REVERSE last..first LOOP
+      val[j] := mod(x, rad[j])::integer;
+      x := div(x, rad[j]);
+    END LOOP;
+    block := block + 1;
+    first := last + 1;
+  END LOOP;
+  FOR j IN 1..n LOOP
+    chars[pos[j]] := chr(val[j] + CASE
+      WHEN rad[j] = 9 THEN 49 WHEN rad[j] = 10 THEN 48
+      WHEN ascii(chars[pos[j]]) <= 90 THEN 65 ELSE 97 END);
+  END LOOP;
+  RETURN array_to_string(chars, '');
+END
+""",
+    ),
+    (
+        # An integer of `bits` bits (15: int2, 31: int4) to another of the same range and
+        # sign: keys stay distinct, joins keep matching, nothing overflows.
+        "hash_int",
+        "v bigint, bits integer",
+        "bigint",
+        _IMMUTABLE,
+        """
+DECLARE
+  a numeric := (1::bigint << (bits / 2))::numeric;
+  b numeric := (1::bigint << (bits - bits / 2))::numeric;
+BEGIN
+  IF v IS NULL THEN
+    RETURN NULL;
+  ELSIF v >= 0 THEN
+    RETURN {fpe_cycle}(v, a, b, 'int:' || bits)::bigint;
+  END IF;
+  RETURN -{fpe_cycle}(-(v + 1), a, b, 'int:' || bits)::bigint - 1;
+END
+""",
+    ),
+    (
+        # A candidate fake of a mapped kind from a digest (h once: a variable).
+        "mk_mapped",
+        "kind text, h bytea",
+        "text",
+        _IMMUTABLE,
+        """
+BEGIN
+  RETURN CASE kind
+    WHEN 'first_name' THEN {syllabic}(h, 0, {first_endings})
+    WHEN 'last_name' THEN {syllabic}(h, 6, {last_endings})
+    WHEN 'name' THEN {syllabic}(h, 0, {first_endings}) || ' ' || {syllabic}(h, 6, {last_endings})
+    WHEN 'city' THEN {syllabic}(h, 0, {city_endings})
+    WHEN 'company' THEN {syllabic}(h, 0, {last_endings}) || ' ' || {pick}({company_kinds}, h, 6)
+    WHEN 'address' THEN (1 + {u16}(h, 12) % 250)::text || ' '
+      || {syllabic}(h, 0, {street_endings}) || ' ' || {pick}({street_kinds}, h, 6)
+  END;
+END
+""",
+    ),
+    (
+        # Give every original of group g a fake of its own that is no original of g
+        # (case aside), at most n characters, in the original's case when it is all upper
+        # or all lower case. Conflicts are settled by the HMAC order of the originals, so
+        # the same originals give the same map.
+        "build_map",
+        "g text, kind text, n integer",
+        "void",
+        "LANGUAGE plpgsql",
+        """
+DECLARE
+  changed bigint;
+  attempt integer := 0;
+BEGIN
+  UPDATE {map} SET fake = CASE WHEN btrim(orig) = '' THEN orig
+    ELSE left({mk_mapped}(kind, {hmac_text}(kind || ':0', orig)), n) END
+  WHERE grp = g;
+  LOOP
+    attempt := attempt + 1;
+    WITH ranked AS (
+      SELECT m.orig,
+             row_number() OVER (PARTITION BY lower(m.fake)
+                                ORDER BY {hmac_text}('order', m.orig)) AS rank,
+             EXISTS (SELECT 1 FROM {map} o
+                     WHERE o.grp = g AND md5(lower(o.orig)) = md5(lower(m.fake))
+                       AND lower(o.orig) = lower(m.fake)) AS original
+      FROM {map} m
+      WHERE m.grp = g AND btrim(m.orig) <> ''
+    )
+    UPDATE {map} m
+    SET fake = CASE
+      WHEN attempt <= {attempts}
+        THEN left({mk_mapped}(kind, {hmac_text}(kind || ':' || attempt, m.orig)), n)
+      WHEN n >= 14
+        THEN {fit}({mk_mapped}(kind, {hmac_text}(kind || ':' || attempt, m.orig)),
+                   ' ' || {hexpart}({hmac_text}('map:' || attempt, m.orig), 0, 6), n)
+      ELSE left({hexpart}({hmac_text}('map:' || attempt, m.orig), 0, 8), n) END
+    FROM ranked r
+    WHERE m.grp = g AND m.orig = r.orig AND (r.rank > 1 OR r.original);
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    EXIT WHEN changed = 0;
+    IF attempt >= {attempts} + 8 THEN
+      RAISE EXCEPTION 'no distinct fake found for every value of % (% characters)', kind, n;
+    END IF;
+  END LOOP;
+  UPDATE {map} SET fake = CASE
+    WHEN orig = upper(orig) AND orig <> lower(orig) THEN upper(fake)
+    WHEN orig = lower(orig) AND orig <> upper(orig) THEN lower(fake)
+    ELSE fake END
+  WHERE grp = g;
+END
+""",
+    ),
+    (
+        # A text rule applied to every element of an array (one dimension: a
+        # multidimensional array comes out flat), blank elements kept as they are.
+        "each",
+        "v text[], how text, arg text",
+        "text[]",
+        "LANGUAGE plpgsql STABLE PARALLEL SAFE",
+        r"""
+DECLARE
+  masked text[];
+BEGIN
+  IF v IS NULL THEN
+    RETURN NULL;
+  END IF;
+  SELECT array_agg(CASE
+    WHEN x IS NULL OR btrim(x) = '' THEN x
+    WHEN how = 'hash' THEN {hash_text}(x, arg::integer)
+    WHEN how = 'mask' THEN {mask}(x, split_part(arg, ':', 1)::integer,
+                                  split_part(arg, ':', 2)::integer)
+    WHEN how = 'mapped' THEN {mapped}(arg, x)
+    WHEN how = 'shape' THEN {shape}(x, arg,
+      CASE WHEN arg = 'phone' AND x ~ '^\s*[+0]' THEN 2 ELSE 0 END, false)
+    WHEN arg = 'email' THEN {fake_email}(x, 254, false)
+    WHEN arg = 'ip' THEN {fake_ip}(x, 64, false)
+    ELSE {fake_text}(x, char_length(x), false) END ORDER BY i)
+  INTO masked
+  FROM unnest(v) WITH ORDINALITY AS u(x, i);
+  RETURN coalesce(masked, v);
+END
+""",
+    ),
+    (
+        "mapped",
+        "g text, v text",
+        "text",
+        "LANGUAGE sql STABLE PARALLEL SAFE",
+        """
+SELECT fake FROM {map} WHERE grp = g AND md5(orig) = md5(v) AND orig = v
+""",
+    ),
+)
+
+
 NATIVE_EXTENSION = "fixproof_native"
 # The native bodies of the helpers the extension speeds up: the two that hash (the text
 # one hashes the text's bytes directly, without the SQL conversion to bytea) and the hex
@@ -344,7 +607,9 @@ def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(f"the masking key must be at least {MIN_KEY_BYTES} bytes")
     ipad, opad = _hmac_pads(key)
-    parts: dict[str, sql.Composable] = {name: helper(name) for name, _, _, _ in _DEFINITIONS}
+    parts: dict[str, sql.Composable] = {
+        name: helper(name) for name, *_ in (*_DEFINITIONS, *_PROCEDURES)
+    }
     parts.update(
         native=sql.Identifier(HELPER_SCHEMA, "fixproof_hmac_sha256"),
         native_groups=sql.Identifier(HELPER_SCHEMA, "fixproof_hex_groups"),
@@ -356,10 +621,17 @@ def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
         colon=sql.Literal(b":"),
         first_names=_words(FIRST_NAMES),
         last_names=_words(LAST_NAMES),
-        company_stems=_words(COMPANY_STEMS),
         company_kinds=_words(COMPANY_KINDS),
-        streets=_words(STREETS),
-        cities=_words(TOWNS),
+        street_kinds=_words(STREET_KINDS),
+        syllables=_words(SYLLABLES),
+        first_endings=_words(FIRST_ENDINGS),
+        last_endings=_words(LAST_ENDINGS),
+        city_endings=_words(CITY_ENDINGS),
+        street_endings=_words(STREET_ENDINGS),
+        map=helper("map"),
+        rounds=sql.Literal(ROUNDS),
+        block=sql.Literal(SHAPE_BLOCK),
+        attempts=sql.Literal(MAP_ATTEMPTS),
         starters=_words(STARTERS),
         words=_words([*WORDS, *WORDS[:TEXT_RUN]]),
         text_run=sql.Literal(TEXT_RUN),
@@ -372,6 +644,24 @@ def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
             sql.SQL("CREATE EXTENSION {} SCHEMA {}").format(
                 sql.Identifier(NATIVE_EXTENSION), sql.Identifier(HELPER_SCHEMA)
             )
+        )
+    statements.append(sql.SQL(_MAP_TABLE).format(map=helper("map")))
+    # PL/pgSQL bodies are resolved when called: these go first, since the SQL bodies below,
+    # parsed at CREATE time, call some of them.
+    for name, args, result, attributes, body in _PROCEDURES:
+        used = {k: v for k, v in parts.items() if "{" + k + "}" in body}
+        statements.append(
+            sql.SQL(
+                "CREATE FUNCTION {name}("
+                + args
+                + ") RETURNS "
+                + result
+                + " "
+                + attributes
+                + " AS $fixproof$"
+                + body
+                + "$fixproof$"
+            ).format(name=helper(name), **used)
         )
     for name, args, result, body in _DEFINITIONS:
         if native:
@@ -393,4 +683,5 @@ def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
 
 
 def _words(words: Iterable[str]) -> sql.Composed:
-    return sql.SQL("{}::text[]").format(sql.Literal(list(words)))
+    # "-" stands for the empty ending in the lists above.
+    return sql.SQL("{}::text[]").format(sql.Literal(["" if w == "-" else w for w in words]))

@@ -1,16 +1,29 @@
 """Fail closed: find columns the policy does not cover that look like personal data.
 
-A column is judged by its name (whole words, so `first_name` and `username` hit while
-`domain` and `pipeline` do not) and by a sample of its values (e-mail addresses,
-phone numbers, IP addresses, IBANs passing mod-97, card numbers passing Luhn). A
-finding never quotes a sampled value: the report must not leak what it warns about.
+Every column whose values can carry text is read, whatever its type: strings of any kind
+(citext, domains), json, arrays, composite types, hstore, xml, tsvector, and the text form
+of any other type; bytea is decoded (UTF-8 or UTF-16, gzip or zlib), and so are base64
+and percent-encoded strings. A column is judged by its name (whole words, so `first_name`
+and `username` hit while `domain` and `pipeline` do not, and `address_id` is a key, not an
+address) and by a sample of its values (e-mail addresses, phone numbers, IP addresses,
+IBANs passing mod-97, card numbers passing Luhn, keys of documents that name personal
+data). Numbers, dates, uuids and booleans are flagged only on evidence: a value that is
+a card number, or a phone-length number in a column named for phones, or a date named for
+births. What the scan cannot read (binary data that does not decode, a tsvector nothing
+recomputes) is a finding too: the policy must say what to do with it.
+
+A finding never quotes a sampled value: the report must not leak what it warns about.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
+import urllib.parse
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,41 +31,99 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from perfruns.masking.policy import MIN_LENGTH, Policy
-from perfruns.masking.schema import ColumnInfo, Schema, TableInfo
+from perfruns.masking.derived import recomputed, table_changes
+from perfruns.masking.policy import Policy
+from perfruns.masking.schema import NO_TEXT_CLASSES, ColumnInfo, Schema, TableInfo
 
 SUSPECT_SHARE = 0.10  # of the non-null sampled values
 SUSPECT_COUNT = 3  # or this many values, whatever the share
+EVIDENCE_SHARE = 0.5  # numbers: a phone or an id only when most values have its shape
+CARD_SHARE = 0.9  # a random 16-digit number passes Luhn one time in ten
+OPAQUE_SHARE = 0.5  # of the non-null sampled values: the column cannot be judged
 BIG_TABLE_ROWS = 20  # x sample_size: above this, sample pages instead of reading the head
+MAX_VALUE = 65536  # characters or bytes of a value read by the scan
+MAX_INFLATED = 1 << 20  # bytes a compressed value may inflate to
 
-# Whole words of a column name -> the kind of data they suggest.
+# Whole words of a column name -> the kind of data they suggest. English and French.
 NAME_WORDS: dict[str, str] = {
-    **dict.fromkeys(("email", "mail", "emailaddress", "mailaddress"), "email"),
-    **dict.fromkeys(("phone", "tel", "telephone", "mobile", "cell", "fax", "msisdn"), "phone"),
-    **dict.fromkeys(("first", "firstname", "given", "givenname", "forename"), "first_name"),
-    **dict.fromkeys(("last", "lastname", "surname", "family", "familyname"), "last_name"),
+    **dict.fromkeys(("email", "mail", "emailaddress", "mailaddress", "courriel", "mel"), "email"),
     **dict.fromkeys(
-        ("name", "fullname", "username", "nickname", "displayname", "maidenname"),
-        "name",
+        ("phone", "tel", "telephone", "mobile", "cell", "fax", "msisdn", "portable"), "phone"
     ),
     **dict.fromkeys(
-        ("address", "addr", "street", "city", "zip", "zipcode", "postcode", "postal"),
-        "address",
+        ("first", "firstname", "given", "givenname", "forename", "prenom"), "first_name"
     ),
-    **dict.fromkeys(("birth", "birthday", "birthdate", "dob", "born"), "birth"),
+    **dict.fromkeys(("last", "lastname", "surname", "family", "familyname", "nom"), "last_name"),
+    **dict.fromkeys(
+        ("name", "fullname", "nickname", "displayname", "maidenname", "nomcomplet"), "name"
+    ),
+    **dict.fromkeys(("username", "login", "userlogin", "screenname", "pseudo"), "username"),
+    **dict.fromkeys(("address", "addr", "street", "adresse", "rue", "voie"), "address"),
+    **dict.fromkeys(("city", "town", "ville", "commune"), "city"),
+    **dict.fromkeys(
+        ("zip", "zipcode", "postcode", "postal", "postalcode", "codepostal", "cp"), "postcode"
+    ),
+    **dict.fromkeys(("birth", "birthday", "birthdate", "dob", "born", "naissance"), "birth"),
     **dict.fromkeys(("ip", "ipaddr", "ipaddress", "ipv4", "ipv6"), "ip"),
-    **dict.fromkeys(("iban", "bic", "swift", "card", "creditcard", "ccnumber", "cvv"), "finance"),
     **dict.fromkeys(
-        ("token", "password", "passwd", "pwd", "secret", "apikey", "otp", "salt"), "secret"
+        ("iban", "bic", "swift", "card", "creditcard", "ccnumber", "cvv", "rib"), "finance"
     ),
     **dict.fromkeys(
-        ("ssn", "passport", "nationalid", "taxid", "license", "licence", "nin"), "identity"
+        (
+            "token",
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "apikey",
+            "otp",
+            "salt",
+            "privatekey",
+            "secretkey",
+            "accesskey",
+            "mdp",
+            "motdepasse",
+        ),
+        "secret",
+    ),  # fmt: skip
+    **dict.fromkeys(
+        ("ssn", "passport", "nationalid", "taxid", "license", "licence", "nin", "nir", "secu"),
+        "identity",
     ),
     **dict.fromkeys(("latitude", "longitude", "lat", "lng", "geo", "gps"), "location"),
+    **dict.fromkeys(
+        ("photo", "picture", "avatar", "selfie", "portrait", "signature", "fingerprint"), "image"
+    ),
 }
 # "first" and "last" alone are common (first_seen, last_login): they count only next
 # to "name" ("first_name"), which then reads as a first name rather than a name.
 _QUALIFIERS = {"first", "given", "last", "family"}
+# A last word that makes the column about the data, not the data: address_id is a key,
+# email_verified a flag, phone_type a label, email_sent_at a time.
+_NOT_THE_DATA = {
+    "id", "ids", "fk", "uuid", "guid", "count", "type", "kind", "status", "flag", "verified",
+    "confirmed", "enabled", "valid", "at", "on", "sent", "opened", "bounced", "optin",
+    "consent", "format", "length", "size", "seq", "version", "template", "domain",
+}  # fmt: skip
+# Words of a table (or of the word before "name") that say its rows are people: only
+# there does a bare `name` column hold a person's name. category.name, language.name and
+# film.title name other things.
+PERSON_WORDS = {
+    "user", "customer", "client", "person", "people", "employee", "staff", "member",
+    "contact", "patient", "student", "author", "actor", "profile", "driver", "guest",
+    "owner", "subscriber", "applicant", "candidate", "recipient", "sender", "buyer",
+    "seller", "tenant", "visitor", "passenger", "volunteer", "teacher", "doctor", "agent",
+    "lead", "beneficiary", "player", "worker", "manager", "participant", "attendee",
+    "traveler", "traveller", "donor", "resident", "citizen", "individual", "holder",
+    "signatory", "full", "display", "nick", "maiden", "legal", "real", "utilisateur",
+    "personne", "employe", "salarie", "adherent", "membre", "eleve", "auteur", "acteur",
+}  # fmt: skip
+_USERNAME_BEFORE_NAME = {"user", "login", "account", "screen"}
+_KIND_BEFORE_NAME = {
+    "company": "company", "business": "company", "employer": "company",
+    "organisation": "company", "organization": "company",
+    "city": "city", "town": "city", "street": "address",
+}  # fmt: skip
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _IPV4 = re.compile(
@@ -96,6 +167,14 @@ _LOOKS_LIKE = {
 }
 
 
+_LOOKS_LIKE_NUMBER = {
+    "phone": "are phone-length numbers in a column named for phones",
+    "identity": "are identifier-length numbers in a column named for identity documents",
+    "finance": "are account-length numbers in a column named for bank details",
+    "card": "are card numbers (valid Luhn check)",
+}
+
+
 @dataclass
 class Finding:
     table: str  # "public.users"
@@ -103,6 +182,7 @@ class Finding:
     reasons: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # "email", "name", "ip"... for drafts
     json_keys: list[str] = field(default_factory=list)  # suspect keys inside json values
+    undecided: bool = False  # the scan cannot read the values: the policy must decide
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,10 +191,11 @@ class Finding:
             "reasons": list(self.reasons),
             "kinds": list(self.kinds),
             "json_keys": list(self.json_keys),
+            "undecided": self.undecided,
         }
 
 
-# --- detectors ---------------------------------------------------------------------------
+# --- names ---------------------------------------------------------------------------------
 
 
 def name_words(name: str) -> list[str]:
@@ -125,25 +206,72 @@ def name_words(name: str) -> list[str]:
 
 def _singular(word: str) -> str:
     base = word.rstrip("0123456789") or word
-    if base not in NAME_WORDS and base.endswith("s") and base[:-1] in NAME_WORDS:
-        return base[:-1]
+    for known in (NAME_WORDS, PERSON_WORDS):
+        if base not in known and base.endswith("s") and base[:-1] in known:
+            return base[:-1]
     return base
 
 
-def name_kinds(name: str) -> list[tuple[str, str]]:
-    """(word, kind) for every personal-data word of a column or JSON key name."""
+def person_table(table: str) -> bool:
+    """Whether a table's name says its rows are people (customer, staff, users...)."""
+    return any(_singular(word) in PERSON_WORDS for word in name_words(table.split(".")[-1]))
+
+
+def _name_kind(previous: str | None, *, table: str | None) -> str | None:
+    """What a `name` word means after `previous` (None: it comes first)."""
+    if previous in ("first", "given", "middle", "prenom"):
+        return "first_name"
+    if previous in ("last", "family", "sur", "maiden"):
+        return "last_name"
+    if previous in _USERNAME_BEFORE_NAME:
+        return "username"
+    if previous in _KIND_BEFORE_NAME:
+        return _KIND_BEFORE_NAME[previous]
+    if previous is not None:
+        return "name" if previous in PERSON_WORDS else None
+    # A bare `name`: a person's where the rows are people (or where nothing is known).
+    return "name" if table is None or person_table(table) else None
+
+
+def name_kinds(name: str, *, table: str | None = None) -> list[tuple[str, str]]:
+    """(word, kind) for every personal-data word of a column or JSON key name.
+
+    `table` (the column's table) decides what a bare `name` is; without it, a person's."""
     words = [_singular(word) for word in name_words(name)]
-    qualifier = next((word for word in words if word in _QUALIFIERS), None)
+    if len(words) > 1 and words[-1] in _NOT_THE_DATA:
+        return []
+    # Two words that make one: api_key, zip_code, post_code, user_name.
+    joined = {a + b for a, b in zip(words, words[1:], strict=False)}
     hits: list[tuple[str, str]] = []
-    for word in words:
+    for word in sorted(joined):
         kind = NAME_WORDS.get(word)
-        if kind is None or word in _QUALIFIERS:
+        if kind is not None and kind not in ("first_name", "last_name", "name", "username"):
+            hits.append((word, kind))
+    for i, word in enumerate(words):
+        previous = words[i - 1] if i else None
+        following = words[i + 1] if i + 1 < len(words) else None
+        if word in ("name", "nom"):
+            if previous in _QUALIFIERS:
+                continue  # counted with its qualifier: first_name
+            if previous is None and following in PERSON_WORDS:
+                previous = following  # nom_client, name_of_customer reads the other way
+            kind = _name_kind(previous, table=table)
+            if word == "nom" and kind == "name":
+                kind = "last_name"  # the French nom is the family name
+        elif word in _QUALIFIERS:
+            if following not in ("name", "nom"):
+                continue  # first_seen, last_login
+            kind, word = NAME_WORDS[word], f"{word}_name"
+        elif word == "login" and previous in _QUALIFIERS:
             continue
-        if word == "name" and qualifier:
-            kind = NAME_WORDS[qualifier]
-        if (word, kind) not in hits:
+        else:
+            kind = NAME_WORDS.get(word)
+        if kind is not None and all(kind != known for _, known in hits):
             hits.append((word, kind))
     return hits
+
+
+# --- detectors ---------------------------------------------------------------------------
 
 
 def luhn_valid(digits: str) -> bool:
@@ -244,19 +372,129 @@ def _json_leaves(value: Any, keys: set[str]) -> list[str]:
     return [str(value)]
 
 
+# --- decoding ------------------------------------------------------------------------------
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{20,}={0,2}|[A-Za-z0-9_-]{20,}={0,2}")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_XML_NAMES = re.compile(r"<\s*([A-Za-z_][\w.:-]*)|\s([A-Za-z_][\w.:-]*)\s*=\s*[\"']")
+_XML_TAGS = re.compile(r"<[^>]*>")
+_HSTORE_KEYS = re.compile(r'"((?:[^"\\]|\\.)*)"\s*=>')
+_HEX_BLOB = re.compile(r"(?:\\x)?[0-9A-Fa-f]{40,}")
+
+
+def _readable(text: str) -> bool:
+    if not text:
+        return True
+    shown = sum(char.isprintable() or char in "\t\r\n" for char in text)
+    return shown / len(text) >= 0.9
+
+
+def decode_bytes(raw: bytes) -> str | None:
+    """The text a binary value holds, or None when it holds no readable text."""
+    data = bytes(raw)
+    if data[:2] == b"\x1f\x8b" or (
+        data[:1] == b"\x78" and data[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda")
+    ):
+        try:
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+            data = inflater.decompress(data, MAX_INFLATED)
+        except zlib.error:
+            return None
+    for bom, encoding in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if data.startswith(bom):
+            try:
+                text = data[2:].decode(encoding)
+            except UnicodeDecodeError:
+                return None
+            return text if _readable(text) else None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if _readable(text) else None
+
+
+def _unwrapped(text: str) -> list[str]:
+    """What a string may hide: base64 of text, percent-encoded text."""
+    found = []
+    stripped = text.strip()
+    if len(stripped) >= 20 and _BASE64.fullmatch(stripped):
+        padded = stripped + "=" * (-len(stripped) % 4)
+        try:
+            decoded = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        inner = decode_bytes(decoded) if decoded else None
+        if inner:
+            found.append(inner)
+    if _PERCENT.search(text):
+        found.append(urllib.parse.unquote(text))
+    return found
+
+
+def _markup(text: str, keys: set[str]) -> list[str]:
+    for match in _XML_NAMES.finditer(text):
+        keys.add((match.group(1) or match.group(2)).split(":")[-1])
+    return [_XML_TAGS.sub(" ", text)]
+
+
+def _json_texts(text: str, keys: set[str]) -> list[str] | None:
+    try:
+        return _json_leaves(json.loads(text), keys)
+    except (ValueError, RecursionError):
+        return None
+
+
+def value_texts(value: str | bytes, column: ColumnInfo, keys: set[str]) -> list[str] | None:
+    """The texts of one sampled value the detectors read (its keys go into `keys`), or
+    None when the value cannot be read."""
+    kind = column.element_class if column.type_class == "array" else column.type_class
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = decode_bytes(bytes(value))
+        if text is None:
+            return None
+    else:
+        text = value
+    if kind == "other" and _HEX_BLOB.fullmatch(text.strip()):
+        return None  # a type of an extension printed as hex (PostGIS' geometry...)
+    texts = [text]
+    if kind == "json" or (text[:1] in "{[" and kind in ("text", "binary")):
+        leaves = _json_texts(text, keys)
+        if leaves is not None:
+            texts = [*leaves, *keys]  # documents keyed by e-mail address are common
+    if kind == "xml" or (text.lstrip()[:1] == "<" and kind in ("text", "binary")):
+        texts += _markup(text, keys)
+    if kind == "hstore":
+        keys.update(match.group(1) for match in _HSTORE_KEYS.finditer(text))
+    if kind in ("text", "binary", "other"):
+        for inner in _unwrapped(text):
+            texts.append(inner)
+            leaves = _json_texts(inner, keys) if inner[:1] in "{[" else None
+            texts.extend(leaves or [])
+    return texts
+
+
 # --- sampling ----------------------------------------------------------------------------
 
 
-def _scanned(column: ColumnInfo) -> bool:
-    return column.category in ("text", "json", "inet") or column.array_category in ("text", "json")
+def _read_class(column: ColumnInfo) -> bool:
+    """Whether the scan samples the column's values."""
+    return column.type_class not in NO_TEXT_CLASSES and not (
+        column.type_class == "array" and column.element_class in NO_TEXT_CLASSES
+    )
+
+
+def _sampled_value(column: ColumnInfo) -> sql.Composable:
+    name = sql.Identifier(column.name)
+    if column.type_class == "binary":
+        return sql.SQL("substring({} FROM 1 FOR {})").format(name, sql.Literal(MAX_VALUE))
+    return sql.SQL("left({}::text, {})").format(name, sql.Literal(MAX_VALUE))
 
 
 def _sample(
     conn: psycopg.Connection, *, table: TableInfo, columns: list[ColumnInfo], sample_size: int
-) -> list[tuple[str | None, ...]]:
-    cols = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(column.name)) for column in columns
-    )
+) -> list[tuple[Any, ...]]:
+    cols = sql.SQL(", ").join(_sampled_value(column) for column in columns)
     head = sql.SQL("SELECT {} FROM {} LIMIT {}").format(
         cols, table.identifier, sql.Literal(sample_size)
     )
@@ -275,25 +513,58 @@ def _sample(
         return cur.execute(head).fetchall()
 
 
+# --- judging -------------------------------------------------------------------------------
+
+
+def _enough(count: int, total: int) -> bool:
+    return bool(count) and (count >= SUSPECT_COUNT or count / total >= SUSPECT_SHARE)
+
+
+def _judge_numbers(
+    column: ColumnInfo, present: list[Any], name_hits: set[str]
+) -> tuple[list[str], list[str]]:
+    """Numbers are personal data only on evidence: their shape, and for most, the name."""
+    digits = [re.sub(r"\.0*$", "", str(value).strip().lstrip("-+")) for value in present]
+    digits = [d for d in digits if d.isdigit()]
+    total = len(present)
+    lengths = {
+        "phone": (8, 15, EVIDENCE_SHARE),
+        "identity": (6, 20, EVIDENCE_SHARE),
+        "finance": (8, 34, EVIDENCE_SHARE),
+    }
+    reasons, kinds = [], []
+    for kind, (low, high, share) in lengths.items():
+        count = sum(low <= len(d) <= high for d in digits)
+        if kind in name_hits and count / total >= share:
+            reasons.append(f"{count} of {total} sampled values {_LOOKS_LIKE_NUMBER[kind]}")
+            kinds.append(kind)
+    cards = sum(13 <= len(d) <= 19 and d[0] in "3456" and luhn_valid(d) for d in digits)
+    if cards / total >= CARD_SHARE:
+        reasons.append(f"{cards} of {total} sampled values {_LOOKS_LIKE_NUMBER['card']}")
+        kinds.append("card")
+    return reasons, kinds
+
+
 def _judge_column(
-    column: ColumnInfo, values: list[str | None]
-) -> tuple[list[str], list[str], list[str]]:
-    """(reasons, kinds, suspect json keys) from the sampled values of one column."""
+    column: ColumnInfo, values: list[Any], *, name_hits: set[str]
+) -> tuple[list[str], list[str], list[str], bool]:
+    """(reasons, kinds, suspect keys, undecided) from the sampled values of one column."""
     present = [value for value in values if value is not None]
     if not present:
-        return [], [], []
+        return [], [], [], False
+    if column.type_class in ("int", "number"):
+        reasons, kinds = _judge_numbers(column, present, name_hits)
+        return reasons, kinds, [], False
     hits: Counter[str] = Counter()
     key_counts: Counter[str] = Counter()
+    unreadable = 0
     for value in present:
-        texts = [value]
-        if column.category == "json" or column.array_category == "json":
-            keys: set[str] = set()
-            try:
-                texts = _json_leaves(json.loads(value), keys)
-            except ValueError:
-                pass
-            texts.extend(keys)  # documents keyed by e-mail address are common
-            key_counts.update(key for key in keys if name_kinds(key))
+        keys: set[str] = set()
+        texts = value_texts(value, column, keys)
+        if texts is None:
+            unreadable += 1
+            continue
+        key_counts.update(key for key in keys if name_kinds(key))
         found: set[str] = set()
         for text in texts:
             found |= detect(text)
@@ -301,54 +572,110 @@ def _judge_column(
     reasons, kinds = [], []
     for detector in DETECTORS:
         count = hits[detector]
-        if count and (count >= SUSPECT_COUNT or count / len(present) >= SUSPECT_SHARE):
+        if _enough(count, len(present)):
             reasons.append(f"{count} of {len(present)} sampled values {_LOOKS_LIKE[detector]}")
             kinds.append(detector)
     suspect_keys = sorted(key_counts)
     if suspect_keys:
+        where = {"json": "JSON", "xml": "XML", "hstore": "hstore"}.get(column.type_class, "")
         reasons.append(
-            "sampled JSON holds keys that name personal data: " + ", ".join(suspect_keys)
+            f"sampled {where or 'structured'} values hold keys that name personal data: "
+            + ", ".join(suspect_keys)
         )
-    return reasons, kinds, suspect_keys
+    undecided = unreadable / len(present) >= OPAQUE_SHARE
+    if undecided:
+        what = "binary data" if column.type_class == "binary" else "encoded data"
+        reasons.append(
+            f"{unreadable} of {len(present)} sampled values are {what} that the scan cannot "
+            "read: say what to do with it (null, constant, hash, or keep with a reason)"
+        )
+    return reasons, kinds, suspect_keys, undecided
+
+
+def _name_counts(column: ColumnInfo) -> bool:
+    """Whether a personal-data word in the column's name is a finding on its own."""
+    if column.type_class in ("int", "number", "uuid", "bool", "enum"):
+        return False
+    if column.type_class == "array":
+        return column.element_class not in ("int", "number", "uuid", "bool", "enum", "date")
+    return True
+
+
+def _name_finding(table: TableInfo, column: ColumnInfo) -> tuple[Finding | None, set[str]]:
+    hits = name_kinds(column.name, table=table.name)
+    kinds = {kind for _, kind in hits}
+    if column.type_class == "date":
+        hits = [(word, kind) for word, kind in hits if kind == "birth"]
+    elif not _name_counts(column):
+        hits = []
+    if not hits:
+        return None, kinds
+    finding = Finding(table=table.qualified, column=column.name)
+    for word, kind in hits:
+        finding.reasons.append(f"name contains '{word}'")
+        if kind not in finding.kinds:
+            finding.kinds.append(kind)
+    return finding, kinds
+
+
+def _copied_derivation(policy: Policy, table: TableInfo, column: ColumnInfo) -> Finding | None:
+    """A tsvector nothing computes again, in a table whose other columns are masked: it
+    was computed from the originals, and would be copied as it is."""
+    if column.type_class != "tsvector" or column.derived or not table_changes(policy, table):
+        return None
+    return Finding(
+        table=table.qualified,
+        column=column.name,
+        reasons=[
+            "a tsvector that no trigger or generation of the table computes: it holds the "
+            "words of the original values and would be copied as it is; recompute it with "
+            "an expression, null it, or keep it with a reason"
+        ],
+        undecided=True,
+    )
 
 
 def scan(
     conn: psycopg.Connection, *, schema: Schema, policy: Policy, sample_size: int = 500
 ) -> list[Finding]:
-    """Columns the policy does not cover that look like personal data."""
+    """Columns the policy does not cover that look like personal data, or that the scan
+    cannot judge. A derived column computed again from masked values is covered."""
     findings: list[Finding] = []
     for table in schema.tables.values():
         uncovered = [
             column
             for column in table.columns
             if not policy.covers(table.schema, table.name, column.name)
+            and recomputed(policy, table, column) is None
         ]
         if not uncovered:
             continue
-        by_name: dict[str, Finding] = {}
+        found: dict[str, Finding] = {}
+        name_hits: dict[str, set[str]] = {}
         for column in uncovered:
-            hits = name_kinds(column.name)
-            if hits:
-                finding = Finding(table=table.qualified, column=column.name)
-                for word, kind in hits:
-                    finding.reasons.append(f"name contains '{word}'")
-                    if kind not in finding.kinds:
-                        finding.kinds.append(kind)
-                by_name[column.name] = finding
-        sampled = [column for column in uncovered if _scanned(column)]
+            finding, name_hits[column.name] = _name_finding(table, column)
+            if finding is not None:
+                found[column.name] = finding
+            copied = _copied_derivation(policy, table, column)
+            if copied is not None:
+                found.setdefault(column.name, copied)
+        sampled = [column for column in uncovered if _read_class(column)]
         if sampled:
             rows = _sample(conn, table=table, columns=sampled, sample_size=sample_size)
             for i, column in enumerate(sampled):
-                reasons, kinds, keys = _judge_column(column, [row[i] for row in rows])
+                reasons, kinds, keys, undecided = _judge_column(
+                    column, [row[i] for row in rows], name_hits=name_hits[column.name]
+                )
                 if not reasons:
                     continue
-                finding = by_name.setdefault(
+                finding = found.setdefault(
                     column.name, Finding(table=table.qualified, column=column.name)
                 )
-                finding.reasons.extend(reasons)
+                finding.reasons.extend(r for r in reasons if r not in finding.reasons)
                 finding.kinds.extend(kind for kind in kinds if kind not in finding.kinds)
                 finding.json_keys.extend(keys)
-        findings.extend(by_name[name] for name in sorted(by_name))
+                finding.undecided = finding.undecided or undecided
+        findings.extend(found[name] for name in sorted(found))
     return sorted(findings, key=lambda f: (f.table, f.column))
 
 
@@ -359,117 +686,3 @@ def report(findings: list[Finding]) -> str:
     return "\n".join(
         f"{finding.table}.{finding.column}: {'; '.join(finding.reasons)}" for finding in findings
     )
-
-
-# --- drafting a policy ---------------------------------------------------------------------
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-# YAML 1.1 reads these as booleans or null when unquoted.
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
-
-
-def _yaml_key(key: str) -> str:
-    if _PLAIN_KEY.fullmatch(key) and key.lower() not in _YAML_WORDS:
-        return key
-    return json.dumps(key)  # a JSON string is a valid double-quoted YAML scalar
-
-
-def _yaml_flow(data: Any) -> str:
-    if data is None:
-        return "null"
-    if isinstance(data, bool):
-        return "true" if data else "false"
-    if isinstance(data, int | float):
-        return str(data)
-    if isinstance(data, str):
-        return data if data in ("hash",) else json.dumps(data)
-    if isinstance(data, list):
-        return "[" + ", ".join(_yaml_flow(item) for item in data) + "]"
-    return "{" + ", ".join(f"{_yaml_key(k)}: {_yaml_flow(v)}" for k, v in data.items()) + "}"
-
-
-# Values whose shape is their meaning: a fake would be wrong, a hash keeps joins.
-_SENSITIVE = {"finance", "secret", "identity", "card", "iban"}
-
-
-def _fits(column: ColumnInfo, needed: int) -> bool:
-    return column.max_length is None or column.max_length >= needed
-
-
-def _text_suggestion(kinds: list[str], *, column: ColumnInfo, table: TableInfo) -> Any:
-    unique = table.in_any_unique(column.name)
-    for kind, fake in (
-        ("email", "email"),
-        ("phone", "phone"),
-        ("ip", "ip"),
-        ("first_name", "first_name"),
-        ("last_name", "last_name"),
-        ("name", "name"),
-        ("address", "address"),
-    ):
-        needed = MIN_LENGTH.get(fake, MIN_LENGTH["unique_dictionary"] if unique else 1)
-        if kind in kinds and _fits(column, needed):
-            return {"fake": fake}
-    if _fits(column, MIN_LENGTH["hash"]) and (
-        unique or {*_SENSITIVE, "email", "phone", "ip"} & set(kinds)
-    ):
-        return "hash"
-    if not column.not_null:
-        return None
-    if not unique and _fits(column, 1) and not (_SENSITIVE & set(kinds)):
-        return {"fake": "text"}
-    return {"mask": {"first": 0, "last": 0}}
-
-
-def _json_key_suggestion(key: str) -> Any:
-    kinds = [kind for _, kind in name_kinds(key)]
-    for kind in ("email", "phone", "ip", "first_name", "last_name", "name", "address"):
-        if kind in kinds:
-            return {"fake": kind}
-    return "hash"
-
-
-def _suggestion(finding: Finding, *, column: ColumnInfo, table: TableInfo) -> Any:
-    kinds = finding.kinds
-    if column.category == "json":
-        if finding.json_keys:
-            return {"json_mask": {key: _json_key_suggestion(key) for key in finding.json_keys}}
-        return None if not column.not_null else {"constant": {}}
-    if column.category == "inet":
-        return {"fake": "ip"}
-    if column.category == "text":
-        return _text_suggestion(kinds, column=column, table=table)
-    if column.category == "date" and table.primary_key:
-        return {"date_shift": 365}
-    if column.base_type in ("int8", "uuid") and not column.generated:
-        return "hash"
-    if not column.not_null:
-        return None
-    return {"keep": "TODO: review, looks personal but no strategy fits this type"}
-
-
-def draft_policy(conn: psycopg.Connection, *, schema: Schema) -> str:
-    """A starter policy listing every column: a strategy for suspect ones, with the reason
-    as a comment, and `keep: "TODO: review"` for the others. strict: true, so that a column
-    added later is refused until someone decides about it."""
-    findings = {
-        (finding.table, finding.column): finding
-        for finding in scan(conn, schema=schema, policy=Policy())
-    }
-    lines = [
-        "# Drafted by Fixproof from the database's columns and a sample of their values.",
-        "# Review every line: 'TODO: review' keeps a column exactly as it is.",
-        "strict: true",
-        "tables:",
-    ]
-    for table in schema.tables.values():
-        lines.append(f"  {_yaml_key(table.qualified)}:")
-        for column in table.columns:
-            finding = findings.get((table.qualified, column.name))
-            if finding is None:
-                suggestion: Any = {"keep": "TODO: review"}
-            else:
-                lines.append(f"    # {'; '.join(finding.reasons)}")
-                suggestion = _suggestion(finding, column=column, table=table)
-            lines.append(f"    {_yaml_key(column.name)}: {_yaml_flow(suggestion)}")
-    return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,12 @@ STRATEGIES = (
     "hash",
     "mask",
     "date_shift",
+    "offset",
     "json_drop",
     "json_mask",
+    "recompute",
+    "drop",
+    "review",
 )
 FAKE_KINDS = (
     "email",
@@ -35,12 +40,24 @@ FAKE_KINDS = (
     "last_name",
     "phone",
     "address",
+    "city",
+    "postcode",
+    "username",
+    "code",
     "company",
     "text",
     "ip",
 )
-DICTIONARY_FAKES = ("name", "first_name", "last_name", "address", "company", "text")
-TOP_LEVEL_KEYS = ("strict", "tables")
+# Fakes drawn through a map of the column's distinct values (see functions.py): each
+# original gets its own fake, so the distinct count stays, and no fake is an original.
+MAPPED_FAKES = ("name", "first_name", "last_name", "address", "city", "company")
+# Fakes that keep the original's shape: a digit for a digit, a letter for a letter, the
+# separators where they were (functions.py: a keyed permutation, so distinct stays distinct).
+SHAPE_FAKES = ("phone", "postcode", "username", "code")
+# Written by draft_policy, or by hand: a line a person must still decide.
+TODO_MARK = "todo"
+TOP_LEVEL_KEYS = ("strict", "tables", "queries", "large_objects")
+MAX_QUERIES = 100
 WHERE_KEY = "_where"
 MAX_SHIFT_DAYS = 36500
 
@@ -48,12 +65,13 @@ MAX_SHIFT_DAYS = 36500
 # it unique; longer outputs are cut from their readable part, never from those bits.
 MIN_LENGTH = {
     "email": 34,  # 1 letter + "." + 16 hex + "@example.invalid"
-    "phone": 20,  # 20 decimal digits = 64 bits
     "ip": 29,  # "2001:db8::" + 4 groups of 4 hex digits
     "hash": 16,  # 16 hex digits = 64 bits
-    "unique_dictionary": 18,  # 1 letter + " " + 16 hex
+    "unique_text": 18,  # 1 letter + " " + 16 hex
+    "mapped": 4,  # room enough for the map to find distinct fakes
 }
 INTEGER_TYPES = ("int2", "int4", "int8", "numeric", "float4", "float8", "money")
+MAX_OFFSET = 1e15
 
 
 class PolicyError(ValueError):
@@ -66,8 +84,8 @@ class PolicyError(ValueError):
 class Strategy:
     kind: str
     line: int | None = field(default=None, compare=False)
-    reason: str = ""  # keep
-    value: Any = None  # constant
+    reason: str = ""  # keep, review
+    value: Any = None  # constant; offset (the bound); recompute (the expression, or None)
     fake: str = ""  # fake
     first: int = 0  # mask
     last: int = 0  # mask
@@ -96,12 +114,27 @@ class Strategy:
                 return {"json_drop": sorted(self.keys)}
             case "json_mask":
                 return {"json_mask": {key: rule.to_data() for key, rule in self.fields}}
+            case "offset":
+                return {"offset": self.value}
+            case "recompute":
+                return {"recompute": self.value} if self.value else "recompute"
+            case "drop":
+                return "drop"
+            case "review":
+                return {"review": self.reason}
         raise AssertionError(self.kind)
 
     def describe(self) -> str:
         if self.kind == "fake":
             return f"fake: {self.fake}"
         return self.kind
+
+    @property
+    def undecided(self) -> bool:
+        """A line a person must still decide: `review`, or a keep whose reason is a TODO."""
+        if self.kind == "review":
+            return True
+        return self.kind == "keep" and bool(re.match(r"\W*todo\b", self.reason, re.IGNORECASE))
 
 
 @dataclass(frozen=True)
@@ -130,6 +163,12 @@ class TablePolicy:
 class Policy:
     strict: bool = False
     tables: dict[str, TablePolicy] = field(default_factory=dict)  # by "schema.table"
+    # Statements whose plans on the masked copy are compared with the source's (besides
+    # the source's own top statements from pg_stat_statements).
+    queries: tuple[str, ...] = ()
+    # What to do with the source's large objects: "drop", a keep Strategy, or None
+    # (not said: a source that has some is refused, since no scan reads them).
+    large_objects: Strategy | None = None
 
     def table(self, schema: str, name: str) -> TablePolicy | None:
         return self.tables.get(f"{schema}.{name}")
@@ -144,10 +183,15 @@ class Policy:
         return None if rule is None else rule.columns.get(column)
 
     def to_data(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "strict": self.strict,
             "tables": {name: self.tables[name].to_data() for name in sorted(self.tables)},
         }
+        if self.queries:
+            data["queries"] = list(self.queries)
+        if self.large_objects is not None:
+            data["large_objects"] = self.large_objects.to_data()
+        return data
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -202,8 +246,12 @@ def _parse_strategy(node: yaml.Node, *, where: str, in_json: bool = False) -> St
         return Strategy(kind="null", line=line)
     if isinstance(node, yaml.ScalarNode):
         word = node.value.strip()
-        if word in ("hash", "null"):
+        if word in ("hash", "null", "recompute", "drop"):
+            if in_json and word in ("recompute", "drop"):
+                raise PolicyError(f"{where}: {word} is not supported inside json_mask", line=line)
             return Strategy(kind=word, line=line)
+        if word == "review":
+            return Strategy(kind="review", reason="to review", line=line)
         if word == "keep":
             raise PolicyError(f'{where}: keep needs a reason, e.g. keep: "no PII"', line=line)
         if word == "truncate":
@@ -229,17 +277,46 @@ def _parse_strategy(node: yaml.Node, *, where: str, in_json: bool = False) -> St
             f"{where}: unknown strategy '{kind}'; expected one of {', '.join(STRATEGIES)}",
             line=line,
         )
-    if in_json and kind == "date_shift":
-        raise PolicyError(f"{where}: date_shift is not supported inside json_mask", line=line)
+    if in_json and kind in ("date_shift", "offset", "recompute", "drop"):
+        raise PolicyError(f"{where}: {kind} is not supported inside json_mask", line=line)
     value = None if isinstance(arg, yaml.MappingNode | yaml.SequenceNode) else _scalar(arg)
     if kind == "keep":
         if not isinstance(value, str) or not value.strip():
             raise PolicyError(f'{where}: keep needs a reason, e.g. keep: "no PII"', line=line)
         return Strategy(kind="keep", reason=value.strip(), line=line)
-    if kind in ("null", "hash"):
+    if kind in ("null", "hash", "drop"):
         if not _is_null(arg):
             raise PolicyError(f"{where}: {kind} takes no value", line=line)
         return Strategy(kind=kind, line=line)
+    if kind == "review":
+        text = "" if _is_null(arg) else value
+        if not isinstance(text, str):
+            raise PolicyError(f'{where}: review takes a note, e.g. review: "free text"', line=line)
+        return Strategy(kind="review", reason=text.strip() or "to review", line=line)
+    if kind == "recompute":
+        if _is_null(arg):
+            return Strategy(kind="recompute", line=line)
+        if not isinstance(value, str) or not value.strip():
+            raise PolicyError(
+                f"{where}: recompute takes nothing, or a SQL expression of the row's columns, "
+                "e.g. {recompute: \"to_tsvector('simple', title)\"}",
+                line=line,
+            )
+        if ";" in value:
+            raise PolicyError(f"{where}: recompute's expression must not contain ';'", line=line)
+        return Strategy(kind="recompute", value=value.strip(), line=line)
+    if kind == "offset":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value <= MAX_OFFSET
+        ):
+            raise PolicyError(
+                f"{where}: offset must be a positive number, the most a value may move "
+                f"(each row moves by its own amount up to it), not {_shown(arg)}",
+                line=line,
+            )
+        return Strategy(kind="offset", value=value, line=line)
     if kind == "constant":
         if _is_null(arg):
             raise PolicyError(f"{where}: constant needs a value (for NULL use null)", line=line)
@@ -384,6 +461,8 @@ def parse_policy(text: str) -> Policy:
         raise PolicyError("the policy must be a mapping with a 'tables:' key", line=_line(root))
     strict = False
     tables: dict[str, TablePolicy] = {}
+    queries: tuple[str, ...] = ()
+    large_objects: Strategy | None = None
     seen_tables = False
     for key, key_line, value in _pairs(root, "policy"):
         if key == "strict":
@@ -400,6 +479,10 @@ def parse_policy(text: str) -> Policy:
                 if table.qualified in tables:
                     raise PolicyError(f"{table.qualified} is listed twice", line=table_line)
                 tables[table.qualified] = table
+        elif key == "queries":
+            queries = _parse_queries(value)
+        elif key == "large_objects":
+            large_objects = _parse_large_objects(value)
         else:
             raise PolicyError(
                 f"unknown top-level key '{key}'; expected {' or '.join(TOP_LEVEL_KEYS)}",
@@ -407,7 +490,39 @@ def parse_policy(text: str) -> Policy:
             )
     if not seen_tables:
         raise PolicyError("the policy has no 'tables:' key")
-    return Policy(strict=strict, tables=tables)
+    return Policy(strict=strict, tables=tables, queries=queries, large_objects=large_objects)
+
+
+def _parse_queries(node: yaml.Node) -> tuple[str, ...]:
+    problem = "queries must be a list of SQL statements, e.g. - SELECT * FROM users WHERE id = $1"
+    if not isinstance(node, yaml.SequenceNode):
+        raise PolicyError(problem, line=_line(node))
+    if len(node.value) > MAX_QUERIES:
+        raise PolicyError(f"queries lists more than {MAX_QUERIES} statements", line=_line(node))
+    queries = []
+    for item in node.value:
+        text = _scalar(item) if isinstance(item, yaml.ScalarNode) else None
+        if not isinstance(text, str) or not text.strip():
+            raise PolicyError(problem, line=_line(item))
+        text = text.strip().rstrip(";").strip()
+        # Each one is prepared on its own: a second statement would run outside EXPLAIN.
+        if ";" in text:
+            raise PolicyError("a query must be one statement, without ';'", line=_line(item))
+        queries.append(text)
+    return tuple(queries)
+
+
+def _parse_large_objects(node: yaml.Node) -> Strategy:
+    line = _line(node)
+    if isinstance(node, yaml.ScalarNode) and node.value == "drop":
+        return Strategy(kind="drop", line=line)
+    rule = _parse_strategy(node, where="large_objects")
+    if rule.kind not in ("keep", "review"):
+        raise PolicyError(
+            'large_objects: expected drop, or keep with a reason, e.g. keep: "no personal files"',
+            line=line,
+        )
+    return rule
 
 
 def policy_hash(text: str) -> str:
@@ -430,8 +545,10 @@ def _length_needed(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> i
         return MIN_LENGTH["hash"]
     if rule.kind == "fake" and rule.fake in MIN_LENGTH:
         return MIN_LENGTH[rule.fake]
-    if rule.kind == "fake" and table.in_any_unique(column.name):
-        return MIN_LENGTH["unique_dictionary"]
+    if rule.kind == "fake" and rule.fake in MAPPED_FAKES:
+        return MIN_LENGTH["mapped"]
+    if rule.kind == "fake" and rule.fake == "text" and table.in_any_unique(column.name):
+        return MIN_LENGTH["unique_text"]
     if rule.kind == "constant":
         return len(str(rule.value))
     return 1
@@ -461,27 +578,67 @@ def _constant_problem(value: Any, *, column: ColumnInfo) -> str | None:
     return None
 
 
-def _strategy_problems(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> list[str]:
+def _text_like(column: ColumnInfo) -> bool:
+    """A string column, or an array of strings (masked element by element)."""
+    return column.category == "text" or (column.is_array and column.element_class == "text")
+
+
+def _undecided_problem(rule: Strategy, *, name: str) -> str:
+    at = _at(rule)
+    if rule.kind == "review":
+        return (
+            f"{name} still needs a person's decision ({rule.reason}): "
+            f"replace review with a strategy{at}."
+        )
+    return (
+        f'{name}: keep "{rule.reason}" is a draft\'s placeholder, not a decision: '
+        f"give the real reason, or a strategy{at}."
+    )
+
+
+def _derived_problems(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> list[str] | None:
+    """Problems of a rule on a derived column, or of recompute/drop; None: not such a case."""
+    name = f"{table.qualified}.{column.name}"
+    at = _at(rule)
+    if column.generated:
+        if rule.kind == "drop" and column.read_by_views:
+            return [
+                f"{name}: drop would break the views that read it "
+                f"({', '.join(column.read_by_views)}); recompute it instead{at}."
+            ]
+        if rule.kind in ("recompute", "drop") and not rule.value:
+            return []
+        if rule.kind == "recompute":
+            return [
+                f"{name} is a generated column: PostgreSQL computes it, "
+                f"so recompute takes no expression here{at}."
+            ]
+        return [
+            f"{name} is a generated column: mask the columns it is computed from (it is then "
+            "computed again from the masked values), recompute it, or drop it from the "
+            f"review copy{at}."
+        ]
+    if rule.kind == "drop":
+        return [f"{name}: drop applies to generated columns only; {name} is not one{at}."]
+    if rule.kind == "recompute" and not rule.value and not column.derived_by:
+        return [
+            f"{name}: no trigger of {table.qualified} computes it, so recompute needs the "
+            f"expression, e.g. recompute: \"to_tsvector('simple', title)\"{at}."
+        ]
+    if rule.kind == "recompute":
+        return []
+    return None
+
+
+def _type_problems(
+    rule: Strategy, *, table: TableInfo, column: ColumnInfo
+) -> tuple[list[str], bool]:
+    """(problems, whether the strategy fits the column's type at all)."""
     name = f"{table.qualified}.{column.name}"
     at = _at(rule)
     what = rule.describe()
-    if rule.kind == "keep":
-        return []
-    if column.generated:
-        return [f"{name} is a generated column: mask the columns it is computed from instead{at}."]
-    if column.feeds_generated:
-        # PostgreSQL refuses ALTER COLUMN ... TYPE on a column a generated column reads.
-        return [
-            f"{name} is used by a generated column of {table.qualified}, which PostgreSQL "
-            f"cannot rewrite; drop the generated column in the review copy or keep {name}{at}."
-        ]
-    if column.partition_key:
-        return [
-            f"{name} is part of the partition key of {table.qualified}, which PostgreSQL "
-            f"cannot rewrite; keep it{at}."
-        ]
-    problems = []
-    category = column.category
+    kind = column.type_class
+    problems: list[str] = []
     fits = True
     if rule.kind == "null":
         if column.not_null:
@@ -496,47 +653,63 @@ def _strategy_problems(rule: Strategy, *, table: TableInfo, column: ColumnInfo) 
                 f"use hash or a fake{at}."
             )
     elif rule.kind == "fake":
-        fits = category == "text" or (rule.fake == "ip" and category == "inet")
+        fits = _text_like(column) or (rule.fake == "ip" and column.category == "inet")
         if not fits:
             kinds = "a text or inet" if rule.fake == "ip" else "a text"
             problems.append(f"{name}: {what} needs {kinds} column, but it is {column.type}{at}.")
     elif rule.kind == "hash":
-        if column.base_type in ("int2", "int4"):
-            fits = False
+        fits = (
+            _text_like(column) or kind in ("int", "uuid", "binary") or column.base_type == "numeric"
+        )
+        if not fits:
             problems.append(
-                f"{name}: hash needs 64 bits to stay collision-free, so a bigint, text or "
-                f"uuid column, but it is {column.type}{at}."
-            )
-        elif category != "text" and column.base_type not in ("int8", "uuid"):
-            fits = False
-            problems.append(
-                f"{name}: hash needs a text, bigint or uuid column, but it is {column.type}{at}."
+                f"{name}: hash needs a text, integer, numeric, uuid or bytea column, but it is "
+                f"{column.type}{at}."
             )
     elif rule.kind == "mask":
-        if category != "text":
-            fits = False
+        fits = _text_like(column)
+        if not fits:
             problems.append(f"{name}: mask needs a text column, but it is {column.type}{at}.")
         elif column.name in table.unique_columns:
             problems.append(
                 f"{name}: mask on a unique column would make equal values; use hash{at}."
             )
-    elif rule.kind == "date_shift":
-        if category != "date":
+    elif rule.kind in ("date_shift", "offset"):
+        wanted = "date" if rule.kind == "date_shift" else "number"
+        if (rule.kind == "date_shift" and column.category != "date") or (
+            rule.kind == "offset" and kind not in ("int", "number")
+        ):
+            noun = "a date or timestamp" if wanted == "date" else "a number"
             problems.append(
-                f"{name}: date_shift needs a date or timestamp column, but it is {column.type}{at}."
+                f"{name}: {rule.kind} needs {noun} column, but it is {column.type}{at}."
             )
         if not table.primary_key:
             problems.append(
-                f"{name}: date_shift needs a primary key on {table.qualified} "
-                f"to derive each row's shift, and it has none{at}."
+                f"{name}: {rule.kind} needs a primary key on {table.qualified} "
+                f"to derive each row's {'shift' if rule.kind == 'date_shift' else 'offset'}, "
+                f"and it has none{at}."
             )
     elif rule.kind in ("json_drop", "json_mask"):
-        if category != "json":
+        if column.category != "json":
             problems.append(
                 f"{name}: {what} needs a json or jsonb column, but it is {column.type}{at}."
             )
-    if fits and category == "text" and column.max_length is not None:
+    return problems, fits
+
+
+def _strategy_problems(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> list[str]:
+    name = f"{table.qualified}.{column.name}"
+    if rule.undecided:
+        return [_undecided_problem(rule, name=name)]
+    if rule.kind == "keep":
+        return []
+    derived = _derived_problems(rule, table=table, column=column)
+    if derived is not None:
+        return derived
+    problems, fits = _type_problems(rule, table=table, column=column)
+    if fits and column.category == "text" and column.max_length is not None:
         needed = _length_needed(rule, table=table, column=column)
+        at = _at(rule)
         if needed > column.max_length and rule.kind == "constant":
             problems.append(
                 f"{name}: constant is {needed} characters, longer than {column.type}{at}."
@@ -544,18 +717,28 @@ def _strategy_problems(rule: Strategy, *, table: TableInfo, column: ColumnInfo) 
         elif needed > column.max_length:
             # Longer outputs are cut from their readable part; the HMAC part cannot be cut.
             problems.append(
-                f"{name}: {what} needs at least {needed} characters to keep the HMAC part "
-                f"that makes it unique, but the column is {column.type}{at}."
+                f"{name}: {rule.describe()} needs at least {needed} characters to stay distinct, "
+                f"but the column is {column.type}{at}."
             )
     return problems
 
 
-def _join_key(rule: Strategy | None) -> tuple[str, ...] | None:
+def hash_family(column: ColumnInfo) -> str:
+    """Which hash a column gets: equal families give equal outputs for equal inputs."""
+    if column.base_type in ("int2", "int4", "int8", "uuid", "numeric", "bytea"):
+        return column.base_type
+    return "text"
+
+
+def _join_key(rule: Strategy | None, column: ColumnInfo | None) -> tuple[Any, ...] | None:
     """What makes two masked columns hold equal values for equal inputs (None: nothing)."""
     if rule is None or rule.kind == "keep":
         return ("keep",)
     if rule.kind == "hash":
-        return ("hash",)
+        return ("hash", hash_family(column) if column else "text")
+    if rule.kind == "fake" and rule.fake in MAPPED_FAKES:
+        # One map per kind and column width (functions.py).
+        return ("fake", rule.fake, column.max_length if column else None)
     if rule.kind == "fake":
         return ("fake", rule.fake)
     return None
@@ -577,21 +760,33 @@ def _foreign_key_problems(policy: Policy, schema: Schema) -> list[str]:
                 parent_rule = policy.strategy(parent.schema, parent.name, parent_column)
                 if child_rule is not None and child_rule.kind == "null":
                     continue  # a NULL reference is always valid
-                child_key, parent_key = _join_key(child_rule), _join_key(parent_rule)
+                child_key = _join_key(child_rule, table.column(column))
+                parent_key = _join_key(parent_rule, parent.column(parent_column))
                 if child_key is not None and child_key == parent_key:
                     continue
                 child_what = child_rule.describe() if child_rule else "not masked"
                 parent_what = parent_rule.describe() if parent_rule else "not masked"
                 problems.append(
                     f"{table.qualified}.{column} references {parent.qualified}.{parent_column}"
-                    f" ({parent_what}) but is {child_what}: give both the same hash or fake, "
-                    f"or the foreign key breaks."
+                    f" ({parent_what}) but is {child_what}: give both the same hash or fake "
+                    f"on columns of the same type and width, or the foreign key breaks."
                 )
     return problems
 
 
+def _large_object_problems(policy: Policy, schema: Schema) -> list[str]:
+    if policy.large_objects is not None and policy.large_objects.undecided:
+        return [_undecided_problem(policy.large_objects, name="large_objects")]
+    if not schema.large_objects or policy.large_objects is not None:
+        return []
+    return [
+        f"the source holds {schema.large_objects} large object(s), which pg_dump copies and no "
+        'scan reads: add large_objects: drop, or large_objects: {keep: "why"}, to the policy.'
+    ]
+
+
 def validate(policy: Policy, schema: Schema) -> list[str]:
-    """Every problem of the policy against this schema, one sentence each."""
+    """Every problem of the policy against this schema, one sentence each, each once."""
     problems: list[str] = []
     for rules in policy.tables.values():
         table = schema.tables.get(rules.qualified)
@@ -608,9 +803,27 @@ def validate(policy: Policy, schema: Schema) -> list[str]:
                 continue
             problems.extend(_strategy_problems(rule, table=table, column=column))
     problems.extend(_foreign_key_problems(policy, schema))
+    problems.extend(_large_object_problems(policy, schema))
     if policy.strict:
         for table in schema.tables.values():
             for column in table.columns:
                 if not policy.covers(table.schema, table.name, column.name):
-                    problems.append(f"strict policy: {table.qualified}.{column.name} is not listed")
-    return problems
+                    problems.append(
+                        f"strict policy: {table.qualified}.{column.name} is not listed."
+                    )
+    return list(dict.fromkeys(problems))
+
+
+def undecided_lines(policy: Policy) -> list[str]:
+    """`schema.table.column (line N)` of every line still to decide, for messages."""
+    lines = []
+    for rules in policy.tables.values():
+        for name, rule in rules.columns.items():
+            if rule.undecided:
+                lines.append(
+                    f"{rules.qualified}.{name}" + (f" (line {rule.line})" if rule.line else "")
+                )
+    blobs = policy.large_objects
+    if blobs is not None and blobs.undecided:
+        lines.append("large_objects" + (f" (line {blobs.line})" if blobs.line else ""))
+    return lines

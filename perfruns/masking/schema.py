@@ -1,12 +1,13 @@
 """What the masking needs to know about a database, read from pg_catalog.
 
-One pass over the catalog per call: tables, columns, keys and foreign keys of the
-connected database, without system schemas, extension-owned objects or our own
-`fixproof_mask` helper schema.
+One pass over the catalog per call: tables, columns, keys, foreign keys and the triggers
+that compute columns, of the connected database, without system schemas, extension-owned
+objects or our own `fixproof_mask` helper schema.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import psycopg
@@ -15,6 +16,34 @@ from psycopg import sql
 HELPER_SCHEMA = "fixproof_mask"
 
 CATEGORIES = ("text", "json", "date", "inet", "other")
+
+# What the values of a type are, for the scan and for which strategies fit (`type_class`):
+# text (any string type, citext, domains over them), json, inet, date, int (int2/4/8),
+# number (numeric, floats, money), uuid, bool, binary (bytea), tsvector, xml, hstore,
+# composite, enum, array, and "other" for any other type (ranges, geometry, intervals,
+# types of extensions), whose text form the scan still reads.
+INT_TYPES = ("int2", "int4", "int8")
+NUMBER_TYPES = ("numeric", "float4", "float8", "money")
+_NAMED_CLASSES = {
+    "json": "json",
+    "jsonb": "json",
+    "inet": "inet",
+    "cidr": "inet",
+    "date": "date",
+    "timestamp": "date",
+    "timestamptz": "date",
+    "uuid": "uuid",
+    "bool": "bool",
+    "bytea": "binary",
+    "tsvector": "tsvector",
+    "xml": "xml",
+    "hstore": "hstore",
+    **dict.fromkeys(INT_TYPES, "int"),
+    **dict.fromkeys(NUMBER_TYPES, "number"),
+}
+# Classes whose values cannot hold a word of text: judged by their name only where the name
+# says what they are (a birth date), never by a sampled value.
+NO_TEXT_CLASSES = frozenset({"date", "uuid", "bool", "enum"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,16 @@ class ColumnInfo:
     compression: str = ""  # attcompression letter when set
     feeds_generated: bool = False  # used by a stored generated column
     partition_key: bool = False  # ALTER ... TYPE refuses partition key columns too
+    type_class: str = "other"  # see _NAMED_CLASSES
+    element_class: str = ""  # type_class of the elements of an array
+    generated_from: tuple[str, ...] = ()  # the columns a generated column reads
+    derived_by: tuple[str, ...] = ()  # triggers of its table that assign it
+    read_by_views: tuple[str, ...] = ()  # views and materialized views reading it
+
+    @property
+    def derived(self) -> bool:
+        """Computed from other columns: by PostgreSQL (generated) or by a trigger."""
+        return self.generated or bool(self.derived_by)
 
 
 @dataclass(frozen=True)
@@ -46,6 +85,19 @@ class ForeignKey:
 
 
 @dataclass(frozen=True)
+class TriggerInfo:
+    """A BEFORE ROW trigger on INSERT or UPDATE that assigns columns of the new row."""
+
+    name: str
+    function: str  # schema-qualified and quoted: "pg_catalog.tsvector_update_trigger"
+    arguments: tuple[str, ...]
+    assigns: tuple[str, ...]  # the columns it computes
+    language: str = ""
+    on_insert: bool = True
+    on_update: bool = True
+
+
+@dataclass(frozen=True)
 class TableInfo:
     schema: str
     name: str
@@ -55,6 +107,8 @@ class TableInfo:
     unique_sets: tuple[tuple[str, ...], ...] = ()  # every unique index, by key columns
     foreign_keys: tuple[ForeignKey, ...] = ()
     estimated_rows: float = -1.0
+    triggers: tuple[TriggerInfo, ...] = ()  # the ones that compute columns, in firing order
+    kind: str = "r"  # pg_class.relkind: r plain, p partitioned, m materialized view
 
     @property
     def qualified(self) -> str:
@@ -77,6 +131,7 @@ class TableInfo:
 @dataclass(frozen=True)
 class Schema:
     tables: dict[str, TableInfo] = field(default_factory=dict)  # by "schema.table"
+    large_objects: int = 0  # how many the database holds (pg_dump dumps them too)
 
     def table(self, schema: str, name: str) -> TableInfo | None:
         return self.tables.get(f"{schema}.{name}")
@@ -88,6 +143,20 @@ class Schema:
             for fk in table.foreign_keys
             if fk.parent == qualified
         ]
+
+
+def class_of(*, typname: str, typcategory: str, typtype: str) -> str:
+    if typname in _NAMED_CLASSES:
+        return _NAMED_CLASSES[typname]
+    if typcategory == "S":
+        return "text"
+    if typcategory == "A":
+        return "array"
+    if typtype == "c":
+        return "composite"
+    if typtype == "e":
+        return "enum"
+    return "other"
 
 
 def category_of(*, typname: str, typcategory: str) -> str:
@@ -105,10 +174,10 @@ def category_of(*, typname: str, typcategory: str) -> str:
 # Extension members are excluded through pg_depend (deptype 'e'): a table created by
 # CREATE EXTENSION is restored by the extension itself, not by our policy.
 _TABLES = """
-SELECT c.oid, n.nspname, c.relname, c.reltuples
+SELECT c.oid, n.nspname, c.relname, c.reltuples, c.relkind::text
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p')
+WHERE c.relkind = ANY(%(kinds)s)
   AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', %(helper)s)
   AND n.nspname NOT LIKE 'pg\\_%%'
@@ -143,6 +212,16 @@ SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
        EXISTS (
          SELECT 1 FROM pg_partitioned_table pt
          WHERE pt.partrelid = a.attrelid AND a.attnum = ANY(pt.partattrs::int2[])
+       ),
+       bt.typtype::text, et.typtype::text,
+       ARRAY(
+         SELECT s.attname FROM pg_attrdef ad
+         JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = a.attrelid
+         JOIN pg_attribute s ON s.attrelid = a.attrelid AND s.attnum = d.refobjsubid
+         WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND a.attgenerated <> ''
+           AND s.attnum <> a.attnum
+         ORDER BY s.attnum
        )
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
@@ -201,15 +280,135 @@ ORDER BY c.conrelid, c.conname
 """
 
 
-def introspect(conn: psycopg.Connection) -> Schema:
-    """Read the user tables of the connected database."""
+# Views and materialized views reading each column (their rewrite rules depend on it).
+_VIEW_READERS = """
+SELECT DISTINCT d.refobjid, a.attname, v.oid::regclass::text
+FROM pg_depend d
+JOIN pg_rewrite r ON r.oid = d.objid
+JOIN pg_class v ON v.oid = r.ev_class
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjsubid > 0 AND v.oid <> d.refobjid AND d.refobjid = ANY(%(oids)s)
+ORDER BY 3
+"""
+
+# BEFORE ROW triggers on INSERT or UPDATE (tgtype bits: 1 row, 2 before, 4 insert,
+# 16 update), enabled, in the order PostgreSQL fires them (by name). Those of a partition
+# come from its partitioned table's (tgparentid), which is the one listed.
+_TRIGGERS = """
+SELECT t.tgrelid, t.tgname, quote_ident(pn.nspname) || '.' || quote_ident(p.proname),
+       l.lanname, p.prosrc,
+       t.tgargs, t.tgnargs, (t.tgtype & 4) <> 0, (t.tgtype & 16) <> 0
+FROM pg_trigger t
+JOIN pg_proc p ON p.oid = t.tgfoid
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+JOIN pg_language l ON l.oid = p.prolang
+WHERE t.tgrelid = ANY(%(oids)s) AND NOT t.tgisinternal AND t.tgparentid = 0
+  AND t.tgenabled <> 'D'
+  AND (t.tgtype & 3) = 3 AND (t.tgtype & 20) <> 0
+ORDER BY t.tgrelid, t.tgname
+"""
+
+# Assignments to a column of NEW at the start of a PL/pgSQL statement (`NEW.x := ...`,
+# `NEW.x = ...`) or as a SELECT ... INTO target; a comparison `IF NEW.x = OLD.x` is not
+# at a statement's start.
+_IDENT = r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_ASSIGNMENTS = (
+    re.compile(
+        r"(?:^|;|\bthen\b|\belse\b|\bbegin\b|\bloop\b)\s*new\s*\.\s*" + _IDENT + r"\s*:?=",
+        re.IGNORECASE | re.MULTILINE,
+    ),
+    re.compile(r"\binto\s+(?:strict\s+)?new\s*\.\s*" + _IDENT, re.IGNORECASE),
+)
+# Built-in trigger functions whose first argument names the column they compute.
+_TSVECTOR_TRIGGERS = ("tsvector_update_trigger", "tsvector_update_trigger_column")
+
+
+def _identifier(text: str) -> str:
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.lower()
+
+
+def assigned_columns(
+    *, function: str, language: str, source: str, arguments: tuple[str, ...], columns: set[str]
+) -> tuple[str, ...]:
+    """The columns of `columns` a trigger function assigns in the new row."""
+    name = function.rsplit(".", 1)[-1].strip('"')
+    if name in _TSVECTOR_TRIGGERS and arguments:
+        return (arguments[0],) if arguments[0] in columns else ()
+    if language not in ("plpgsql", "sql"):
+        return ()
+    found: list[str] = []
+    for pattern in _ASSIGNMENTS:
+        for match in pattern.finditer(source or ""):
+            column = _identifier(match.group(1))
+            if column in columns and column not in found:
+                found.append(column)
+    return tuple(found)
+
+
+def _trigger_arguments(raw: bytes | None, count: int) -> tuple[str, ...]:
+    if not raw or not count:
+        return ()
+    return tuple(part.decode() for part in bytes(raw).split(b"\0")[:count])
+
+
+def introspect(conn: psycopg.Connection, *, matviews: bool = False) -> Schema:
+    """Read the user tables of the connected database (and its materialized views, which
+    only a check of a masked copy reads: they are computed again from the masked tables)."""
+    kinds = ["r", "p", "m"] if matviews else ["r", "p"]
     with conn.cursor() as cur:
-        tables = cur.execute(_TABLES, {"helper": HELPER_SCHEMA}).fetchall()
+        tables = cur.execute(_TABLES, {"helper": HELPER_SCHEMA, "kinds": kinds}).fetchall()
         oids = [row[0] for row in tables]
         columns: dict[int, list[ColumnInfo]] = {oid: [] for oid in oids}
-        for row in cur.execute(_COLUMNS, {"oids": oids}).fetchall():
+        names: dict[int, set[str]] = {oid: set() for oid in oids}
+        rows = cur.execute(_COLUMNS, {"oids": oids}).fetchall()
+        for row in rows:
+            names[row[0]].add(row[1])
+        triggers: dict[int, list[TriggerInfo]] = {}
+        derived: dict[tuple[int, str], list[str]] = {}
+        for (
+            relid,
+            tgname,
+            function,
+            language,
+            source,
+            raw,
+            nargs,
+            on_insert,
+            on_update,
+        ) in cur.execute(_TRIGGERS, {"oids": oids}).fetchall():
+            arguments = _trigger_arguments(raw, nargs)
+            assigns = assigned_columns(
+                function=function,
+                language=language,
+                source=source,
+                arguments=arguments,
+                columns=names[relid],
+            )
+            if not assigns:
+                continue
+            triggers.setdefault(relid, []).append(
+                TriggerInfo(
+                    name=tgname,
+                    function=function,
+                    arguments=arguments,
+                    assigns=assigns,
+                    language=language,
+                    on_insert=on_insert,
+                    on_update=on_update,
+                )
+            )
+            for column in assigns:
+                derived.setdefault((relid, column), []).append(tgname)
+        readers: dict[tuple[int, str], list[str]] = {}
+        for relid, column, view in cur.execute(_VIEW_READERS, {"oids": oids}).fetchall():
+            readers.setdefault((relid, column), []).append(view)
+        for row in rows:
             (relid, name, type_, not_null, generated, typname, typcat, typmod, etn, etc) = row[:10]
-            coll_schema, coll_name, storage, compression, feeds_generated, part_key = row[10:]
+            coll_schema, coll_name, storage, compression, feeds_generated, part_key = row[10:16]
+            typtype, etyptype, generated_from = row[16:]
             max_length = None
             if typname in ("varchar", "bpchar") and typmod is not None and typmod > 4:
                 max_length = typmod - 4  # VARHDRSZ: varchar(n) stores n + 4
@@ -232,6 +431,13 @@ def introspect(conn: psycopg.Connection) -> Schema:
                     compression=compression or "",
                     feeds_generated=feeds_generated,
                     partition_key=part_key,
+                    type_class=class_of(typname=typname, typcategory=typcat, typtype=typtype),
+                    element_class=class_of(typname=etn, typcategory=etc, typtype=etyptype)
+                    if is_array
+                    else "",
+                    generated_from=tuple(generated_from or ()),
+                    derived_by=tuple(derived.get((relid, name), ())),
+                    read_by_views=tuple(readers.get((relid, name), ())),
                 )
             )
         primary: dict[int, tuple[str, ...]] = {
@@ -254,8 +460,11 @@ def introspect(conn: psycopg.Connection) -> Schema:
                     on_delete=deltype,
                 )
             )
+        large_objects = int(
+            cur.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]  # type: ignore[index]
+        )
     result: dict[str, TableInfo] = {}
-    for oid, nspname, relname, reltuples in tables:
+    for oid, nspname, relname, reltuples, relkind in tables:
         sets = sorted(unique_sets.get(oid, set()))
         info = TableInfo(
             schema=nspname,
@@ -266,6 +475,8 @@ def introspect(conn: psycopg.Connection) -> Schema:
             unique_sets=tuple(sets),
             foreign_keys=tuple(fks.get(oid, ())),
             estimated_rows=float(reltuples),
+            triggers=tuple(triggers.get(oid, ())),
+            kind=relkind,
         )
         result[info.qualified] = info
-    return Schema(tables=result)
+    return Schema(tables=result, large_objects=large_objects)

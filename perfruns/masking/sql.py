@@ -35,6 +35,14 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from perfruns.masking.derived import (
+    DROPPED,
+    EXPRESSION,
+    changes,
+    recomputed,
+    reload_reason,
+    replayed_triggers,
+)
 from perfruns.masking.expressions import (
     COMPRESSION,
     STORAGE,
@@ -42,9 +50,13 @@ from perfruns.masking.expressions import (
     alter_table,
     column_expression,
     column_type,
+    json_mapped_paths,
+    map_group,
+    map_width,
     whole_is_immutable,
 )
-from perfruns.masking.policy import Policy, Strategy, TablePolicy
+from perfruns.masking.functions import helper
+from perfruns.masking.policy import MAPPED_FAKES, Policy, Strategy, TablePolicy
 from perfruns.masking.schema import ColumnInfo, ForeignKey, Schema, TableInfo
 
 
@@ -60,7 +72,7 @@ def _rewrite_clauses(
     clauses: list[sql.Composable] = []
     for column in info.columns:
         rule = table.columns.get(column.name)
-        if rule is None or rule.kind == "keep":
+        if not changes(rule) or rule is None or rule.kind in ("recompute", "drop"):
             continue
         clause = sql.SQL("ALTER COLUMN {c} TYPE {t}").format(
             c=sql.Identifier(column.name), t=column_type(column)
@@ -87,20 +99,198 @@ def _rewrite_clauses(
     return clauses
 
 
-def table_masking_sql(*, table: TablePolicy, info: TableInfo) -> sql.Composed | None:
-    """One ALTER TABLE rewriting every masked column of the table (None: nothing to mask).
+def _own_policy(table: TablePolicy) -> Policy:
+    return Policy(tables={table.qualified: table})
 
-    A USING clause that is not the column itself makes PostgreSQL write the table into
-    a new relfilenode from the old tuples: no dead tuples, one pass over the data, and
-    every USING expression sees the row's original values (so date_shift can read a
-    primary key that is itself being hashed).
+
+def _dropped(policy: Policy, info: TableInfo) -> list[ColumnInfo]:
+    return [c for c in info.columns if recomputed(policy, info, c) == DROPPED]
+
+
+def _drop_columns(info: TableInfo, dropped: list[ColumnInfo]) -> list[sql.Composed]:
+    if not dropped:
+        return []
+    return [
+        alter_table(
+            info, [sql.SQL("DROP COLUMN {}").format(sql.Identifier(c.name)) for c in dropped]
+        )
+    ]
+
+
+def table_masking_sql(
+    *, table: TablePolicy, info: TableInfo, policy: Policy | None = None
+) -> sql.Composed | None:
+    """The statement(s) masking the table (None: nothing to mask).
+
+    Mostly one ALTER TABLE rewriting every masked column. A USING clause that is not the
+    column itself makes PostgreSQL write the table into a new relfilenode from the old
+    tuples: no dead tuples, one pass over the data, and every USING expression sees the
+    row's original values (so date_shift can read a primary key that is itself being
+    hashed). A table whose derived columns must be computed again, or whose masked
+    columns a generated column reads or partition it, is reloaded instead (`reload_sql`).
+    Generated columns the policy drops go first.
     """
+    policy = policy or _own_policy(table)
+    if table.truncate:
+        return None
+    if reload_reason(policy, info) is not None:
+        return reload_sql(table=table, info=info, policy=policy)
     clauses = _rewrite_clauses(
         table=table,
         info=info,
         using=lambda rule, column: column_expression(rule=rule, column=column, info=info),
     )
-    return alter_table(info, clauses) if clauses else None
+    statements = _drop_columns(info, _dropped(policy, info))
+    if clauses:
+        statements.append(alter_table(info, clauses))
+    return sql.SQL(";\n").join(statements) if statements else None
+
+
+RELOAD_TABLE = sql.Identifier("fixproof_reload")
+
+
+def reload_sql(*, table: TablePolicy, info: TableInfo, policy: Policy) -> sql.Composed:
+    """Mask a table by reloading its rows: copy them aside, empty the table, insert them
+    back masked. What one ALTER cannot do: the inserted rows compute their generated
+    columns from the masked values, the triggers that compute columns (replayed as BEFORE
+    INSERT triggers: the restored copy has no triggers before post-data) fire on the
+    masked rows, `recompute: "expression"` columns are computed from the masked row, a
+    partition key may change (rows move to their new partition).
+
+    One multi-statement text, run as one transaction; the copy is a temporary table of the
+    session. The emptied table's new file holds no dead tuple.
+    """
+    dropped = _dropped(policy, info)
+    kept = [c for c in info.columns if c not in dropped and not c.generated]
+    only = sql.SQL("") if info.kind == "p" else sql.SQL("ONLY ")
+    inner: list[sql.Composable] = []
+    outer: list[sql.Composable] = []
+    for column in kept:
+        name = sql.Identifier(column.name)
+        rule = table.columns.get(column.name)
+        how = recomputed(policy, info, column)
+        if changes(rule) and rule is not None and rule.kind not in ("recompute", "drop"):
+            value = column_expression(rule=rule, column=column, info=info)
+            inner.append(sql.SQL("CAST({} AS {}) AS {}").format(value, column_type(column), name))
+        else:
+            inner.append(name)
+        if how == EXPRESSION and rule is not None:
+            # The policy's SQL, reading the masked row's columns by name.
+            outer.append(
+                sql.SQL("CAST(({}) AS {}) AS {}").format(
+                    sql.SQL(rule.value), column_type(column), name
+                )
+            )
+        else:
+            outer.append(name)
+    triggers = replayed_triggers(policy, info)
+    trigger_names = [sql.Identifier(f"fixproof_replay_{i}") for i in range(len(triggers))]
+    statements: list[sql.Composable] = [
+        *_drop_columns(info, dropped),
+        sql.SQL("CREATE TEMPORARY TABLE {} AS SELECT * FROM {}{}").format(
+            RELOAD_TABLE, only, info.identifier
+        ),
+        sql.SQL("TRUNCATE {}{}").format(only, info.identifier),
+    ]
+    for trigger, name in zip(triggers, trigger_names, strict=True):
+        statements.append(
+            sql.SQL(
+                "CREATE TRIGGER {} BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}({})"
+            ).format(
+                name,
+                info.identifier,
+                sql.SQL(trigger.function),
+                sql.SQL(", ").join(sql.Literal(a) for a in trigger.arguments),
+            )
+        )
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in kept)
+    statements.append(
+        sql.SQL(
+            "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {outer} FROM "
+            "(SELECT {inner} FROM {copy}) AS fixproof_masked"
+        ).format(
+            t=info.identifier,
+            cols=columns,
+            outer=sql.SQL(", ").join(outer),
+            inner=sql.SQL(", ").join(inner),
+            copy=RELOAD_TABLE,
+        )
+    )
+    statements += [
+        sql.SQL("DROP TRIGGER {} ON {}").format(name, info.identifier) for name in trigger_names
+    ]
+    statements.append(sql.SQL("DROP TABLE {}").format(RELOAD_TABLE))
+    return sql.SQL(";\n").join(statements)
+
+
+def early_maskable(*, table: TablePolicy, info: TableInfo, policy: Policy) -> bool:
+    """Whether the table may be masked as its rows load (twins, loaded HMACs) or as soon
+    as they are in: no map to build first, no reload, no column to drop, no array."""
+    if table.truncate or reload_reason(policy, info) is not None or _dropped(policy, info):
+        return False
+    for name, rule in table.columns.items():
+        column = info.column(name)
+        if column is None or not changes(rule):
+            continue
+        if rule.kind in ("offset", "recompute", "drop") or column.is_array:
+            return False
+        if rule.kind == "fake" and rule.fake in MAPPED_FAKES:
+            return False
+        if rule.kind == "json_mask" and json_mapped_paths(rule):
+            return False
+        if rule.kind == "hash" and column.base_type in ("int2", "int4", "numeric", "bytea"):
+            return False
+    return True
+
+
+def map_sql(*, policy: Policy, schema: Schema) -> list[sql.Composed]:
+    """Fill and build the maps of the mapped fakes (functions.build_map), before any table
+    reads them: each map holds the distinct values of every column (array element, JSON
+    value) of its group, so the same value gets the same fake everywhere."""
+    groups: dict[str, tuple[str, list[sql.Composable]]] = {}
+
+    def add(kind: str, width: int | None, select: sql.Composable) -> None:
+        group = map_group(kind, width)
+        groups.setdefault(group, (kind, []))[1].append(select)
+
+    for name, rules in policy.tables.items():
+        info = schema.tables.get(name)
+        if info is None or rules.truncate:
+            continue
+        for column_name, rule in rules.columns.items():
+            column = info.column(column_name)
+            if column is None:
+                continue
+            col = sql.Identifier(column_name)
+            if rule.kind == "fake" and rule.fake in MAPPED_FAKES:
+                if column.is_array:
+                    select = sql.SQL("SELECT unnest({})::text FROM {}").format(col, info.identifier)
+                    add(rule.fake, None, select)
+                else:
+                    select = sql.SQL("SELECT {}::text FROM {}").format(col, info.identifier)
+                    add(rule.fake, column.max_length, select)
+            for path, kind in json_mapped_paths(rule) if rule.kind == "json_mask" else []:
+                select = sql.SQL("SELECT {}::jsonb #>> {} FROM {}").format(
+                    col, sql.Literal(list(path)), info.identifier
+                )
+                add(kind, None, select)
+    statements = []
+    for group, (kind, selects) in sorted(groups.items()):
+        statements.append(
+            sql.SQL(
+                "INSERT INTO {m} (grp, orig) SELECT DISTINCT {g}, v FROM ({s}) AS values_(v)"
+                " WHERE v IS NOT NULL ON CONFLICT DO NOTHING"
+            ).format(m=helper("map"), g=sql.Literal(group), s=sql.SQL(" UNION ALL ").join(selects))
+        )
+        statements.append(
+            sql.SQL("SELECT {}({}, {}, {})").format(
+                helper("build_map"),
+                sql.Literal(group),
+                sql.Literal(kind),
+                sql.Literal(map_width(group)),
+            )
+        )
+    return statements
 
 
 @dataclass(frozen=True)
@@ -269,8 +459,9 @@ def plan_sql(*, policy: Policy, schema: Schema) -> list[sql.Composed]:
     cleanup = orphan_cleanup_sql(policy=policy, schema=schema)
     if cleanup is not None:
         plan.append(cleanup)
+    plan += map_sql(policy=policy, schema=schema)
     for rules, info in present:
-        statement = table_masking_sql(table=rules, info=info)
+        statement = table_masking_sql(table=rules, info=info, policy=policy)
         if statement is not None:
             plan.append(statement)
     return plan

@@ -29,12 +29,19 @@ def _check_source_fields(
 def source_save(
     *,
     name: str,
-    policy_yaml: str,
+    policy_yaml: str | None,
     dsn_env: str = "",
     dsn_file: str = "",
     retention: int | None = None,
 ) -> tuple[DumpSource, bool]:
-    """Create or update a dump source by name; returns (source, created)."""
+    """Create or update a dump source by name; returns (source, created).
+
+    `policy_yaml` None: an existing source keeps its policy, a new one starts with an empty
+    policy (every snapshot is then refused until the scan finds nothing uncovered), so that
+    `draft_policy` can read the source to draft one."""
+    if policy_yaml is None:
+        existing = DumpSource.objects.filter(name=name).first()
+        policy_yaml = existing.policy_yaml if existing is not None else "tables: {}\n"
     _check_source_fields(
         name=name,
         dsn_env=dsn_env,

@@ -17,15 +17,21 @@ class Command(BaseCommand):
         origin = parser.add_mutually_exclusive_group(required=True)
         origin.add_argument("--dsn-env", default="", help="variable holding the source's DSN")
         origin.add_argument("--dsn-file", default="", help="file holding the source's DSN")
-        parser.add_argument("--policy", required=True, help="the masking policy (YAML file)")
+        parser.add_argument(
+            "--policy",
+            help="the masking policy (YAML file); without it, a new source starts with none "
+            "(draft one with draft_policy) and an existing one keeps its own",
+        )
         parser.add_argument("--retention", type=int, help="snapshots to keep")
 
     def handle(self, *args, **options) -> None:
-        path = Path(options["policy"])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"Cannot read the policy {path}: {exc}") from None
+        path = Path(options["policy"]) if options["policy"] else None
+        text = None
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"Cannot read the policy {path}: {exc}") from None
         try:
             source, created = source_save(
                 name=options["name"],
@@ -35,7 +41,7 @@ class Command(BaseCommand):
                 retention=options["retention"],
             )
         except PolicyError as exc:
-            raise CommandError(f"{path}: {exc}") from None
+            raise CommandError(f"{path or 'policy'}: {exc}") from None
         except PipelineRefused as exc:
             raise CommandError(str(exc)) from None
         verb = "Created" if created else "Updated"
