@@ -1,14 +1,22 @@
 """Produce an anonymized snapshot of a source database (DESIGN.md step 2).
 
-    check the source   policy against its schema, fail-closed PII scan
+    check the source   policy against its schema (a draft's undecided lines refused),
+                       fail-closed PII scan
+    probe              in the scratch cluster, the source's pre-data schema and a
+                       sample of each masked table's rows, masked: every constraint the
+                       masked values break (domains, CHECKs, lengths, NOT NULL, unique)
+                       is reported before anything is dumped, naming table.column and
+                       the policy line
     dump               pg_dump -Fc of the source, read-only, into a private folder
+                       (without large objects when the policy drops them)
     mask               restore into a throw-away cluster: pre-data; data, with the
                        masked values (twins) or the HMACs computed as rows load (big
                        tables over `jobs` sessions, the others beside them); for tables
                        not masked by twins, one rewriting ALTER each (in parallel);
                        post-data (indexes and foreign keys built once, on masked data)
     verify             no sampled original value left, no PII in unlisted columns,
-                       no dead tuples
+                       no dead tuples; the plans of the source's top statements and of
+                       the policy's queries compared (plan fidelity, reported)
     write              pg_dump -Fc of the masked database, owner-only, with its sha256
 
 The raw dump and the scratch cluster are removed as soon as masking is done, and
@@ -35,22 +43,26 @@ from psycopg import sql
 from perfruns.masking import functions as masking_functions
 from perfruns.masking import sql as masking_sql
 from perfruns.masking import twins as masking_twins
+from perfruns.masking.expressions import column_expression, column_type
 from perfruns.masking.pii import report as pii_report
 from perfruns.masking.pii import scan
 from perfruns.masking.policy import (
+    SHAPE_FAKES,
     Policy,
     Strategy,
     TablePolicy,
     parse_policy,
     policy_hash,
+    undecided_lines,
     validate,
 )
 from perfruns.masking.schema import Schema, TableInfo, introspect
 from perfruns.masking.twins import RestoredColumn
 from perfruns.system import file_sha256
 
+from . import plans as plan_check
 from .cluster import ManagedCluster
-from .databases import create_database
+from .databases import create_database, drop_database
 from .pgtools import find_binary, one_value, redact, run, split_password
 from .restore import restore_dump
 
@@ -59,6 +71,8 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10
 # Original values sampled per masked column, looked for in the masked copy.
 SAMPLES_PER_COLUMN = 50
+# Rows of each masked table copied into the probe database and masked there.
+PROBE_ROWS = 2000
 # A masked table with at least this many rows (the source's estimate) loads over `jobs`
 # sessions side by side; a smaller one in one of pg_restore's.
 SPLIT_ROWS = 200_000
@@ -69,12 +83,24 @@ class SourceUnreachable(Exception):
 
 
 class PolicyInvalid(Exception):
-    def __init__(self, problems: list[str]):
+    """The policy cannot make a snapshot: the message says how many problems and what
+    kind, the report lists each once (the page shows both: the list is not repeated)."""
+
+    def __init__(self, problems: list[str], *, undecided: list[str] | None = None, lead: str = ""):
         self.report = {"policy_errors": problems, "text": "\n".join(problems)}
-        super().__init__(
-            f"The masking policy does not fit the source ({len(problems)} problem"
-            f"{'s' if len(problems) != 1 else ''}): " + "; ".join(problems)
-        )
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        if undecided:
+            lead = (
+                f"The masking policy is a draft: {len(undecided)} line"
+                f"{'s' if len(undecided) != 1 else ''} still to decide"
+                + (
+                    f", {len(problems) - len(undecided)} other problem(s)"
+                    if len(problems) > len(undecided)
+                    else ""
+                )
+            )
+        lead = lead or "The masking policy does not fit the source"
+        super().__init__(f"{lead} ({count}, listed in the report).")
 
 
 class PiiRejected(Exception):
@@ -139,7 +165,7 @@ def _sample_targets(
         if info is None or rules.truncate:
             continue
         for column, rule in rules.columns.items():
-            if rule.kind in ("keep", "date_shift", "constant"):
+            if not _survival_checked(rule, info.column(column)):
                 continue
             if rule.kind == "json_drop":
                 targets += [(info, column, key, rule) for key in rule.keys if "." not in key]
@@ -147,29 +173,33 @@ def _sample_targets(
                 targets += [
                     (info, column, key, sub)
                     for key, sub in rule.fields
-                    if sub.kind not in ("keep", "constant", "date_shift")
+                    if _survival_checked(sub, None) and sub.kind not in ("json_mask", "json_drop")
                 ]
             else:
                 targets.append((info, column, None, rule))
     return targets
 
 
+def _survival_checked(rule: Strategy, column: Any) -> bool:
+    """Whether no original value may be found in the masked column. Not for rules that
+    keep values, move them (dates, offsets), or permute them within their own kind: a
+    shape fake or an integer hash is a bijection, so another row's original legitimately
+    comes out."""
+    if rule.kind in ("keep", "review", "date_shift", "offset", "constant", "recompute", "drop"):
+        return False
+    if rule.kind == "fake" and rule.fake in SHAPE_FAKES:
+        return False
+    if column is not None and column.is_array:
+        return False
+    return not (
+        rule.kind == "hash" and column is not None and column.type_class in ("int", "number")
+    )
+
+
 def _value_expr(column: str, key: str | None) -> sql.Composable:
     if key is None:
         return sql.SQL("{}::text").format(sql.Identifier(column))
     return sql.SQL("{} ->> {}").format(sql.Identifier(column), sql.Literal(key))
-
-
-def _dictionary_can_produce(kind: str, value: str) -> bool:
-    first, last = set(masking_functions.FIRST_NAMES), set(masking_functions.LAST_NAMES)
-    if kind == "first_name":
-        return value in first
-    if kind == "last_name":
-        return value in last
-    if kind == "name":
-        head, _, tail = value.partition(" ")
-        return head in first and tail in last
-    return False
 
 
 def sample_originals(
@@ -187,10 +217,9 @@ def sample_originals(
         if rule.kind == "mask":
             # A value no longer than what mask keeps is legitimately unchanged.
             values = [v for v in values if len(v) > rule.first + rule.last]
-        if rule.kind == "fake":
-            # A real name that is also a word of the fakes' dictionary can come out of
-            # masking another value: finding it proves nothing, so it is not looked for.
-            values = [v for v in values if not _dictionary_can_produce(rule.fake, v)]
+        if rule.kind in ("fake", "hash"):
+            # Blank values stay as they are.
+            values = [v for v in values if v.strip()]
         if values:
             samples.append(
                 {"table": info.qualified, "column": column, "key": key, "values": values}
@@ -204,7 +233,7 @@ def check_source(*, dsn: str, policy_text: str) -> tuple[Policy, Schema, list[di
         schema = introspect(conn)
         problems = validate(policy, schema)
         if problems:
-            raise PolicyInvalid(problems)
+            raise PolicyInvalid(problems, undecided=undecided_lines(policy))
         findings = scan(conn, schema=schema, policy=policy)
         if findings:
             raise PiiRejected(findings)
@@ -297,7 +326,13 @@ class MaskingSteps:
         self.rewritten = {
             info.qualified
             for rules, info in self.present
-            if masking_sql.table_masking_sql(table=rules, info=info) is not None
+            if masking_sql.table_masking_sql(table=rules, info=info, policy=policy) is not None
+        }
+        # Tables masked only once all rows are in and the maps are built.
+        self.late = {
+            info.qualified
+            for rules, info in self.present
+            if not masking_sql.early_maskable(table=rules, info=info, policy=policy)
         }
         filtered = {info.qualified for rules, info in self.present if rules.where is not None}
         truncated = {info.qualified for rules, info in self.present if rules.truncate}
@@ -323,14 +358,14 @@ class MaskingSteps:
         prepared = self.prepared.get(info.qualified)
         if prepared is not None:
             return prepared
-        return masking_sql.table_masking_sql(table=rules, info=info)
+        return masking_sql.table_masking_sql(table=rules, info=info, policy=self.policy)
 
     def before_data(self) -> None:
         with self._connect() as conn:
             self.native = one_value(conn.execute(masking_functions.NATIVE_AVAILABLE))
             conn.execute(masking_functions.functions_sql(key=self.key, native=self.native))
             for rules, info in self.present:
-                if info.qualified not in self.rewritten:
+                if info.qualified not in self.rewritten or info.qualified in self.late:
                     continue
                 row = conn.execute(_PLAIN_TABLE, [info.schema, info.name]).fetchone()
                 if row is None or not row[0]:
@@ -382,6 +417,8 @@ class MaskingSteps:
             return False  # nothing to rewrite: its finish takes no time
         if not self.rows_settled or found is None or qualified not in self.rewritten:
             return False
+        if qualified in self.late:
+            return False
         statement = self._rewrite(*found)
         if statement is None:
             return False
@@ -419,6 +456,8 @@ class MaskingSteps:
                     with conn.transaction():
                         for statement in statements:
                             conn.execute(statement)
+                for statement in masking_sql.map_sql(policy=self.policy, schema=self.schema):
+                    conn.execute(statement)
                 # One rewriting statement per table, biggest first, tables in parallel.
                 rewrites = [
                     (info.estimated_rows, statement)
@@ -510,7 +549,7 @@ def restore_masked(
         if jobs > 1
         and (info := schema.tables.get(name)) is not None
         and info.estimated_rows >= split_rows
-        and masking_sql.table_masking_sql(table=rules, info=info) is not None
+        and masking_sql.table_masking_sql(table=rules, info=info, policy=policy) is not None
     }
     steps = MaskingSteps(conninfo=conninfo, policy=policy, schema=schema, key=key, jobs=jobs)
     try:
@@ -530,6 +569,188 @@ def restore_masked(
         # A restore that failed after a rewrite started: let that session end.
         with contextlib.suppress(Exception):
             steps.wait()
+
+
+# ---------------------------------------------------------------- probing
+
+
+def _masked_rules(policy: Policy, schema: Schema) -> list[tuple[TablePolicy, TableInfo]]:
+    return [
+        (rules, info)
+        for name, rules in policy.tables.items()
+        if (info := schema.tables.get(name)) is not None
+        and not rules.truncate
+        and masking_sql.table_masking_sql(table=rules, info=info, policy=policy) is not None
+    ]
+
+
+def _copy_sample(
+    source: psycopg.Connection, probe: psycopg.Connection, info: TableInfo, rows: int
+) -> None:
+    """The first `rows` rows of a table, from the source into the probe's empty table."""
+    columns = sql.SQL(", ").join(
+        sql.Identifier(column.name) for column in info.columns if not column.generated
+    )
+    only = sql.SQL("") if info.kind == "p" else sql.SQL("ONLY ")
+    read = sql.SQL("COPY (SELECT {c} FROM {o}{t} LIMIT {n}) TO STDOUT").format(
+        c=columns, o=only, t=info.identifier, n=sql.Literal(rows)
+    )
+    write = sql.SQL("COPY {t} ({c}) FROM STDIN").format(t=info.identifier, c=columns)
+    with source.cursor().copy(read) as out, probe.cursor().copy(write) as into:
+        for block in out:
+            into.write(block)
+
+
+def _where(rules: TablePolicy, column: str) -> str:
+    rule = rules.columns.get(column)
+    at = f" (policy line {rule.line})" if rule is not None and rule.line else ""
+    return f"{rules.qualified}.{column}{at}"
+
+
+def _error_text(exc: psycopg.Error) -> str:
+    return redact(exc.diag.message_primary or str(exc).strip().splitlines()[0])
+
+
+def _probe_columns(conn: psycopg.Connection, rules: TablePolicy, info: TableInfo) -> list[str]:
+    """One problem per masked column whose masked values break its type (a domain's CHECK,
+    a length) or turn a value into NULL in a NOT NULL column."""
+    problems = []
+    for column in info.columns:
+        rule = rules.columns.get(column.name)
+        if rule is None or rule.kind in ("keep", "review", "recompute", "drop", "null"):
+            continue
+        value = column_expression(rule=rule, column=column, info=info)
+        col = sql.Identifier(column.name)
+        length = (
+            sql.SQL("char_length(v::text) > {}").format(sql.Literal(column.max_length))
+            if column.max_length and not column.is_array
+            else sql.SQL("false")
+        )
+        statement = sql.SQL(
+            "SELECT count(*) FILTER (WHERE v IS NULL AND {c} IS NOT NULL),"
+            " count(*) FILTER (WHERE {long}), max(char_length(v::text))"
+            " FROM (SELECT {c}, CAST({v} AS {t}) AS v FROM {o}{table}) AS probe"
+        ).format(
+            c=col,
+            long=length,
+            v=value,
+            t=column_type(column),
+            o=sql.SQL("") if info.kind == "p" else sql.SQL("ONLY "),
+            table=info.identifier,
+        )
+        where = _where(rules, column.name)
+        try:
+            with conn.transaction():
+                nulls, long, longest = conn.execute(statement).fetchone() or (0, 0, 0)
+        except psycopg.Error as exc:
+            problems.append(
+                f"{where}: {rule.describe()} makes values that {column.type} refuses: "
+                f"{_error_text(exc)}."
+            )
+            continue
+        if nulls and column.not_null:
+            problems.append(
+                f"{where}: {rule.describe()} turns {nulls} sampled value(s) into NULL, and the "
+                "column is NOT NULL."
+            )
+        if long:
+            problems.append(
+                f"{where}: {rule.describe()} makes values of up to {longest} characters, longer "
+                f"than {column.type}."
+            )
+    return problems
+
+
+def _probe_table(
+    conn: psycopg.Connection, rules: TablePolicy, info: TableInfo, policy: Policy
+) -> list[str]:
+    """The table masked as the snapshot masks it: a CHECK or a unique key the masked rows
+    break."""
+    statement = masking_sql.table_masking_sql(table=rules, info=info, policy=policy)
+    masked = [n for n, r in rules.columns.items() if r.kind not in ("keep", "review")]
+    lines = ", ".join(_where(rules, n) for n in masked)
+    if statement is None:
+        return []
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        column = exc.diag.column_name
+        where = _where(rules, column) if column else f"{info.qualified} ({lines})"
+        constraint = exc.diag.constraint_name
+        what = f" constraint {constraint}" if constraint else ""
+        return [f"{where}: the masked rows break{what}: {_error_text(exc)}."]
+    problems = []
+    for key in info.unique_sets:
+        if not set(key) & set(masked):
+            continue
+        columns = [sql.Identifier(name) for name in key]
+        duplicate = conn.execute(
+            sql.SQL("SELECT 1 FROM {t} WHERE {nn} GROUP BY {c} HAVING count(*) > 1 LIMIT 1").format(
+                t=info.identifier,
+                nn=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in columns),
+                c=sql.SQL(", ").join(columns),
+            )
+        ).fetchone()
+        if duplicate is not None:
+            named = ", ".join(_where(rules, name) for name in key if name in masked)
+            problems.append(
+                f"{named}: the masked values repeat where ({', '.join(key)}) must be unique."
+            )
+    return problems
+
+
+def probe_masking(
+    *,
+    source_dsn: str,
+    probe_conninfo: str,
+    policy: Policy,
+    schema: Schema,
+    key: bytes,
+    work_dir: Path,
+    timeout: float,
+    rows: int = PROBE_ROWS,
+) -> list[str]:
+    """Every constraint a sample of the masked rows breaks, before anything is dumped.
+
+    The source's pre-data schema (types, domains, tables with their CHECKs and NOT NULLs)
+    is restored into the probe database, the first `rows` rows of each masked table are
+    copied in, and masked as the snapshot will mask them: column by column first (a
+    domain's CHECK, a length, a NULL), then each table as a whole (CHECKs over several
+    columns, unique keys among the sampled rows). Problems name table.column and the
+    policy line."""
+    masked = _masked_rules(policy, schema)
+    if not masked:
+        return []
+    schema_dump = work_dir / "probe-schema.dump"
+    pg_dump(conninfo=source_dsn, target=schema_dump, timeout=timeout, pre_data=True)
+    problems: list[str] = []
+
+    def between() -> None:
+        with (
+            psycopg.connect(
+                probe_conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True
+            ) as conn,
+            connect_source(source_dsn) as source,
+        ):
+            conn.execute(masking_functions.functions_sql(key=key))
+            for _rules, info in masked:
+                _copy_sample(source, conn, info, rows)
+            for statement in masking_sql.map_sql(policy=policy, schema=schema):
+                conn.execute(statement)
+            for rules, info in masked:
+                problems.extend(_probe_columns(conn, rules, info))
+            if not problems:
+                for rules, info in masked:
+                    problems.extend(_probe_table(conn, rules, info, policy))
+
+    try:
+        restore_dump(
+            dump_path=schema_dump, conninfo=probe_conninfo, jobs=1, between=between, timeout=timeout
+        )
+    finally:
+        schema_dump.unlink(missing_ok=True)
+    return list(dict.fromkeys(problems))
 
 
 # ---------------------------------------------------------------- verifying
@@ -598,12 +819,17 @@ def verify_masked(
 # ---------------------------------------------------------------- writing
 
 
-def pg_dump(*, conninfo: str, target: Path, timeout: float) -> None:
-    """pg_dump -Fc without owners, grants or security labels; password via environment."""
+def pg_dump(
+    *, conninfo: str, target: Path, timeout: float, blobs: bool = True, pre_data: bool = False
+) -> None:
+    """pg_dump -Fc without owners, grants or security labels; password via environment.
+    `blobs` False: without large objects; `pre_data`: the pre-data schema only."""
     safe, env = split_password(conninfo)
     run(
         [
             find_binary("pg_dump"),
+            *([] if blobs else ["--no-blobs"]),
+            *(["--schema-only", "--section=pre-data"] if pre_data else []),
             "--format=custom",
             "--no-owner",
             "--no-privileges",
@@ -616,6 +842,23 @@ def pg_dump(*, conninfo: str, target: Path, timeout: float) -> None:
         timeout=timeout,
         env={**os.environ, **env},
     )
+
+
+def compare_plans(*, source_dsn: str, masked_conninfo: str, policy: Policy) -> dict[str, Any]:
+    """The plan-fidelity report (plans.plan_fidelity); a failure to read plans is reported,
+    never fatal: the masked copy is already verified."""
+    try:
+        with (
+            connect_source(source_dsn) as source,
+            psycopg.connect(
+                masked_conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True
+            ) as masked,
+        ):
+            return plan_check.plan_fidelity(source, masked, queries=policy.queries)
+    except (psycopg.Error, SourceUnreachable) as exc:
+        reason = _error_text(exc) if isinstance(exc, psycopg.Error) else str(exc)
+        logger.warning("plan fidelity not checked: %s", reason)
+        return {"plans": [], "compared": 0, "changed": 0, "text": f"not checked: {reason}"}
 
 
 def _private_dir(path: Path, mode: int) -> Path:
@@ -646,14 +889,32 @@ def produce_snapshot(
     raw = _private_dir(work_dir / "raw", 0o700) / "source.dump"
     cluster = ManagedCluster(work_dir / "cluster", os_user=os_user)
     try:
-        stage("dumping the source")
-        pg_dump(conninfo=source_dsn, target=raw, timeout=timeout)
         stage("starting a scratch cluster")
         # Thrown away after: durability is traded for speed.
         cluster.initialize(
             shared_buffers="256MB", work_mem="64MB", max_connections=20, durable=False
         )
         cluster.start()
+        stage("probing the masking")
+        create_database(cluster.conninfo("postgres"), "probe")
+        problems = probe_masking(
+            source_dsn=source_dsn,
+            probe_conninfo=cluster.conninfo("probe"),
+            policy=policy,
+            schema=schema,
+            key=key,
+            work_dir=raw.parent,
+            timeout=max(60.0, deadline - time.monotonic()),
+        )
+        if problems:
+            raise PolicyInvalid(
+                problems,
+                lead="The masked values would break the copy's constraints; nothing was dumped",
+            )
+        drop_database(cluster.conninfo("postgres"), "probe")
+        stage("dumping the source")
+        dropped_blobs = policy.large_objects is not None and policy.large_objects.kind == "drop"
+        pg_dump(conninfo=source_dsn, target=raw, timeout=timeout, blobs=not dropped_blobs)
         create_database(cluster.conninfo("postgres"), "scratch")
         scratch = cluster.conninfo("scratch")
         stage("masking")
@@ -673,6 +934,8 @@ def produce_snapshot(
             checks, rows = verify_masked(conn, policy=policy, schema=schema, samples=samples)
         if not all(c["ok"] for c in checks):
             raise VerificationFailed(checks)
+        stage("comparing plans")
+        plans = compare_plans(source_dsn=source_dsn, masked_conninfo=scratch, policy=policy)
         stage("writing the dump")
         _private_dir(out_dir, 0o700)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -700,7 +963,12 @@ def produce_snapshot(
                 "checks": checks,
                 "text": "\n".join(
                     f"{'ok' if c['ok'] else 'FAILED'}  {c['name']}: {c['detail']}" for c in checks
-                ),
+                )
+                + "\n\nPlan fidelity: "
+                + plans["text"],
+                "plans": plans["plans"],
+                "compared": plans["compared"],
+                "changed": plans["changed"],
             },
         )
     finally:
