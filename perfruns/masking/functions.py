@@ -370,7 +370,7 @@ END
         # place (a digit, an upper or a lower case letter), everything else kept; the
         # first `keep` of them kept too. `lead`: a number's leading digit stays non-zero
         # and a leading zero stays (numeric hash). The characters are permuted by blocks,
-        # each through fpe_cycle, tweaked by the value's shape: a bijection on values of
+        # each through fpe, tweaked by the value's shape: a bijection on values of
         # one shape, and same digits give same digits whatever the separators.
         "shape",
         "v text, domain text, keep integer, lead boolean",
@@ -427,7 +427,7 @@ BEGIN
       x := x * rad[j] + val[j];
       IF j < first + half THEN a := a * rad[j]; ELSE b := b * rad[j]; END IF;
     END LOOP;
-    x := {fpe_cycle}(x, a, b, domain || ':' || sig || ':' || keep || ':' || block);
+    x := {fpe}(x, a, b, domain || ':' || sig || ':' || keep || ':' || block, false);
     FOR j IN REVERSE last..first LOOP
       val[j] := mod(x, rad[j])::integer;
       x := div(x, rad[j]);

@@ -224,8 +224,8 @@ def reload_sql(*, table: TablePolicy, info: TableInfo, policy: Policy) -> sql.Co
 
 
 def early_maskable(*, table: TablePolicy, info: TableInfo, policy: Policy) -> bool:
-    """Whether the table may be masked as its rows load (twins, loaded HMACs) or as soon
-    as they are in: no map to build first, no reload, no column to drop, no array."""
+    """Whether the table may be prepared before its rows load (twins, loaded HMACs): not
+    when it is reloaded, loses a column, or has a rule the load path does not know."""
     if table.truncate or reload_reason(policy, info) is not None or _dropped(policy, info):
         return False
     for name, rule in table.columns.items():
@@ -234,13 +234,19 @@ def early_maskable(*, table: TablePolicy, info: TableInfo, policy: Policy) -> bo
             continue
         if rule.kind in ("offset", "recompute", "drop") or column.is_array:
             return False
-        if rule.kind == "fake" and rule.fake in MAPPED_FAKES:
-            return False
-        if rule.kind == "json_mask" and json_mapped_paths(rule):
-            return False
         if rule.kind == "hash" and column.base_type in ("int2", "int4", "numeric", "bytea"):
             return False
     return True
+
+
+def uses_maps(table: TablePolicy) -> bool:
+    """Whether the table's masking reads the maps (map_sql): then it is rewritten only
+    once every table's rows are in and the maps are built."""
+    return any(
+        (rule.kind == "fake" and rule.fake in MAPPED_FAKES)
+        or (rule.kind == "json_mask" and bool(json_mapped_paths(rule)))
+        for rule in table.columns.values()
+    )
 
 
 def map_sql(*, policy: Policy, schema: Schema) -> list[sql.Composed]:

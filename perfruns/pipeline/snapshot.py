@@ -328,7 +328,7 @@ class MaskingSteps:
             for rules, info in self.present
             if masking_sql.table_masking_sql(table=rules, info=info, policy=policy) is not None
         }
-        # Tables masked only once all rows are in and the maps are built.
+        # Tables masked only once all rows are in, by the statement of table_masking_sql.
         self.late = {
             info.qualified
             for rules, info in self.present
@@ -417,7 +417,7 @@ class MaskingSteps:
             return False  # nothing to rewrite: its finish takes no time
         if not self.rows_settled or found is None or qualified not in self.rewritten:
             return False
-        if qualified in self.late:
+        if qualified in self.late or masking_sql.uses_maps(found[0]):
             return False
         statement = self._rewrite(*found)
         if statement is None:
