@@ -647,37 +647,24 @@ def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
         )
     statements.append(sql.SQL(_MAP_TABLE).format(map=helper("map")))
     # PL/pgSQL bodies are resolved when called: these go first, since the SQL bodies below,
-    # parsed at CREATE time, call some of them.
-    for name, args, result, attributes, body in _PROCEDURES:
-        used = {k: v for k, v in parts.items() if "{" + k + "}" in body}
-        statements.append(
-            sql.SQL(
-                "CREATE FUNCTION {name}("
-                + args
-                + ") RETURNS "
-                + result
-                + " "
-                + attributes
-                + " AS $fixproof$"
-                + body
-                + "$fixproof$"
-            ).format(name=helper(name), **used)
+    # parsed at CREATE time, call some of them. A SQL-standard body (RETURN ...) is parsed
+    # once, at CREATE time; a single expression of immutable functions is then inlined by
+    # the planner at each call.
+    definitions = [
+        (name, args, result, f"{attributes} AS $fixproof${body}$fixproof$")
+        for name, args, result, attributes, body in _PROCEDURES
+    ] + [
+        (name, args, result, "LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN " + body)
+        for name, args, result, body in (
+            (n, a, r, _NATIVE_BODIES.get(n, b) if native else b) for n, a, r, b in _DEFINITIONS
         )
-    for name, args, result, body in _DEFINITIONS:
-        if native:
-            body = _NATIVE_BODIES.get(name, body)
-        used = {k: v for k, v in parts.items() if "{" + k + "}" in body}
-        # A SQL-standard body (RETURN ...) is parsed once, at CREATE time; a single
-        # expression of immutable functions is then inlined by the planner at each call.
+    ]
+    for name, args, result, rest in definitions:
+        used = {k: v for k, v in parts.items() if "{" + k + "}" in rest}
         statements.append(
-            sql.SQL(
-                "CREATE FUNCTION {name}("
-                + args
-                + ") RETURNS "
-                + result
-                + " LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN "
-                + body
-            ).format(name=helper(name), **used)
+            sql.SQL("CREATE FUNCTION {name}(" + args + ") RETURNS " + result + " " + rest).format(
+                name=helper(name), **used
+            )
         )
     return sql.SQL(";\n").join(statements)
 
