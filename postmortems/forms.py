@@ -142,6 +142,9 @@ class RowForm(forms.Form):
 
 class ImpactForm(RowForm):
     label = forms.CharField(max_length=300, label=_("Impact"))
+    value_before = forms.DecimalField(
+        max_digits=20, decimal_places=4, required=False, label=_("Before")
+    )
     value = forms.DecimalField(max_digits=20, decimal_places=4, required=False, label=_("Value"))
     unit = forms.CharField(max_length=60, required=False, label=_("Unit"))
     window = forms.CharField(max_length=120, required=False, label=_("Window"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import difflib
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 from django.db.models import Field, Model
 from django.utils import timezone
 
+from . import wikidoc
 from .models import (
     Action,
     ActionKind,
@@ -117,32 +119,75 @@ _SECTION_ALIASES = {
     "team": ["team", "equipe"],
     "services": ["services", "service"],
     "when": ["when", "quand", "incident window", "fenetre"],
-    "summary": ["summary", "resume", "synthese", "executive summary"],
-    "impacts": ["impacts", "impact"],
-    "root_causes": ["root causes", "root cause", "causes racines", "cause racine", "causes"],
-    "trigger": ["trigger", "declencheur", "element declencheur"],
-    "resolution": ["resolution"],
-    "detection": ["detection"],
-    "timeline": ["timeline", "chronologie"],
-    "actions": ["actions", "action items", "plan d action"],
-    "lessons_learned": [
-        "lessons learned",
-        "lessons learnt",
-        "lessons",
-        "lecons apprises",
-        "enseignements",
-        "lecons",
-        "retour d experience",
+    "summary": [
+        "summary", "resume", "synthese", "executive summary", "overview", "tl;dr", "tldr",
+        "what happened", "ce qui s est passe", "description", "incident summary",
     ],
-}
+    "impacts": [
+        "impacts", "impact", "impact overview", "customer impact", "user impact",
+        "impact client", "impact utilisateurs", "consequences",
+    ],
+    "root_causes": [
+        "root causes", "root cause", "root cause(s)", "root cause analysis", "causes racines",
+        "cause racine", "causes", "cause", "analyse des causes", "why it happened",
+        "contributing factors", "facteurs contributifs",
+    ],
+    "trigger": ["trigger", "declencheur", "element declencheur", "triggers"],
+    "resolution": [
+        "resolution", "resolution and recovery", "recovery", "remediation", "fix",
+        "resolution et retablissement", "retablissement",
+    ],
+    "detection": ["detection", "how we found out", "how it was detected"],
+    "timeline": [
+        "timeline", "chronologie", "timeline (all times utc)", "detailed timeline",
+        "deroule", "deroulement", "sequence of events", "chronology",
+    ],
+    "actions": [
+        "actions", "action items", "action item", "plan d action", "actions correctives",
+        "follow ups", "follow-ups", "followups", "follow up", "next steps", "corrective actions",
+        "remediation items", "to do", "todo", "suites", "actions a mener", "plan d actions",
+    ],
+    "lessons_learned": [
+        "lessons learned", "lessons learnt", "lessons", "lecons apprises", "enseignements",
+        "lecons", "retour d experience", "what went well", "what went wrong",
+        "where we got lucky", "ce qui a bien fonctionne", "ce qui n a pas fonctionne",
+        "ce qui a bien marche", "ce qui a mal marche", "points positifs", "points a ameliorer",
+        "ou nous avons eu de la chance",
+    ],
+}  # fmt: skip
 SECTION_BY_NAME = {_fold(alias): key for key, names in _SECTION_ALIASES.items() for alias in names}
 
-_GENERIC_TITLES = {"post mortem", "postmortem", "post mortem report", "incident report", "retex"}
+_GENERIC_TITLES = {
+    "post mortem", "postmortem", "post mortem report", "incident report", "retex",
+    "incident", "incident review", "rapport d incident", "compte rendu d incident",
+}  # fmt: skip
 
 _STATUS_WORDS = {
-    PostMortemStatus.DRAFT: ["draft", "brouillon"],
-    PostMortemStatus.IN_REVIEW: ["in review", "review", "en relecture", "en revue", "a relire"],
-    PostMortemStatus.PUBLISHED: ["published", "publie", "final"],
+    PostMortemStatus.DRAFT: ["draft", "brouillon", "wip", "work in progress", "en redaction"],
+    PostMortemStatus.IN_REVIEW: [
+        "in review",
+        "review",
+        "en relecture",
+        "en revue",
+        "a relire",
+        "under review",
+        "pending review",
+        "a valider",
+    ],
+    PostMortemStatus.PUBLISHED: [
+        "published",
+        "publie",
+        "final",
+        "complete",
+        "completed",
+        "closed",
+        "done",
+        "termine",
+        "clos",
+        "valide",
+        "approved",
+        "finalise",
+    ],
 }
 POSTMORTEM_STATUS_BY_WORD = {_fold(w): k for k, ws in _STATUS_WORDS.items() for w in ws}
 POSTMORTEM_STATUS_WORD = {
@@ -152,10 +197,30 @@ POSTMORTEM_STATUS_WORD = {
 }
 
 _ACTION_STATUS_WORDS = {
-    ActionStatus.TODO: ["to do", "todo", "a faire", "open", "ouvert"],
-    ActionStatus.TO_DEBATE: ["to debate", "a debattre", "to discuss", "a discuter"],
-    ActionStatus.IN_PROGRESS: ["in progress", "en cours", "doing"],
-    ActionStatus.DONE: ["done", "fait", "termine", "closed", "ferme"],
+    ActionStatus.TODO: ["to do", "todo", "a faire", "open", "ouvert", "not started", "planned"],
+    ActionStatus.TO_DEBATE: [
+        "to debate",
+        "a debattre",
+        "to discuss",
+        "a discuter",
+        "proposal",
+        "proposed",
+        "proposition",
+    ],
+    ActionStatus.IN_PROGRESS: ["in progress", "en cours", "doing", "started", "ongoing", "wip"],
+    ActionStatus.DONE: [
+        "done",
+        "fait",
+        "termine",
+        "closed",
+        "ferme",
+        "fixed",
+        "complete",
+        "completed",
+        "resolved",
+        "resolu",
+        "x",
+    ],
     ActionStatus.WONT_DO: ["won t do", "wont do", "abandonne", "ne sera pas fait", "won't do"],
 }
 ACTION_STATUS_BY_WORD = {_fold(w): k for k, ws in _ACTION_STATUS_WORDS.items() for w in ws}
@@ -168,12 +233,19 @@ ACTION_STATUS_WORD = {
 }
 
 _ACTION_KIND_WORDS = {
-    ActionKind.INVESTIGATE: ["investigate", "investiguer", "enqueter", "analyser"],
-    ActionKind.MITIGATE: ["mitigate", "attenuer", "mitiger"],
-    ActionKind.REPAIR: ["repair", "fix", "reparer", "corriger"],
-    ActionKind.DETECT: ["detect", "detecter"],
-    ActionKind.PREVENT: ["prevent", "prevenir", "eviter"],
-    ActionKind.PROCESS: ["process", "processus"],
+    ActionKind.INVESTIGATE: [
+        "investigate",
+        "investiguer",
+        "enqueter",
+        "analyser",
+        "investigation",
+        "analyse",
+    ],
+    ActionKind.MITIGATE: ["mitigate", "attenuer", "mitiger", "mitigation", "attenuation"],
+    ActionKind.REPAIR: ["repair", "fix", "reparer", "corriger", "correction", "correctif"],
+    ActionKind.DETECT: ["detect", "detecter", "detection", "monitoring", "alerting", "supervision"],
+    ActionKind.PREVENT: ["prevent", "prevenir", "eviter", "prevention"],
+    ActionKind.PROCESS: ["process", "processus", "procedure"],
 }
 ACTION_KIND_BY_WORD = {_fold(w): k for k, ws in _ACTION_KIND_WORDS.items() for w in ws}
 
@@ -181,7 +253,7 @@ _FIELD_WORDS = {
     "status": ["status", "statut", "etat"],
     "owner": ["owner", "responsable", "proprietaire", "porteur", "assignee"],
     "due_date": ["due", "due date", "echeance", "date limite", "deadline"],
-    "ticket_url": ["ticket"],
+    "ticket_url": ["ticket", "bug", "issue", "jira", "lien"],
     "done_at": ["done at", "done on", "fait le", "termine le"],
     "category": ["category", "categorie"],
     "started_at": ["started", "start", "debut", "started at"],
@@ -260,12 +332,29 @@ _TIME_ONLY = re.compile(r"^(\d{1,2})[:h](\d{2})$")
 
 
 class MarkdownError(ValueError):
-    """A file that cannot be read as a post-mortem; ``line`` is 1-based or None."""
+    """A file that cannot be read as a post-mortem; ``line`` is 1-based or None.
+
+    `problems` lists every problem found (one or more): a page is read to the end and
+    its problems are reported together."""
 
     def __init__(self, message: str, line: int | None = None):
         self.message = message
         self.line = line
+        self.problems: list[MarkdownError] = [self]
         super().__init__(f"line {line}: {message}" if line else message)
+
+    @classmethod
+    def of(cls, problems: list[MarkdownError]) -> MarkdownError:
+        if len(problems) == 1:
+            return problems[0]
+        ordered = sorted(problems, key=lambda p: p.line or 0)
+        error = cls(
+            f"{len(problems)} problems: "
+            + " ".join((f"Line {p.line}: {p.message}" if p.line else p.message) for p in ordered),
+            ordered[0].line,
+        )
+        error.problems = ordered
+        return error
 
 
 def _max_length(model: type[Model], name: str) -> int:
@@ -294,6 +383,7 @@ class Section:
     heading: str
     line: int  # the heading's line number
     lines: list[tuple[int, str]] = field(default_factory=list)
+    front_matter: bool = False  # a key of the YAML front matter
 
     @property
     def text(self) -> str:
@@ -315,6 +405,9 @@ class ParsedPostMortem:
     actions: list[dict[str, Any]]
     extra_sections: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    # Each guess the reader made (a typo read as a status, a title taken from the file
+    # name...): shown with the import, refused under strict.
+    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- reading
@@ -359,60 +452,129 @@ def _check_markdown(text: str) -> list[str]:
         raise MarkdownError("The file is not Markdown: it is an HTML or XML document.", first[0])
     if head.startswith(("{", "[")) and not head.startswith("[!"):
         raise MarkdownError("The file is not Markdown: it looks like JSON.", first[0])
-    if not _heading_lines(lines):
-        raise MarkdownError(
-            "The file is not a Markdown post-mortem: it has no '#' headings "
-            "(expected a title and sections such as '### Summary')."
-        )
     return lines
 
 
-_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+# `**Summary:** text` or `**Status**: done`: a section written as a bold label.
+_BOLD_FIELD = re.compile(
+    r"^\s*(?:[-*+]\s+)?\*\*(?P<name>[^*\n]{2,40}?)\s*:?\s*\*\*\s*:?\s*(?P<rest>.*)$"
+)
+# `Gravité : critique` before the first section: a one-line field.
+_META_LINE = re.compile(r"^\s*(?:[-*+]\s+)?(?P<name>[^:*#|\n]{2,30}?)\s*:\s*(?P<rest>\S.*)$")
+_ONE_LINE_KEYS = ("title", "date", "status", "severity", "team", "authors", "services")
 
 
-def _heading_lines(lines: list[str]) -> list[tuple[int, re.Match[str]]]:
-    """The headings (line number, match), skipping fenced code blocks: a
-    "# pgbouncer.ini" comment in a config snippet is not a section."""
-    headings = []
-    fence = ""
-    for number, line in enumerate(lines, start=1):
-        m = _FENCE.match(line)
-        if fence:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                fence = ""
-        elif m:
-            fence = m.group(1)
-        elif h := _HEADING.match(line):
-            headings.append((number, h))
-    return headings
+def _front_matter_sections(doc: wikidoc.Document) -> list[Section]:
+    """Known keys of the YAML front matter, as one-line sections on its first line."""
+    if doc.front_matter_lines is None:
+        return []
+    sections = []
+    line = doc.front_matter_lines[0] + 1
+    for name, value in doc.front_matter.items():
+        key = SECTION_BY_NAME.get(_fold(name))
+        if key is None or value in (None, ""):
+            continue
+        if isinstance(value, list):
+            text = ", ".join(str(v) for v in value)
+        elif isinstance(value, dt.datetime | dt.date):
+            text = value.isoformat()
+        else:
+            text = str(value)
+        sections.append(Section(key, name, line, [(line, text)], front_matter=True))
+    return sections
 
 
-def _split_sections(lines: list[str]) -> tuple[tuple[int, str] | None, list[Section]]:
-    """The title heading (line, text) and the sections under it."""
-    headings = [(n, len(m.group(1)), m.group(2)) for n, m in _heading_lines(lines)]
+def _split_sections(
+    lines: list[str], doc: wikidoc.Document
+) -> tuple[tuple[int, str] | None, list[Section]]:
+    """The title heading (line, text) and the sections under it.
+
+    A heading names a known section by its words (in English or French, see
+    _SECTION_ALIASES), at any level; an unknown heading at the level of the sections is
+    a section of its own, kept as text; a deeper unknown heading (a day of the timeline,
+    "What went well" under Lessons learned) stays inside the section above it. A bold
+    label (`**Summary:** …`) and, before the first section, a `Severity: …` line start a
+    known section too."""
+    skip = set(doc.code_lines)
+    if doc.front_matter_lines:
+        skip.update(range(doc.front_matter_lines[0], doc.front_matter_lines[1] + 1))
+    table_lines = {n for t in doc.tables for n in range(t.line, t.end + 1)}
+    headings = [(n, lvl, text, "") for n, lvl, text in doc.headings]
     title: tuple[int, str] | None = None
-    first = headings[0]
-    if _fold(first[2]) not in SECTION_BY_NAME:
-        title = (first[0], first[2])
-        rest = headings[1:]
-    else:
-        rest = headings
-    level = min((lvl for _, lvl, _ in rest), default=None)
+    if headings and _fold(headings[0][2]) not in SECTION_BY_NAME:
+        title = (headings[0][0], headings[0][2])
+        headings = headings[1:]
+    base = min((lvl for _, lvl, _, _ in headings), default=99)
+    first_section = min((n for n, *_ in headings), default=len(lines) + 1)
+    heading_lines = {n for n, *_ in headings}
+    starts: dict[int, tuple[int, str, str]] = {}  # line -> (level, heading, first text)
+    for n, lvl, text, rest in headings:
+        starts[n] = (lvl, text, rest)
+    for table in doc.tables:
+        # "| Severity | SEV1 |" rows of a table above the first section: one field a row.
+        rows = [(table.line, table.header), *table.rows]
+        if table.line > first_section or len(table.header) != 2:
+            continue
+        if not any(SECTION_BY_NAME.get(_fold(_plain(r[0]))) in _ONE_LINE_KEYS for _, r in rows):
+            continue
+        for number, cells in rows:
+            if len(cells) == 2 and (
+                number != table.line or _fold(_plain(cells[0])) in SECTION_BY_NAME
+            ):
+                starts[number] = (99, _plain(cells[0]), _plain(cells[1]))
+        skip.update(n for n in range(table.line, table.end + 1) if n not in starts)
+    for number, line in enumerate(lines, start=1):
+        if number in skip or number in table_lines or number in heading_lines:
+            continue
+        bold = _BOLD_FIELD.match(line)
+        bold_key = SECTION_BY_NAME.get(_fold(bold.group("name"))) if bold else None
+        if bold and bold_key and (bold_key not in _ONE_LINE_KEYS or number < first_section):
+            starts[number] = (99, bold.group("name").strip(), bold.group("rest"))
+            continue
+        if bold and number < first_section and re.match(r"^\s*[-*+]\s", line):
+            # "- **Incident commander:** Rafael": a field of the header list, kept as text.
+            starts[number] = (99, bold.group("name").strip(), bold.group("rest"))
+            continue
+        meta = _META_LINE.match(line)
+        if (
+            meta
+            and number < first_section
+            and SECTION_BY_NAME.get(_fold(meta.group("name"))) in _ONE_LINE_KEYS
+        ):
+            starts[number] = (99, meta.group("name").strip(), meta.group("rest"))
     sections: list[Section] = []
-    starts = {n: text for n, lvl, text in rest if lvl == level}
     current: Section | None = None
+    level = 99
     preamble: list[tuple[int, str]] = []
     for number, line in enumerate(lines, start=1):
         if title and number == title[0]:
             continue
-        if number in starts:
-            heading = starts[number]
-            current = Section(SECTION_BY_NAME.get(_fold(heading)), heading, number)
-            sections.append(current)
+        if doc.front_matter_lines and number <= doc.front_matter_lines[1]:
             continue
+        if number in starts:
+            lvl, heading, rest = starts[number]
+            key = SECTION_BY_NAME.get(_fold(heading))
+            inside = (
+                current is not None
+                and lvl != 99
+                and lvl > level
+                and (key is None or key == current.key)
+            )
+            if not inside and (key is not None or lvl <= base or lvl == 99):
+                current = Section(key, heading, number)
+                level = lvl if lvl != 99 else base
+                sections.append(current)
+                if rest.strip():
+                    current.lines.append((number, rest))
+                continue
         if current is None:
             preamble.append((number, line))
         else:
+            if number in starts and starts[number][0] != 99:
+                # A sub-heading is kept one level below its section, as export writes
+                # sections (###): "#### What went well" whatever the page's levels.
+                depth = min(6, 3 + max(1, starts[number][0] - level))
+                line = "#" * depth + " " + starts[number][1]
             current.lines.append((number, line))
     if any(t.strip() for _, t in preamble):
         # Text between the title and the first section: kept, never dropped.
@@ -424,7 +586,10 @@ def _title_from_heading(text: str) -> str | None:
     folded = _fold(text)
     if folded in _GENERIC_TITLES:
         return None
-    for generic in ("POST MORTEM", "POST-MORTEM", "POSTMORTEM", "Post mortem", "Post-mortem"):
+    for generic in (
+        "POST MORTEM", "POST-MORTEM", "POSTMORTEM", "Post mortem", "Post-mortem", "Incident",
+        "Incident report", "Rapport d'incident", "RETEX",
+    ):  # fmt: skip
         m = re.match(rf"^{re.escape(generic)}\s*[:\-–—]\s*(.+)$", text, re.IGNORECASE)
         if m:
             return m.group(1).strip()
@@ -442,24 +607,98 @@ def _parse_number(raw: str) -> Decimal | None:
         return None
 
 
+# Magnitudes written after a figure: 1.21B, 3k, 2 millions, 1,5 milliard.
+_MAGNITUDE = re.compile(
+    r"^\s?(?P<word>thousand|mille|millions?|milliards?|billions?|bn)\b|^(?P<letter>[kKMB])(?![A-Za-z])"
+)
+_MAGNITUDES = {
+    "k": 10**3, "thousand": 10**3, "mille": 10**3, "m": 10**6, "million": 10**6,
+    "millions": 10**6, "b": 10**9, "bn": 10**9, "billion": 10**9, "billions": 10**9,
+    "milliard": 10**9, "milliards": 10**9,
+}  # fmt: skip
+# Units as people write them -> as Fixproof stores them.
+_UNIT_NAMES = {
+    "ms": "ms", "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "seconde": "s", "secondes": "s", "min": "min", "mins": "min", "minute": "min",
+    "minutes": "min", "h": "h", "hour": "h", "hours": "h", "heure": "h", "heures": "h",
+}  # fmt: skip
+_SECONDS = {"ms": Decimal("0.001"), "s": Decimal(1), "min": Decimal(60), "h": Decimal(3600)}
+# "from 850 ms to 14 s", "de 40 ms à 1,2 s", "94% -> 38%".
+_FIGURE = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:,\d+)?|\d+(?:[.,]\d+)?"
+_CHANGE = re.compile(
+    r"(?:\bfrom\b|\bde\b|\bd['’]|\bpassed\b)?\s*(?P<a>" + _FIGURE + r")\s*(?P<ua>%|[^\W\d_]+)?"
+    r"\s*(?:\bto\b|\bà\b|->|→|—>)\s*(?P<b>" + _FIGURE + r")(?![\d])",
+    re.IGNORECASE,
+)
+_STOP_WORDS = {
+    "of", "were", "was", "are", "is", "had", "have", "could", "did", "went", "en",
+    "ont", "a", "sont", "ete", "de", "des", "du", "in", "on", "at", "for", "to",
+    "the", "and", "et", "with", "avec", "par", "by", "still", "not", "pas", "lost",
+}  # fmt: skip
+
+
+def _unit_after(rest: str) -> str:
+    """The unit right after a figure: a known unit (%, ms, GB...) or the thing counted,
+    past "of 6,140" / "sur 1620": 'requests', 'dashboard tabs'."""
+    known = _UNIT.match(rest)
+    if known:
+        return _UNIT_NAMES.get(known.group(1).lower(), known.group(1))
+    rest = re.sub(r"^\s*(?:of|out of|sur|/)\s+\d[\d,. \u00a0\u202f]*", "", rest, flags=re.I)
+    known = _UNIT.match(rest)
+    if known:
+        return _UNIT_NAMES.get(known.group(1).lower(), known.group(1))
+    words = re.findall(r"[^\W\d_][\w-]*", rest[:60])
+    if not words or not re.match(r"^\s*[^\W\d_]", rest) or _fold(words[0]) in _STOP_WORDS:
+        return ""
+    if len(words) > 1 and not words[0].endswith("s") and words[1].endswith("s"):
+        if _fold(words[1]) not in _STOP_WORDS:
+            return f"{words[0]} {words[1]}"
+    return words[0]
+
+
+def _figure(raw: str, rest: str) -> tuple[Decimal | None, str]:
+    """A figure and what follows it: its magnitude applied, the rest after it."""
+    value = _parse_number(raw.strip())
+    magnitude = _MAGNITUDE.match(rest)
+    if value is not None and magnitude:
+        word = (magnitude.group("word") or magnitude.group("letter")).lower()
+        value *= _MAGNITUDES[word]
+        rest = rest[magnitude.end() :]
+    return value, rest
+
+
 def parse_impact(text: str, window: str, line: int | None = None) -> dict[str, Any]:
-    """'in total 1,904 of 6,140 requests failed' -> label (as written), value 1904."""
-    value = None
+    """'in total 1,904 of 6,140 requests failed' -> value 1904, unit requests; '1.21B
+    queries lost' -> 1210000000 queries; 'from 40 ms to 1,2 s' -> 1.2 s, before 0.04."""
+    value = before = None
     unit = ""
+    change = _CHANGE.search(text)
     m = _NUMBER.search(text)
-    if m:
-        value = _parse_number(m.group(1))
-        unit_match = _UNIT.match(text[m.end() :])
-        unit = unit_match.group(1) if unit_match else ""
+    if change and _parse_number(change.group("a").strip()) is not None:
+        after, after_rest = _figure(change.group("b"), text[change.end("b") :])
+        first, first_rest = _figure(change.group("a"), text[change.end("a") :])
+        unit = _unit_after(after_rest) or _unit_after(first_rest)
+        unit_before = _unit_after(first_rest) or unit
+        value = after
+        if first is not None and unit_before in _SECONDS and unit in _SECONDS:
+            before = (first * _SECONDS[unit_before] / _SECONDS[unit]).normalize()
+        elif first is not None and unit_before == unit:
+            before = first
+    elif m:
+        value, rest = _figure(m.group(1), text[m.end() :])
+        unit = _unit_after(rest)
     column = ImpactFigure._meta.get_field("value")
-    if m and value is not None and value.adjusted() >= column.max_digits - column.decimal_places:
-        raise MarkdownError(
-            f"The figure {m.group(1)} is too large to store (at most "
-            f"{column.max_digits - column.decimal_places} digits before the decimal point).",
-            line,
-        )
+    limit = column.max_digits - column.decimal_places
+    for figure in (value, before):
+        if figure is not None and figure.adjusted() >= limit:
+            raise MarkdownError(
+                f"The figure {figure} is too large to store (at most {limit} digits before the "
+                "decimal point).",
+                line,
+            )
     label = _check_length(text.strip(), ImpactFigure, "label", "The impact", line)
-    return {"label": label, "value": value, "unit": unit, "window": window}
+    unit = unit[: _max_length(ImpactFigure, "unit")]
+    return {"label": label, "value": value, "value_before": before, "unit": unit, "window": window}
 
 
 def _parse_impacts(section: Section) -> list[dict[str, Any]]:
@@ -481,7 +720,7 @@ def _parse_impacts(section: Section) -> list[dict[str, Any]]:
     return impacts
 
 
-def _parse_root_causes(section: Section) -> list[dict[str, Any]]:
+def _root_cause_blocks(section: Section) -> list[dict[str, Any]]:
     causes: list[dict[str, Any]] = []
     block: list[tuple[int, str]] = []
 
@@ -513,6 +752,51 @@ def _parse_root_causes(section: Section) -> list[dict[str, Any]]:
             flush()
     flush()
     return causes
+
+
+_ITEM = re.compile(r"^(?:[-*+]|\d+[.)])\s+(?P<text>.*)$")
+_INLINE_NUMBERS = re.compile(r"\((\d)\)\s+")
+
+
+def _parse_root_causes(section: Section) -> tuple[list[dict[str, Any]], str]:
+    """The causes, and the text around them (kept as notes). A section holding a list:
+    the items of its last list are the causes ("What we think happened:" after the
+    measurements), the rest is context. One paragraph numbering its causes inline —
+    "(1) … (2) …" — gives one cause a number. Otherwise each block between blank lines
+    is a cause, a 'Category:' line opening it."""
+    lists: list[list[list[tuple[int, str]]]] = []
+    current: list[list[tuple[int, str]]] | None = None
+    in_list: set[int] = set()
+    for number, line in section.lines:
+        item = _ITEM.match(line)
+        if item:
+            if current is None:
+                current = []
+                lists.append(current)
+            current.append([(number, item.group("text"))])
+            in_list.add(number)
+        elif current is not None and line.strip() and line[:1] in (" ", "\t"):
+            current[-1].append((number, line.strip()))
+            in_list.add(number)
+        elif line.strip():
+            current = None
+    if lists:
+        last = lists[-1]
+        used = {n for item in last for n, _ in item}
+        causes = [
+            {"category": "", "description": "\n".join(t for _, t in item).strip()} for item in last
+        ]
+        context = "\n".join(t for n, t in section.lines if n not in used).strip("\n")
+        return causes, context
+    text = section.text
+    marks = list(_INLINE_NUMBERS.finditer(text))
+    if len(marks) >= 2 and [m.group(1) for m in marks] == [str(i + 1) for i in range(len(marks))]:
+        parts = [
+            text[m.end() : marks[i + 1].start() if i + 1 < len(marks) else len(text)].strip()
+            for i, m in enumerate(marks)
+        ]
+        return [{"category": "", "description": p} for p in parts], text[: marks[0].start()].strip()
+    return _root_cause_blocks(section), ""
 
 
 def parse_date(raw: str, line: int, what: str) -> dt.date:
@@ -559,34 +843,348 @@ def parse_datetime(raw: str, line: int, what: str, day: dt.date | None) -> dt.da
     )
 
 
-_TIMELINE_LINE = re.compile(
-    r"^\s*[-*+]\s+(?:\*\*)?(?P<when>\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}|\d{1,2}[:h]\d{2})(?:\*\*)?"
-    r"\s*(?:[—–:-]\s*)?(?P<text>.*)$"
+_TIME_ZONES = {
+    "utc": 0, "gmt": 0, "z": 0, "cet": 60, "cest": 120, "bst": 60, "wet": 0, "west": 60,
+    "pst": -480, "pdt": -420, "est": -300, "edt": -240, "cst": -360, "cdt": -300,
+    "mst": -420, "mdt": -360, "ist": 330, "jst": 540,
+}  # fmt: skip
+_TZ = (
+    r"(?P<tz>UTC|GMT|Z|CEST|CET|BST|WEST|WET|PST|PDT|EST|EDT|CST|CDT|MST|MDT|IST|JST"
+    r"|[+-]\d{2}:?\d{2})"
 )
+# A timeline line: an optional bullet or table cell, an optional date (2015-10-21,
+# 21/10/2015, 2 décembre [2023]), a time (14:51, 17h15, 9:05 pm), an optional time zone,
+# then what happened; bold around the time allowed (**06:27 UTC**:).
+_TIMELINE_LINE = re.compile(
+    r"^\s*(?:[-*+]\s+|\|\s*)?(?:\*\*|__)?\s*"
+    r"(?:(?P<iso>\d{4}-\d{2}-\d{2})[ T,]*|(?P<dmy>\d{1,2}/\d{1,2}/\d{4})[ ,]*"
+    r"|(?P<day>\d{1,2})(?:er)?\s+(?P<month>[^\W\d_]{3,10})\.?(?:\s+(?P<year>\d{4}))?"
+    r"[ ,]*(?:à\s+)?"
+    r"|(?P<month2>[^\W\d_]{3,10})\.?\s+(?P<day2>\d{1,2})(?:st|nd|rd|th)?,?(?:\s+(?P<year2>\d{4}))?"
+    r"[ ,]*(?:at\s+)?)?"
+    r"(?P<hour>\d{1,2})\s*[:h]\s*(?P<minute>\d{2})(?::\d{2}(?:\.\d+)?)?\s*(?P<ampm>[ap]\.?m\.?)?"
+    r"\s*" + _TZ + r"?\b\s*(?:\*\*|__)?\s*(?:[—–:|-]+\s*)?(?P<text>.*)$",
+    re.IGNORECASE,
+)
+_TIMES_ARE = re.compile(
+    r"\b(all times|times are|times in|heures (?:en|sont)|horaires|fuseau|time zone)\b", re.I
+)
+_DATE_IN_TEXT = re.compile(
+    r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}(?:er)?\s+[^\W\d_]{3,10}\.?\s+\d{4}"
+    r"|[^\W\d_]{3,10}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}"
+)
+_DAY_LINE = re.compile(r"^\s*(?:#{1,6}\s+|\*\*|__)(?P<day>[^*_#]+?)(?:\*\*|__)?\s*:?\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
+# What marks the incident's start, end and detection in a timeline's entries.
+_START_MARKERS = (
+    "outage begins", "outage starts", "incident begins", "incident starts", "impact begins",
+    "impact starts", "start of the incident", "start of impact", "debut de l incident",
+    "debut de l impact", "debut de la panne", "debut de l indisponibilite",
+)  # fmt: skip
+_END_MARKERS = (
+    "outage ends", "incident ends", "impact ends", "end of the incident", "end of impact",
+    "incident resolved", "service restored", "fully recovered", "fin de l incident",
+    "fin de l impact", "fin de la panne", "retour a la normale", "service retabli",
+)  # fmt: skip
+_DETECT_MARKERS = (
+    "detected", "detection", "alert fired", "alert triggered", "paged", "alerte",
+    "detecte", "detection", "on call paged", "astreinte appelee", "first alert",
+)  # fmt: skip
 
 
-def _parse_timeline(section: Section, day: dt.date | None) -> list[dict[str, Any]]:
+def _timeline_day(text: str, reference: dt.date | None = None) -> dt.date | None:
+    """The day a timeline heading names: '2015-10-21', 'Sunday, October 21', 'Mardi 2
+    décembre' (the year from the page's date when it has none)."""
+    bare = re.sub(
+        r"^(?:[^\W\d_]+day|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche),?\s+",
+        "",
+        text.strip(),
+        flags=re.IGNORECASE,
+    )
+    try:
+        return parse_date(bare, 0, "Day")
+    except MarkdownError:
+        pass
+    m = re.fullmatch(r"(\d{1,2})(?:er)?\s+([^\W\d_]{3,10})\.?", bare) or re.fullmatch(
+        r"([^\W\d_]{3,10})\.?\s+(\d{1,2})(?:st|nd|rd|th)?", bare
+    )
+    if m is None:
+        return None
+    number, month = (m.group(1), m.group(2)) if m.group(1).isdigit() else (m.group(2), m.group(1))
+    if _fold(month) not in _MONTHS or reference is None:
+        return None
+    try:
+        return _dated(number, month, None, reference, 0)
+    except (MarkdownError, ValueError):
+        return None
+
+
+def _dated(
+    day_of_month: str, month_name: str, year: str | None, reference: dt.date | None, line: int
+) -> dt.date:
+    """A date written without its year takes the page's: the latest such date not after
+    the page was written ("2 décembre" on a page of 24 January is last December)."""
+    month = _MONTHS[_fold(month_name)]
+    if year:
+        return dt.date(int(year), month, int(day_of_month))
+    if reference is None:
+        raise MarkdownError(
+            f"Timeline date '{day_of_month} {month_name}' has no year, and the post-mortem has "
+            "no Date to take it from.",
+            line,
+        )
+    found = dt.date(reference.year, month, int(day_of_month))
+    if found > reference + dt.timedelta(days=1):
+        found = found.replace(year=reference.year - 1)
+    return found
+
+
+def _entry_time(
+    m: re.Match[str],
+    day: dt.date | None,
+    line: int,
+    reference: dt.date | None = None,
+    default_zone: str = "",
+) -> dt.datetime:
+    if m.group("iso"):
+        day = dt.date.fromisoformat(m.group("iso"))
+    elif m.group("dmy"):
+        day = dt.datetime.strptime(m.group("dmy"), "%d/%m/%Y").date()
+    elif m.group("day"):
+        day = _dated(m.group("day"), m.group("month"), m.group("year"), reference or day, line)
+    elif m.group("day2"):
+        day = _dated(m.group("day2"), m.group("month2"), m.group("year2"), reference or day, line)
+    if day is None:
+        raise MarkdownError(
+            f"Timeline time '{m.group('hour')}:{m.group('minute')}' has no date, and the "
+            "post-mortem has no Date to take it from.",
+            line,
+        )
+    hour = int(m.group("hour"))
+    if m.group("ampm"):
+        hour = hour % 12 + (12 if m.group("ampm").lower().startswith("p") else 0)
+    if hour > 23 or int(m.group("minute")) > 59:
+        raise MarkdownError(f"Timeline time '{m.group(0).strip()[:20]}' is not a time.", line)
+    naive = dt.datetime.combine(day, dt.time(hour, int(m.group("minute"))))
+    tz_name = (m.group("tz") or default_zone).lower()
+    if tz_name in _TIME_ZONES:
+        tz: dt.tzinfo = dt.timezone(dt.timedelta(minutes=_TIME_ZONES[tz_name]))
+    elif tz_name:
+        sign = -1 if tz_name[0] == "-" else 1
+        digits = tz_name[1:].replace(":", "")
+        tz = dt.timezone(sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    else:
+        tz = timezone.get_current_timezone()
+    return naive.replace(tzinfo=tz) if tz_name else timezone.make_aware(naive, tz)
+
+
+def _parse_timeline(
+    section: Section, day: dt.date | None, reading: _Reading, reference: dt.date | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """Dated entries, and the lines before the first one (kept as text). Day headings
+    ("### 2015-10-21", "**2 décembre**") date the entries under them."""
     entries: list[dict[str, Any]] = []
+    before: list[str] = []
+    default_zone = ""
     for number, line in section.content_lines():
+        if _TABLE_RULE.match(line) and "|" in line:
+            continue
+        heading = _DAY_LINE.match(line)
+        if heading and (found := _timeline_day(heading.group("day"), reference or day)):
+            day = found
+            continue
+        if not entries and _TIMES_ARE.search(line):
+            # "All times are UTC, 12 June 2024.": the day and zone of the entries below.
+            zone = re.search(_TZ, line)
+            default_zone = zone.group("tz") if zone else default_zone
+            dated = _DATE_IN_TEXT.search(line)
+            if dated:
+                day = _timeline_day(dated.group(0)) or day
+            continue
         m = _TIMELINE_LINE.match(line)
-        if m:
-            when = parse_datetime(m.group("when").replace("h", ":"), number, "Timeline time", day)
-            entries.append({"occurred_at": when, "text": m.group("text").strip()})
+        if (
+            m
+            and (not m.group("month") or _fold(m.group("month")) in _MONTHS)
+            and (not m.group("month2") or _fold(m.group("month2")) in _MONTHS)
+        ):
+            when = reading.attempt(_entry_time, m, day, number, reference, default_zone)
+            if when is None:
+                continue
+            # A bare time below a dated entry is on that entry's day.
+            day = timezone.localtime(when).date()
+            text = re.sub(r"\s*\|\s*$", "", m.group("text")).strip()
+            text = re.sub(r"\s*\|\s*", " — ", text)
+            entries.append({"occurred_at": when, "text": text})
         elif entries:
             # A continuation line belongs to the entry above it.
             entries[-1]["text"] += "\n" + line.strip()
-        else:
-            raise MarkdownError(
-                "A timeline line must start with a time: '- 12:02 — what happened'.", number
+        elif reading.strict:
+            reading.problems.append(
+                MarkdownError(
+                    "A timeline line must start with a time: '- 12:02 — what happened' (also "
+                    "'2015-10-21 14:51', '**06:27 UTC**:', '2 décembre 09:00', '17h15').",
+                    number,
+                )
             )
-    return entries
+        else:
+            before.append(line)
+    if before:
+        reading.guess(
+            f"{len(before)} line(s) of the timeline have no time: kept as text.", section.line
+        )
+    return entries, "\n".join(before)
+
+
+_PROSE_DAY = re.compile(
+    r"(?P<iso>\d{4}-\d{2}-\d{2})|\b(?P<d>\d{1,2})(?:er)?\s+(?P<m>[^\W\d_]{3,10})\.?(?:\s+(?P<y>\d{4}))?"
+    r"|\b(?P<m2>[^\W\d_]{3,10})\.?\s+(?P<d2>\d{1,2})(?:st|nd|rd|th)?\b,?(?:\s+(?P<y2>\d{4}))?"
+)
+_CLOCK = r"\d{1,2}[:h]\d{2}"
+_PROSE_RANGE = re.compile(
+    r"\b(?:between|from|de|entre)\s+(?P<t1>" + _CLOCK + r")\s*(?:UTC\s+)?(?:and|to|à|et)\s+"
+    r"(?P<t2>" + _CLOCK + r")\s*" + _TZ + r"?",
+    re.IGNORECASE,
+)
+_PROSE_DETECT = re.compile(
+    r"(?:alert|paged|page[ds]?\b|detect|détect|alerté|prévenu)[^.]{0,80}?\b(?:at|à)\s+(?P<t>"
+    + _CLOCK
+    + r")\s*"
+    + _TZ
+    + r"?",
+    re.IGNORECASE,
+)
+
+
+def _prose_day(text: str, reference: dt.date | None) -> dt.date | None:
+    """The first date a text names ('13 March', 'mardi 7 mai 2024', 'Oct 21, 2015')."""
+    found = []
+    for m in _PROSE_DAY.finditer(text):
+        found.append((m.start(), m))
+    for m in re.finditer(
+        r"\b(?P<d>\d{1,2})(?:er)?\s+(?P<m>[^\W\d_]{3,10})\.?(?:\s+(?P<y>\d{4}))?", text
+    ):
+        found.append((m.start(), m))
+    for _, m in sorted(found, key=lambda item: item[0]):
+        groups = m.groupdict()
+        try:
+            if groups.get("iso"):
+                return dt.date.fromisoformat(groups["iso"])
+            if groups.get("d") and _fold(groups["m"]) in _MONTHS:
+                return _dated(groups["d"], groups["m"], groups.get("y"), reference, 0)
+            if groups.get("d2") and _fold(groups["m2"]) in _MONTHS:
+                return _dated(groups["d2"], groups["m2"], groups.get("y2"), reference, 0)
+        except (MarkdownError, ValueError):
+            continue
+    return None
+
+
+def _at(day: dt.date, clock: str, zone: str | None) -> dt.datetime:
+    hour, minute = (int(x) for x in re.split(r"[:h]", clock))
+    naive = dt.datetime.combine(day, dt.time(hour, minute))
+    if zone and zone.lower() in _TIME_ZONES:
+        return naive.replace(tzinfo=dt.timezone(dt.timedelta(minutes=_TIME_ZONES[zone.lower()])))
+    return timezone.make_aware(naive, timezone.get_current_timezone())
+
+
+def _times_from_prose(
+    fields: dict[str, Any], by_key: dict[str, Section], reference: dt.date | None, reading: _Reading
+) -> None:
+    """'On 13 March between 12:02 and 12:40' in the summary, 'paged the on-call at 14:54'
+    in the detection: the incident's times when no When section or timeline gave them."""
+    if reading.strict:
+        return
+    summary = by_key["summary"].text if "summary" in by_key else ""
+    detection = by_key["detection"].text if "detection" in by_key else ""
+    day = _prose_day(summary, reference)
+    if "started_at" not in fields and day:
+        span = _PROSE_RANGE.search(summary)
+        if span:
+            try:
+                fields["started_at"] = _at(day, span.group("t1"), span.group("tz"))
+                fields["ended_at"] = _at(day, span.group("t2"), span.group("tz"))
+            except ValueError:
+                pass
+            else:
+                reading.notes.append(
+                    f"The incident's start and end are read from the summary: {span.group(0)}."
+                )
+    start = fields.get("started_at")
+    day = timezone.localtime(start).date() if start else day
+    if "detected_at" not in fields and day:
+        for text in (detection, summary):
+            found = _PROSE_DETECT.search(text)
+            if found:
+                try:
+                    fields["detected_at"] = _at(day, found.group("t"), found.group("tz"))
+                except ValueError:
+                    continue
+                reading.notes.append(f"The detection time is read from: '{found.group(0)}'.")
+                break
+
+
+def _times_from_timeline(fields: dict[str, Any], timeline: list[dict[str, Any]]) -> None:
+    """The incident's start, end and detection from markers in the timeline ("OUTAGE
+    BEGINS", "alert fired"...), where the page gives no When section."""
+
+    def first(markers: tuple[str, ...], entries: list[dict[str, Any]]) -> dt.datetime | None:
+        for entry in entries:
+            text = _fold(entry["text"])
+            if any(marker in text for marker in markers):
+                return entry["occurred_at"]
+        return None
+
+    found = {
+        "started_at": first(_START_MARKERS, timeline),
+        "ended_at": first(_END_MARKERS, list(reversed(timeline))),
+        "detected_at": first(_DETECT_MARKERS, timeline),
+    }
+    for name, value in found.items():
+        if value is not None and name not in fields:
+            fields[name] = value
+    start, end = fields.get("started_at"), fields.get("ended_at")
+    if start and end and end < start:
+        fields.pop("ended_at")
+
+
+_WHEN_RANGE = re.compile(
+    r"^\s*(?P<d1>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})?[ ,T]*(?P<t1>\d{1,2}[:h]\d{2})\s*"
+    r"(?:\s*(?:–|—|-|to|à|→|->)\s*)(?P<d2>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})?[ ,T]*"
+    r"(?P<t2>\d{1,2}[:h]\d{2})\s*" + _TZ + r"?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _when_range(line: str, number: int, day: dt.date | None) -> dict[str, Any] | None:
+    """'2025-09-03, 13:12 – 15:47 UTC': the incident's start and end on one line."""
+    m = _WHEN_RANGE.match(line)
+    if m is None:
+        return None
+    zone = (m.group("tz") or "").lower()
+    values = {}
+    for name, d, t in (("started_at", "d1", "t1"), ("ended_at", "d2", "t2")):
+        raw_day = m.group(d) or m.group("d1")
+        on = parse_date(raw_day, number, "When") if raw_day else day
+        if on is None:
+            raise MarkdownError(f"When '{line.strip()}' has no date.", number)
+        hour, minute = (int(x) for x in re.split(r"[:h]", m.group(t)))
+        naive = dt.datetime.combine(on, dt.time(hour, minute))
+        if zone in _TIME_ZONES:
+            values[name] = naive.replace(
+                tzinfo=dt.timezone(dt.timedelta(minutes=_TIME_ZONES[zone]))
+            )
+        else:
+            values[name] = timezone.make_aware(naive, timezone.get_current_timezone())
+    return values
 
 
 def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
     anchor = day
-    for number, line in section.content_lines():
+    content = section.content_lines()
+    if len(content) == 1 and (found := _when_range(content[0][1], content[0][0], day)):
+        return found
+    for number, line in content:
         m = _FIELD_LINE.match(line)
         name = FIELD_BY_WORD.get(_fold(m.group("name"))) if m else None
         if m is None or name not in ("started_at", "ended_at", "detected_at", "resolved_at"):
@@ -612,8 +1210,289 @@ def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
     return values
 
 
-def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """The actions, and any text that stands before the first one."""
+_ACTION_COLUMNS = {
+    "title": [
+        "action", "action item", "action items", "item", "task", "tache", "titre", "title",
+        "what", "description", "follow up", "mesure", "actions",
+    ],
+    "kind": ["type", "kind", "categorie", "category", "nature"],
+    "owner": [
+        "owner", "owners", "responsable", "assignee", "assigned to", "porteur", "qui", "who",
+        "pilote",
+    ],
+    "status": ["status", "statut", "etat", "state", "avancement"],
+    "ticket": ["bug", "ticket", "issue", "lien", "link", "jira", "tracking", "tickets"],
+    "due": ["due", "due date", "echeance", "deadline", "date limite", "date", "pour le"],
+}  # fmt: skip
+_COLUMN_BY_NAME = {_fold(w): k for k, ws in _ACTION_COLUMNS.items() for w in ws}
+_LINK = re.compile(r"\[(?P<text>[^\]]*)\]\((?P<url>https?://[^)\s]+)\)")
+_URL = re.compile(r"https?://[^\s)>\]|]+")
+# What a title says about an action's kind, when the page does not say.
+_KIND_HINTS = (
+    (ActionKind.DETECT, r"alert|monitor|dashboard|detect|surveill|supervis|metric|sonde|probe"),
+    (ActionKind.PROCESS, r"runbook|process|procedure|review|train|document|communicat|playbook"),
+    (ActionKind.INVESTIGATE, r"investigat|analy|understand|find out|enqu|comprendre|root cause"),
+    (ActionKind.PREVENT, r"prevent|test|validat|lint|guard|check|empech|eviter|canary"),
+    (ActionKind.MITIGATE, r"limit|timeout|pool|rate|cache|scale|capacit|throttl|circuit|retry"),
+)
+_TASK = re.compile(r"^\[(?P<mark>[ xX])\]\s+")
+
+
+def _plain(cell: str) -> str:
+    """A cell's text without its Markdown: links as their text, no emphasis or code."""
+    text = _LINK.sub(lambda m: m.group("text"), cell)
+    return re.sub(r"(\*\*|__|`|~~)", "", text).strip()
+
+
+def _new_action(number: int, title: str, line: int, reading: _Reading) -> dict[str, Any]:
+    cut = title
+    if len(title) > _max_length(Action, "title"):
+        cut = title[: _max_length(Action, "title") - 1].rstrip() + "…"
+    return {
+        "number": number,
+        "kind": None,
+        "title": cut,
+        "status": ActionStatus.TODO,
+        "owner_name": "",
+        "due_date": None,
+        "ticket_url": "",
+        "done_at": None,
+        "_lines": [title] if cut != title else [],
+        "_line": line,
+    }
+
+
+def _action_kind(action: dict[str, Any], word: str, reading: _Reading, line: int) -> None:
+    n = action["number"]
+    if word.strip():
+        kind = _match(
+            word,
+            ACTION_KIND_BY_WORD,
+            what=f"Action {n} kind",
+            shown={k: k.value for k in ActionKind},
+            line=line,
+            reading=reading,
+        )
+        if kind is not None:
+            action["kind"] = kind
+            return
+        refusal = f"Action {n} kind '{word.strip()}' is not one of {', '.join(ActionKind.values)}."
+    else:
+        refusal = (
+            f"Action {n} has no kind: write '**Action {n} (mitigate): …**' with one of "
+            f"{', '.join(ActionKind.values)}."
+        )
+    title = _fold(action["title"])
+    guessed = next(
+        (kind for kind, hint in _KIND_HINTS if re.search(hint, title)), ActionKind.REPAIR
+    )
+    action["kind"] = guessed
+    reading.guess(
+        f"Action {n} has no kind the reader knows ('{word.strip()}'): {guessed.value}, guessed "
+        "from its title."
+        if word.strip()
+        else f"Action {n} has no kind: {guessed.value}, guessed from its title.",
+        line,
+        refusal,
+    )
+
+
+def _action_status(action: dict[str, Any], value: str, reading: _Reading, line: int) -> None:
+    n = action["number"]
+    status = _match(
+        value,
+        ACTION_STATUS_BY_WORD,
+        what=f"Action {n} status",
+        shown=ACTION_STATUS_WORD,
+        line=line,
+        reading=reading,
+    )
+    if status is None:
+        reading.guess(
+            f"Action {n} status '{value}' is not understood: imported as to do.",
+            line,
+            f"Action {n} status '{value}' is not one of {', '.join(ACTION_STATUS_WORD.values())}.",
+        )
+        status = ActionStatus.TODO
+    action["status"] = status
+
+
+def _action_ticket(action: dict[str, Any], value: str, reading: _Reading, line: int) -> None:
+    n = action["number"]
+    link = _LINK.search(value) or _URL.search(value)
+    url = link.group("url") if isinstance(link, re.Match) and "url" in link.groupdict() else None
+    url = url or (link.group(0) if link else None)
+    if url and len(url) <= _max_length(Action, "ticket_url"):
+        action["ticket_url"] = url
+        return
+    if value.strip():
+        reading.guess(
+            f"Action {n} ticket '{value.strip()}' is not an http(s) URL: kept in its description.",
+            line,
+            f"Action {n} ticket '{value.strip()}' is not an http(s) URL.",
+        )
+        action["_lines"].append(f"Ticket: {_plain(value)}")
+
+
+_NO_DATE = {"", "-", "--", "—", "–", "n/a", "na", "tbd", "tbc", "none", "aucune", "?", "a definir"}
+
+
+def _due(action: dict[str, Any], value: str, reading: _Reading, line: int) -> None:
+    if _fold(_plain(value)) in _NO_DATE or not _plain(value).strip("—–- "):
+        return
+    action["due_date"] = reading.attempt(parse_date, _plain(value), line, "Due date")
+
+
+def _action_owner(action: dict[str, Any], value: str, reading: _Reading, line: int) -> None:
+    owner = _plain(value)
+    if owner and _fold(owner) not in _NO_DATE:
+        action["owner_name"] = (
+            reading.attempt(
+                _check_length, owner, Action, "owner_name", f"Action {action['number']} owner", line
+            )
+            or ""
+        )
+
+
+def _table_actions(tables: list[wikidoc.Table], reading: _Reading) -> list[dict[str, Any]]:
+    actions: list[dict[str, Any]] = []
+    for table in tables:
+        columns = [_COLUMN_BY_NAME.get(_fold(_plain(h))) for h in table.header]
+        if "title" not in columns:
+            columns[0] = "title"
+        for line, cells in table.rows:
+            row = {c: cells[i] for i, c in enumerate(columns) if c and i < len(cells)}
+            title = _plain(row.get("title", ""))
+            if not title:
+                continue
+            action = _new_action(len(actions) + 1, title, line, reading)
+            ticket = row.get("ticket", "")
+            word = re.match(r"^\s*(?:\*\*|__)?(TODO|DONE|WIP|OPEN|CLOSED)\b", ticket, re.I)
+            if word:
+                ticket = ticket[word.end() :].lstrip("*_ ")
+            _action_kind(action, _plain(row.get("kind", "")), reading, line)
+            status = _plain(row.get("status", "")) or (word.group(1) if word else "")
+            if status:
+                _action_status(action, status, reading, line)
+            _action_owner(action, row.get("owner", ""), reading, line)
+            _action_ticket(action, ticket, reading, line)
+            _due(action, row.get("due", ""), reading, line)
+            actions.append(action)
+    return actions
+
+
+_OWNER_IN_TEXT = re.compile(
+    r"\(\s*(?:owner|responsable|assignee|porteur|qui)\s*:\s*(?P<name>[^,)]+?)\s*(?:,(?P<more>[^)]*))?\)"
+    r"|\(\s*(?P<handle>@[\w.-]+)\s*\)",
+    re.IGNORECASE,
+)
+_DUE_IN_TEXT = re.compile(
+    r"\b(?:due|échéance|echeance|by|avant le|pour le)\s*:?\s*"
+    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\s+[^\W\d_]+\.?(?:\s+\d{4})?)",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$")
+
+
+def _bullet_actions(
+    section: Section, reading: _Reading
+) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """`- [x] Roll back (owner: Bob, due 2025-09-30)`, `- Fix the key (@alice) [INFRA-1](url)
+    — in progress, due 2024-06-28`, `1. [prevent] Page the products — mei@example.com —
+    done`: one action a top-level item, its indented lines its description."""
+    actions: list[dict[str, Any]] = []
+    before: list[tuple[int, str]] = []
+    for number, line in section.lines:
+        bullet = re.match(r"^(?:[-*+]|\d+[.)])\s+(?P<text>.*)$", line)
+        if bullet is None:
+            if actions and line.strip():
+                actions[-1]["_lines"].append(line.strip())
+            elif not actions:
+                before.append((number, line))
+            continue
+        if reading.strict:
+            reading.problems.append(
+                MarkdownError(
+                    "An action must be written '**Action 1 (mitigate): …**' or as a table row.",
+                    number,
+                )
+            )
+            continue
+        text = bullet.group("text").strip()
+        task = _TASK.match(text)
+        if task:
+            text = text[task.end() :]
+        kind_word = ""
+        tagged = re.match(r"^\[(?P<kind>[^\]\d]{3,20})\]\s+", text)
+        if tagged:
+            kind_word, text = tagged.group("kind"), text[tagged.end() :]
+        owner = due = status = ""
+        found = _OWNER_IN_TEXT.search(text)
+        if found:
+            owner = found.group("name") or found.group("handle") or ""
+            due_in = _DUE_IN_TEXT.search(found.group("more") or "")
+            due = due_in.group("date") if due_in else ""
+            text = (text[: found.start()] + text[found.end() :]).strip()
+        link = _LINK.search(text)
+        url = link.group("url") if link else ""
+        if link:
+            text = (text[: link.start()] + text[link.end() :]).strip()
+        parts = [p.strip() for p in re.split(r"\s+[—–]\s+", text)]
+        title, rest = parts[0], parts[1:]
+        for part in rest:
+            for piece in [q.strip() for q in part.split(",")]:
+                due_in = _DUE_IN_TEXT.fullmatch(piece) or _DUE_IN_TEXT.match(piece)
+                if due_in:
+                    due = due_in.group("date")
+                elif _fold(piece) in ACTION_STATUS_BY_WORD or difflib.get_close_matches(
+                    _fold(piece), list(ACTION_STATUS_BY_WORD), n=1, cutoff=0.8
+                ):
+                    status = piece
+                elif _EMAIL.match(piece) or piece.startswith("@") or not owner:
+                    owner = owner or piece
+        action = _new_action(len(actions) + 1, _plain(title).strip(" -—:"), number, reading)
+        _action_kind(action, kind_word, reading, number)
+        if task:
+            action["status"] = ActionStatus.DONE if task.group("mark") != " " else ActionStatus.TODO
+        if status:
+            _action_status(action, status, reading, number)
+        if owner:
+            _action_owner(action, owner, reading, number)
+        if url:
+            action["ticket_url"] = url
+        if due:
+            _due(action, due, reading, number)
+        actions.append(action)
+    return actions, before
+
+
+def _parse_actions(
+    section: Section, doc: wikidoc.Document, reading: _Reading
+) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The actions, and any text that stands before the first one: `**Action N (kind):
+    title**` blocks, a table (action / type / owner / status / ticket / due, in English
+    or French), or one action a bullet (task lists included)."""
+    last = section.lines[-1][0] if section.lines else section.line
+    tables = [t for t in doc.tables if section.line < t.line <= last]
+    if any(_ACTION_HEAD.match(t.strip()) for _, t in section.lines):
+        actions, before = _classic_actions(section, reading)
+    elif tables:
+        in_table = {n for t in tables for n in range(t.line, t.end + 1)}
+        actions = _table_actions(tables, reading)
+        before = [(n, t) for n, t in section.lines if n not in in_table]
+    else:
+        actions, before = _bullet_actions(section, reading)
+    for action in actions:
+        action["description"] = "\n".join(action.pop("_lines")).strip("\n")
+        action.pop("_line")
+        if action["status"] != ActionStatus.DONE:
+            action["done_at"] = None
+    return actions, before
+
+
+def _classic_actions(
+    section: Section, reading: _Reading
+) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     actions: list[dict[str, Any]] = []
     before: list[tuple[int, str]] = []
     current: dict[str, Any] | None = None
@@ -623,37 +1502,25 @@ def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[i
         if head:
             n = int(head.group("number"))
             if n in seen_numbers:
-                raise MarkdownError(
-                    f"Action {n} appears twice (first on line {seen_numbers[n]}).", number
+                renumbered = max(seen_numbers) + 1
+                reading.guess(
+                    f"Action {n} appears twice (first on line {seen_numbers[n]}): the second "
+                    f"is Action {renumbered}.",
+                    number,
+                    f"Action {n} appears twice (first on line {seen_numbers[n]}).",
                 )
+                n = renumbered
             seen_numbers[n] = number
-            kind_word = _fold(head.group("kind") or "")
-            if not kind_word:
-                raise MarkdownError(
-                    f"Action {n} has no kind: write '**Action {n} (mitigate): …**' with one of "
-                    f"{', '.join(ActionKind.values)}.",
-                    number,
-                )
-            if kind_word not in ACTION_KIND_BY_WORD:
-                raise MarkdownError(
-                    f"Action {n} kind '{head.group('kind')}' is not one of "
-                    f"{', '.join(ActionKind.values)}.",
-                    number,
-                )
-            current = {
-                "number": n,
-                "kind": ACTION_KIND_BY_WORD[kind_word],
-                "title": _check_length(
-                    head.group("title").strip(), Action, "title", f"Action {n} title", number
-                ),
-                "status": ActionStatus.TODO,
-                "owner_name": "",
-                "due_date": None,
-                "ticket_url": "",
-                "done_at": None,
-                "_lines": [],
-                "_line": number,
-            }
+            title = reading.attempt(
+                _check_length,
+                head.group("title").strip(),
+                Action,
+                "title",
+                f"Action {n} title",
+                number,
+            )
+            current = _new_action(n, title or head.group("title").strip()[:200], number, reading)
+            _action_kind(current, head.group("kind") or "", reading, number)
             actions.append(current)
             continue
         if current is None:
@@ -664,38 +1531,17 @@ def _parse_actions(section: Section) -> tuple[list[dict[str, Any]], list[tuple[i
         if m and name in ("status", "owner", "due_date", "ticket_url", "done_at"):
             value = m.group("value").strip()
             if name == "status":
-                status = ACTION_STATUS_BY_WORD.get(_fold(value))
-                if status is None:
-                    raise MarkdownError(
-                        f"Action {current['number']} status '{value}' is not one of "
-                        f"{', '.join(ACTION_STATUS_WORD.values())}.",
-                        number,
-                    )
-                current["status"] = status
+                _action_status(current, value, reading, number)
             elif name == "owner":
-                current["owner_name"] = _check_length(
-                    value, Action, "owner_name", f"Action {current['number']} owner", number
-                )
+                _action_owner(current, value, reading, number)
             elif name == "due_date":
-                current["due_date"] = parse_date(value, number, "Due date") if value else None
+                _due(current, value, reading, number)
             elif name == "done_at":
-                current["done_at"] = parse_datetime(value, number, "Done at", None)
+                current["done_at"] = reading.attempt(parse_datetime, value, number, "Done at", None)
             elif name == "ticket_url":
-                if value and not re.match(r"^https?://\S+$", value):
-                    raise MarkdownError(
-                        f"Action {current['number']} ticket '{value}' is not an http(s) URL.",
-                        number,
-                    )
-                current["ticket_url"] = _check_length(
-                    value, Action, "ticket_url", f"Action {current['number']} ticket", number
-                )
+                _action_ticket(current, value, reading, number)
             continue
         current["_lines"].append(line.rstrip())
-    for action in actions:
-        action["description"] = "\n".join(action.pop("_lines")).strip("\n")
-        action.pop("_line")
-        if action["status"] != ActionStatus.DONE:
-            action["done_at"] = None
     return actions, before
 
 
@@ -720,11 +1566,134 @@ def _single_value(section: Section, what: str) -> tuple[int, str]:
     return lines[0][0], " ".join(t.strip() for _, t in lines)
 
 
-def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
-    """Read a post-mortem page. ``title`` is used when the page has none."""
+class _Reading:
+    """The problems and the guesses of one reading; `strict` turns guesses into problems."""
+
+    def __init__(self, *, strict: bool) -> None:
+        self.strict = strict
+        self.problems: list[MarkdownError] = []
+        self.notes: list[str] = []
+
+    def guess(self, note: str, line: int | None, refusal: str | None = None) -> None:
+        """A guess the page's author should know about; under strict, `refusal` (or the
+        note) is a problem instead."""
+        if self.strict:
+            self.problems.append(MarkdownError(refusal or note, line))
+        else:
+            self.notes.append(f"Line {line}: {note}" if line else note)
+
+    def attempt(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MarkdownError as exc:
+            self.problems.extend(exc.problems)
+            return None
+
+
+def _match(
+    value: str,
+    table: dict[str, Any],
+    *,
+    what: str,
+    shown: dict[Any, str],
+    line: int | None,
+    reading: _Reading,
+) -> Any:
+    """The key a word stands for: exact (case, accents and spaces aside); else its first
+    clause or words ("Complete, action items in progress"), else the closest word ("to
+    debatre"), each guess noted; None when nothing is close."""
+    folded = _fold(value.replace("*", ""))
+    if folded in table:
+        return table[folded]
+    candidates = [_fold(part) for part in re.split(r"[,;:()/—–]| - ", value) if part.strip()]
+    words = folded.split()
+    candidates += [" ".join(words[:k]) for k in range(len(words) - 1, 0, -1)]
+    found = next((table[c] for c in candidates if c in table), None)
+    if found is None:
+        close = difflib.get_close_matches(folded, list(table), n=1, cutoff=0.75)
+        found = table[close[0]] if close else None
+    if found is not None:
+        reading.guess(
+            f"{what} '{value.strip()}' read as '{shown[found]}'.",
+            line,
+            f"{what} '{value.strip()}' is not one of {', '.join(shown.values())}.",
+        )
+    return found
+
+
+_SEVERITY_WORDS = {
+    "critical": Severity.SEV1, "critique": Severity.SEV1, "blocker": Severity.SEV1,
+    "bloquant": Severity.SEV1, "urgent": Severity.SEV1,
+    "major": Severity.SEV2, "majeur": Severity.SEV2, "majeure": Severity.SEV2,
+    "high": Severity.SEV2, "haute": Severity.SEV2, "elevee": Severity.SEV2,
+    "minor": Severity.SEV3, "mineur": Severity.SEV3, "mineure": Severity.SEV3,
+    "medium": Severity.SEV3, "moyenne": Severity.SEV3, "moderate": Severity.SEV3,
+    "low": Severity.SEV4, "basse": Severity.SEV4, "faible": Severity.SEV4,
+    "trivial": Severity.SEV4, "cosmetic": Severity.SEV4,
+}  # fmt: skip
+_PRIORITY = {"0": Severity.SEV1, "1": Severity.SEV2, "2": Severity.SEV3, "3": Severity.SEV4}
+
+
+def parse_severity(value: str, line: int | None, reading: _Reading) -> Severity | None:
+    """SEV1-4 (SEV0 is SEV1), P0-P3, or a word (critical, majeur...)."""
+    text = value.strip().replace("*", "")
+    m = re.fullmatch(r"(?:sev)?\s*([1-4])", text, re.IGNORECASE)
+    if m:
+        return Severity(f"sev{m.group(1)}")
+    m = re.search(r"\bsev\s*-?\s*([0-4])\b", text, re.IGNORECASE)
+    p = re.search(r"\bp\s*([0-3])\b", text, re.IGNORECASE)
+    found: Severity | None = None
+    if m:
+        found = Severity(f"sev{max(1, int(m.group(1)))}")
+    elif p:
+        found = _PRIORITY[p.group(1)]
+    else:
+        words = _fold(text).split()
+        found = next((_SEVERITY_WORDS[w] for w in words if w in _SEVERITY_WORDS), None)
+    if found is None:
+        reading.problems.append(
+            MarkdownError(
+                f"Severity '{value.strip()}' is not one of SEV1-SEV4, P0-P3, critical, major, "
+                "minor, low (or critique, majeur, mineur, faible).",
+                line,
+            )
+        )
+        return None
+    reading.guess(
+        f"Severity '{value.strip()}' read as {found.label}.",
+        line,
+        f"Severity '{value.strip()}' is not one of SEV1, SEV2, SEV3, SEV4.",
+    )
+    return found
+
+
+def _title_from_text(text: str) -> str:
+    """The first sentence of a text, short enough for a title."""
+    plain = re.sub(r"\s+", " ", re.sub(r"[*_`#>\[\]]", "", text)).strip()
+    sentence = re.split(r"(?<=[.!?])\s", plain, maxsplit=1)[0].strip().rstrip(".")
+    return sentence if len(sentence) <= 120 else sentence[:117].rstrip() + "…"
+
+
+def parse(
+    text: str,
+    *,
+    title: str | None = None,
+    file_name: str | None = None,
+    strict: bool = False,
+) -> ParsedPostMortem:
+    """Read a post-mortem page to the end; raise MarkdownError listing every problem.
+
+    ``title`` is used when the page has none. Without `strict`, what the reader guessed
+    (a title from the summary or the file name, a status read through a typo, sections
+    written twice and joined) is listed in `notes`; with it, each guess is a problem."""
     lines = _check_markdown(text)
-    title_heading, sections = _split_sections(lines)
-    found_title = _title_from_heading(title_heading[1]) if title_heading else None
+    try:
+        doc = wikidoc.read(lines)
+    except wikidoc.FrontMatterError as exc:
+        raise MarkdownError(str(exc), exc.line) from None
+    title_heading, sections = _split_sections(lines, doc)
+    sections = _front_matter_sections(doc) + sections
+    reading = _Reading(strict=strict)
     parsed = ParsedPostMortem(
         title="",
         fields={},
@@ -735,94 +1704,134 @@ def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
         timeline=[],
         actions=[],
         extra_sections=[],
+        notes=reading.notes,
     )
     known = [s for s in sections if s.key]
     if not known:
+        if not doc.headings:
+            raise MarkdownError(
+                "The file is not a Markdown post-mortem: it has no '#' headings "
+                "(expected a title and sections such as '### Summary')."
+            )
         raise MarkdownError(
             "No post-mortem section found: expected headings such as '### Summary', "
             "'### Impacts', '### Root Causes' or '### Actions' (or their French names)."
         )
-    seen: dict[str, int] = {}
+    by_key: dict[str, Section] = {}
     last_known = 0
     for section in sections:
         if section.key is None:
-            heading = _check_length(
-                section.heading, ExtraSection, "heading", "The heading", section.line
+            heading = reading.attempt(
+                _check_length, section.heading, ExtraSection, "heading", "The heading", section.line
             )
             parsed.extra_sections.append(
-                {"heading": heading, "body": section.text, "position": last_known}
+                {
+                    "heading": heading or section.heading[:200],
+                    "body": section.text,
+                    "position": last_known,
+                }
             )
             continue
-        if section.key in seen:
-            raise MarkdownError(
-                f"The section '{section.heading}' appears twice (first on line "
-                f"{seen[section.key]}).",
-                section.line,
+        first = by_key.get(section.key)
+        if first is None or first.front_matter:
+            # A section of the page wins over the same key in the front matter.
+            by_key[section.key] = section
+        elif section.key in _ONE_LINE_KEYS:
+            reading.problems.append(
+                MarkdownError(
+                    f"The section '{section.heading}' appears twice (first on line {first.line}).",
+                    section.line,
+                )
             )
-        seen[section.key] = section.line
-        last_known = SECTIONS.index(section.key) + 1
+        else:
+            reading.guess(
+                f"The section '{section.heading}' is joined to '{first.heading}' (line "
+                f"{first.line}).",
+                section.line,
+                f"The section '{section.heading}' appears twice (first on line {first.line}).",
+            )
+            first.lines += [(section.line, ""), (section.line, f"#### {section.heading}")]
+            first.lines += section.lines
+        if not section.front_matter:
+            last_known = SECTIONS.index(section.key) + 1
 
-    by_key = {s.key: s for s in known}
-    if "title" in by_key:
-        found_title = _single_value(by_key["title"], "Title")[1]
-    found_title = found_title or (title or "").strip()
-    if not found_title:
-        where = title_heading[0] if title_heading else 1
-        heading = f" '{title_heading[1]}'" if title_heading else ""
-        raise MarkdownError(
-            f"The post-mortem has no title: its first heading{heading} does not name the "
-            "incident. Write it as '## POST MORTEM: <title>', add a '### Title' section, "
-            "or give a title with the file.",
-            where,
-        )
-    if len(found_title) > 200:
-        raise MarkdownError(
-            "The title is longer than 200 characters.", title_heading[0] if title_heading else None
-        )
-    parsed.title = found_title
     fields = parsed.fields
-
+    parsed.title = _read_title(by_key, title_heading, title, file_name, reading) or ""
     day: dt.date | None = None
     if "date" in by_key:
         number, value = _single_value(by_key["date"], "Date")
-        day = parse_date(value, number, "Date")
-        fields["written_on"] = day
+        day = reading.attempt(parse_date, value, number, "Date")
+        if day is not None:
+            fields["written_on"] = day
     if "authors" in by_key:
-        parsed.author_names = _names_in(by_key["authors"], "external_authors", "The author")
+        parsed.author_names = (
+            reading.attempt(_names_in, by_key["authors"], "external_authors", "The author") or []
+        )
     if "status" in by_key:
         number, value = _single_value(by_key["status"], "Status")
-        status = POSTMORTEM_STATUS_BY_WORD.get(_fold(value))
+        status = _match(
+            value,
+            POSTMORTEM_STATUS_BY_WORD,
+            what="Status",
+            shown=POSTMORTEM_STATUS_WORD,
+            line=number,
+            reading=reading,
+        )
         if status is None:
-            raise MarkdownError(
-                f"Status '{value}' is not one of Draft, In review, Published.", number
+            reading.problems.append(
+                MarkdownError(
+                    f"Status '{value}' is not one of Draft, In review, Published.", number
+                )
             )
-        fields["status"] = status
+        else:
+            fields["status"] = status
     if "severity" in by_key:
         number, value = _single_value(by_key["severity"], "Severity")
-        m = re.fullmatch(r"(?:sev)?\s*([1-4])", value.strip(), re.IGNORECASE)
-        if not m:
-            raise MarkdownError(f"Severity '{value}' is not one of SEV1, SEV2, SEV3, SEV4.", number)
-        fields["severity"] = Severity(f"sev{m.group(1)}")
+        severity = parse_severity(value, number, reading)
+        if severity is not None:
+            fields["severity"] = severity
     if "team" in by_key:
         number, value = _single_value(by_key["team"], "Team")
-        parsed.team_name = _check_length(value, Team, "name", "The team", number)
+        parsed.team_name = reading.attempt(_check_length, value, Team, "name", "The team", number)
     if "services" in by_key:
-        fields["services"] = _names_in(by_key["services"], "services", "The service")
+        fields["services"] = (
+            reading.attempt(_names_in, by_key["services"], "services", "The service") or []
+        )
     if "when" in by_key:
-        fields.update(_parse_when(by_key["when"], day))
+        fields.update(reading.attempt(_parse_when, by_key["when"], day) or {})
     for key in ("summary", "trigger", "resolution", "detection", "lessons_learned"):
         if key in by_key:
             fields[key] = by_key[key].text
     if "impacts" in by_key:
-        parsed.impacts = _parse_impacts(by_key["impacts"])
+        parsed.impacts = reading.attempt(_parse_impacts, by_key["impacts"]) or []
     if "root_causes" in by_key:
-        parsed.root_causes = _parse_root_causes(by_key["root_causes"])
+        causes, context = reading.attempt(_parse_root_causes, by_key["root_causes"]) or ([], "")
+        parsed.root_causes = causes
+        if context.strip():
+            parsed.extra_sections.append(
+                {
+                    "heading": by_key["root_causes"].heading + " (notes)",
+                    "body": context,
+                    "position": SECTIONS.index("root_causes") + 1,
+                }
+            )
     if "timeline" in by_key:
         # A bare "12:05" happened on the incident's day; the Date section is the
         # day the page was written, usually the day after.
-        parsed.timeline = _parse_timeline(by_key["timeline"], _day_of(fields) or day)
+        timeline, notes = _parse_timeline(by_key["timeline"], _day_of(fields) or day, reading, day)
+        parsed.timeline = timeline
+        if notes:
+            parsed.extra_sections.append(
+                {
+                    "heading": by_key["timeline"].heading + " (notes)",
+                    "body": notes,
+                    "position": SECTIONS.index("timeline") + 1,
+                }
+            )
+        _times_from_timeline(fields, timeline)
+    _times_from_prose(fields, by_key, day, reading)
     if "actions" in by_key:
-        parsed.actions, before = _parse_actions(by_key["actions"])
+        parsed.actions, before = _parse_actions(by_key["actions"], doc, reading)
         if any(t.strip() for _, t in before):
             parsed.extra_sections.append(
                 {
@@ -831,12 +1840,111 @@ def parse(text: str, *, title: str | None = None) -> ParsedPostMortem:
                     "position": SECTIONS.index("actions"),
                 }
             )
+    if reading.problems:
+        raise MarkdownError.of(reading.problems)
     return parsed
+
+
+def _read_title(
+    by_key: dict[str, Section],
+    title_heading: tuple[int, str] | None,
+    given: str | None,
+    file_name: str | None,
+    reading: _Reading,
+) -> str | None:
+    """The title: a Title section or front matter key, the first heading, the one given
+    with the file; else (a guess) the summary's first sentence or the file's name."""
+    found: str | None = None
+    if "title" in by_key:
+        found = _single_value(by_key["title"], "Title")[1]
+    elif title_heading:
+        found = _title_from_heading(title_heading[1])
+    found = found or (given or "").strip() or None
+    where = title_heading[0] if title_heading else 1
+    refusal = (
+        "The post-mortem has no title: "
+        + (
+            f"its first heading '{title_heading[1]}' does not name the incident. "
+            if title_heading
+            else "no heading names the incident. "
+        )
+        + "Write it as '## POST MORTEM: <title>', add a '### Title' section, or give a "
+        "title with the file."
+    )
+    sentence = _title_from_text(by_key["summary"].text) if "summary" in by_key else ""
+    if not found and sentence and (len(sentence) <= 100 or not file_name):
+        found = sentence
+        reading.guess(
+            f"No title: the summary's first sentence is the title, '{found}'.", where, refusal
+        )
+    elif not found and file_name:
+        stem = re.sub(r"\.(md|markdown|txt)$", "", file_name.rsplit("/", 1)[-1], flags=re.I)
+        found = re.sub(r"[-_]+", " ", stem).strip().capitalize() or None
+        if found:
+            reading.guess(f"No title: the file's name is the title, '{found}'.", where, refusal)
+    if not found:
+        reading.problems.append(MarkdownError(refusal, where))
+        return None
+    if len(found) > 200:
+        reading.problems.append(MarkdownError("The title is longer than 200 characters.", where))
+        return None
+    return found
 
 
 def _day_of(fields: dict[str, Any]) -> dt.date | None:
     started = fields.get("started_at")
     return timezone.localtime(started).date() if started else None
+
+
+def describe(parsed: ParsedPostMortem) -> str:
+    """What an import would save, field by field, then the reader's guesses: the dry run."""
+    fields = parsed.fields
+    out = [f"Title: {parsed.title}"]
+    for name, label in (
+        ("status", "Status"),
+        ("severity", "Severity"),
+        ("written_on", "Date"),
+        ("started_at", "Started"),
+        ("detected_at", "Detected"),
+        ("ended_at", "Ended"),
+    ):
+        if fields.get(name) is not None:
+            value = fields[name]
+            out.append(f"{label}: {value.isoformat() if hasattr(value, 'isoformat') else value}")
+    if parsed.author_names:
+        out.append("Authors: " + ", ".join(parsed.author_names))
+    if parsed.team_name:
+        out.append(f"Team: {parsed.team_name}")
+    for key in ("summary", "trigger", "resolution", "detection", "lessons_learned"):
+        if fields.get(key):
+            out.append(f"{key.replace('_', ' ').capitalize()}: {len(fields[key])} characters")
+    out.append(f"Impacts: {len(parsed.impacts)}")
+    for impact in parsed.impacts:
+        figure = (
+            "" if impact["value"] is None else f" = {impact['value']} {impact['unit']}".rstrip()
+        )
+        if impact.get("value_before") is not None:
+            figure += f" (before: {impact['value_before']})"
+        out.append(f"  - {impact['label']}{figure}")
+    out.append(f"Root causes: {len(parsed.root_causes)}")
+    out.append(f"Timeline: {len(parsed.timeline)} entries")
+    for entry in parsed.timeline:
+        out.append(f"  - {entry['occurred_at'].isoformat()} {entry['text'].splitlines()[0][:70]}")
+    out.append(f"Actions: {len(parsed.actions)}")
+    for action in parsed.actions:
+        extra = [action["status"], action["kind"]]
+        if action["owner_name"]:
+            extra.append(f"owner {action['owner_name']}")
+        if action["due_date"]:
+            extra.append(f"due {action['due_date'].isoformat()}")
+        if action["ticket_url"]:
+            extra.append(action["ticket_url"])
+        out.append(f"  {action['number']}. {action['title']} ({', '.join(map(str, extra))})")
+    kept = [s["heading"] or "(text before the first section)" for s in parsed.extra_sections]
+    out.append("Kept as text: " + (", ".join(kept) if kept else "nothing"))
+    out.append(f"Guesses: {len(parsed.notes)}")
+    out += [f"  - {note}" for note in parsed.notes]
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- writing
@@ -847,20 +1955,66 @@ def _format_number(value: Decimal) -> str:
     return text
 
 
-def _format_date(day: dt.date) -> str:
-    return f"{day.day} {_MONTH_NAMES[day.month - 1]} {day.year}"
+_MONTH_NAMES_FR = (
+    "janvier février mars avril mai juin juillet août septembre octobre novembre décembre"
+).split()
+# The words of an export, values included: a French export says "Statut : à faire".
+EXPORT_WORDS = {
+    "en": {
+        "Started": "Started", "Detected": "Detected", "Resolved": "Resolved", "Ended": "Ended",
+        "Category": "Category", "Owner": "Owner", "Due": "Due", "Ticket": "Ticket",
+        "Status": "Status", "Done at": "Done at", "sep": ": ",
+        "status": dict(POSTMORTEM_STATUS_WORD), "action_status": dict(ACTION_STATUS_WORD),
+        "kind": {k: k.value for k in ActionKind},
+    },
+    "fr": {
+        "Started": "Début", "Detected": "Détecté", "Resolved": "Résolu", "Ended": "Fin",
+        "Category": "Catégorie", "Owner": "Responsable", "Due": "Échéance", "Ticket": "Ticket",
+        "Status": "Statut", "Done at": "Fait le", "sep": " : ",
+        "status": {
+            PostMortemStatus.DRAFT: "Brouillon", PostMortemStatus.IN_REVIEW: "En relecture",
+            PostMortemStatus.PUBLISHED: "Publié",
+        },
+        "action_status": {
+            ActionStatus.TODO: "à faire", ActionStatus.TO_DEBATE: "à débattre",
+            ActionStatus.IN_PROGRESS: "en cours", ActionStatus.DONE: "fait",
+            ActionStatus.WONT_DO: "abandonné",
+        },
+        "kind": {
+            ActionKind.INVESTIGATE: "investiguer", ActionKind.MITIGATE: "atténuer",
+            ActionKind.REPAIR: "réparer", ActionKind.DETECT: "détecter",
+            ActionKind.PREVENT: "prévenir", ActionKind.PROCESS: "processus",
+        },
+    },
+}  # fmt: skip
+
+
+def _format_date(day: dt.date, language: str = "en") -> str:
+    months = _MONTH_NAMES_FR if language == "fr" else _MONTH_NAMES
+    return f"{day.day} {months[day.month - 1]} {day.year}"
 
 
 def _format_datetime(value: dt.datetime) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
 
 
-def impact_line(label: str, value: Decimal | None, unit: str) -> str:
-    """An impact as one line: the label as written when it already holds the figure."""
+def impact_line(
+    label: str, value: Decimal | None, unit: str, value_before: Decimal | None = None
+) -> str:
+    """An impact as one line: the label as written when reading it gives the same figure
+    (so that export and import agree), else the label and the figure."""
     if value is None:
         return label
-    m = _NUMBER.search(label)
-    if m and _parse_number(m.group(1)) == value:
+    try:
+        read = parse_impact(label, "")
+    except MarkdownError:
+        read = {}
+    same = (
+        read.get("value") == value
+        and (read.get("unit") == unit or not unit)
+        and (value_before is None or read.get("value_before") == value_before)
+    )
+    if same:
         return label
     figure = _format_number(value)
     if unit:
@@ -871,6 +2025,8 @@ def impact_line(label: str, value: Decimal | None, unit: str) -> str:
 def export(pm: PostMortem, *, language: str = "en") -> str:
     """The post-mortem as Markdown, in the classic order."""
     names = HEADINGS.get(language, HEADINGS["en"])
+    words: dict[str, Any] = EXPORT_WORDS.get(language, EXPORT_WORDS["en"])
+    sep = words["sep"]
     extras: dict[int, list[Any]] = {}
     for extra in pm.extra_sections.all():
         extras.setdefault(extra.position, []).append(extra)
@@ -901,17 +2057,17 @@ def export(pm: PostMortem, *, language: str = "en") -> str:
     ]
     bodies: dict[str, str | None] = {
         "title": None,
-        "date": _format_date(pm.written_on) if pm.written_on else None,
+        "date": _format_date(pm.written_on, language) if pm.written_on else None,
         "authors": ", ".join(authors),
-        "status": POSTMORTEM_STATUS_WORD[PostMortemStatus(pm.status)],
+        "status": words["status"][PostMortemStatus(pm.status)],
         "severity": Severity(pm.severity).label,
         "team": pm.team.name if pm.team is not None else None,
         "services": ", ".join(pm.services),
-        "when": "\n".join(f"{label}: {_format_datetime(value)}" for label, value in when),
+        "when": "\n".join(f"{words[label]}{sep}{_format_datetime(value)}" for label, value in when),
         "summary": pm.summary,
         "impacts": _export_impacts(pm),
         "root_causes": "\n\n".join(
-            (f"Category: {c.category}\n" if c.category else "") + c.description
+            (f"{words['Category']}{sep}{c.category}\n" if c.category else "") + c.description
             for c in pm.root_causes.all()
         ),
         "trigger": pm.trigger,
@@ -920,7 +2076,7 @@ def export(pm: PostMortem, *, language: str = "en") -> str:
         "timeline": "\n".join(
             f"- {_format_datetime(t.occurred_at)} — {t.text}" for t in pm.timeline.all()
         ),
-        "actions": "\n\n".join(_export_action(a) for a in pm.actions.all()),
+        "actions": "\n\n".join(_export_action(a, words) for a in pm.actions.all()),
         "lessons_learned": pm.lessons_learned,
     }
     emit_extras(0)
@@ -933,7 +2089,7 @@ def export(pm: PostMortem, *, language: str = "en") -> str:
 def _export_impacts(pm: PostMortem) -> str:
     groups: list[tuple[str, list[str]]] = []
     for impact in pm.impacts.all():
-        line = "- " + impact_line(impact.label, impact.value, impact.unit)
+        line = "- " + impact_line(impact.label, impact.value, impact.unit, impact.value_before)
         if groups and groups[-1][0] == impact.window:
             groups[-1][1].append(line)
         else:
@@ -943,18 +2099,20 @@ def _export_impacts(pm: PostMortem) -> str:
     )
 
 
-def _export_action(action: Any) -> str:
-    lines = [f"**Action {action.number} ({action.kind}): {action.title}**"]
+def _export_action(action: Any, words: dict[str, Any]) -> str:
+    sep = words["sep"]
+    kind = words["kind"][ActionKind(action.kind)]
+    lines = [f"**Action {action.number} ({kind}){sep}{action.title}**"]
     if action.description:
         lines.append(action.description)
     if action.owner_display:
-        lines.append(f"Owner: {action.owner_display}")
+        lines.append(f"{words['Owner']}{sep}{action.owner_display}")
     if action.due_date:
-        lines.append(f"Due: {action.due_date.isoformat()}")
+        lines.append(f"{words['Due']}{sep}{action.due_date.isoformat()}")
     if action.ticket_url:
-        lines.append(f"Ticket: {action.ticket_url}")
+        lines.append(f"{words['Ticket']}{sep}{action.ticket_url}")
     lines.append("")
-    lines.append(f"Status: {ACTION_STATUS_WORD[ActionStatus(action.status)]}")
+    lines.append(f"{words['Status']}{sep}{words['action_status'][ActionStatus(action.status)]}")
     if action.done_at:
-        lines.append(f"Done at: {_format_datetime(action.done_at)}")
+        lines.append(f"{words['Done at']}{sep}{_format_datetime(action.done_at)}")
     return "\n".join(lines)

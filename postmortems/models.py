@@ -183,6 +183,10 @@ class ImpactFigure(models.Model):
     postmortem = models.ForeignKey(PostMortem, on_delete=models.CASCADE, related_name="impacts")
     label = models.CharField(_("label"), max_length=300)
     value = models.DecimalField(_("value"), max_digits=20, decimal_places=4, null=True, blank=True)
+    # "from 40 ms to 1.2 s": value 1.2, value_before 0.04, in the same unit.
+    value_before = models.DecimalField(
+        _("value before"), max_digits=20, decimal_places=4, null=True, blank=True
+    )
     unit = models.CharField(_("unit"), max_length=60, blank=True)
     window = models.CharField(_("window"), max_length=120, blank=True)
     position = models.PositiveIntegerField(default=0)

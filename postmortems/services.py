@@ -60,7 +60,7 @@ ACTION_FIELDS = (
     "status",
     "ticket_url",
 )
-IMPACT_FIELDS = ("label", "value", "unit", "window")
+IMPACT_FIELDS = ("label", "value_before", "value", "unit", "window")
 ROOT_CAUSE_FIELDS = ("category", "description")
 TIMELINE_FIELDS = ("occurred_at", "text")
 # An extra section's position is not its index in the list: it names the known
@@ -167,7 +167,9 @@ def _sync_actions(
     history: list[HistoryEntry] = []
     keep: set[int] = set()
     next_number = max((a.number for a in existing.values()), default=0) + 1
-    now = timezone.now()
+    # To the minute: what an exported page can say ("Done at: 2026-03-13 12:40"), so that
+    # importing the export gives the same time back.
+    now = timezone.now().replace(second=0, microsecond=0)
     for row in rows:
         values = {name: row[name] for name in ACTION_FIELDS if name in row}
         # A row without owner_name (the edit form has no field for it) keeps the
@@ -426,9 +428,13 @@ def action_update(
 
 
 def _find_user(name: str) -> User | None:
-    """An account matching a name written in a page: username, or first and last name."""
+    """An account matching a name written in a page: username (an @handle too), e-mail,
+    or first and last name."""
     users = get_user_model().objects.filter(is_active=True)
-    match = users.filter(username__iexact=name).first()
+    name = name.strip()
+    match = users.filter(username__iexact=name.lstrip("@")).first()
+    if match is None and "@" in name[1:]:
+        match = users.filter(email__iexact=name).first()
     if match is None and " " in name.strip():
         first, last = name.strip().split(" ", 1)
         match = users.filter(first_name__iexact=first, last_name__iexact=last).first()
@@ -441,14 +447,31 @@ class ImportResult:
     warnings: list[str]
 
 
+def postmortem_read(
+    *, data: bytes, title: str | None = None, file_name: str | None = None, strict: bool = False
+) -> markdown.ParsedPostMortem:
+    """What importing `data` would save, without saving anything (a dry run).
+
+    Raises postmortems.markdown.MarkdownError listing every problem and its line."""
+    return markdown.parse(markdown.decode(data), title=title, file_name=file_name, strict=strict)
+
+
 @transaction.atomic
-def postmortem_import(*, data: bytes, actor: User | None, title: str | None = None) -> ImportResult:
+def postmortem_import(
+    *,
+    data: bytes,
+    actor: User | None,
+    title: str | None = None,
+    file_name: str | None = None,
+    strict: bool = False,
+) -> ImportResult:
     """Create a post-mortem from a wiki Markdown page; nothing is saved on error.
 
-    Raises postmortems.markdown.MarkdownError naming the problem and its line.
+    Raises postmortems.markdown.MarkdownError listing every problem and its line. What the
+    reader guessed (markdown.ParsedPostMortem.notes) comes back among the warnings.
     """
-    parsed = markdown.parse(markdown.decode(data), title=title)
-    warnings = list(parsed.warnings)
+    parsed = postmortem_read(data=data, title=title, file_name=file_name, strict=strict)
+    warnings = list(parsed.warnings) + list(parsed.notes)
     authors: list[User] = []
     external: list[str] = []
     for name in parsed.author_names:

@@ -357,7 +357,10 @@ def postmortem_import(request: HttpRequest) -> HttpResponse:
         upload = form.cleaned_data["file"]
         try:
             result = services.postmortem_import(
-                data=upload.read(), actor=user, title=form.cleaned_data["title"] or None
+                data=upload.read(),
+                actor=user,
+                title=form.cleaned_data["title"] or None,
+                file_name=upload.name,
             )
         except markdown.MarkdownError as exc:
             error = exc

@@ -53,9 +53,9 @@ def test_it_imports_a_french_page(db):
     assert [a.status for a in pm.actions.all()] == ["todo", "to_debate", "in_progress"]
 
 
-def test_a_page_without_a_title_is_refused_naming_the_file_and_the_line(db, untitled):
+def test_a_page_without_a_title_is_refused_under_strict_naming_the_file_and_the_line(db, untitled):
     with pytest.raises(CommandError) as exc:
-        run(str(untitled))
+        run(str(untitled), "--strict")
     assert str(exc.value) == (
         f"{untitled}:1: The post-mortem has no title: its first heading 'POST MORTEM' does "
         "not name the incident. Write it as '## POST MORTEM: <title>', add a '### Title' "
@@ -87,13 +87,13 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(db, tmp_path):
     assert PostMortem.objects.count() == 0
 
 
-def test_a_bad_action_is_refused_with_its_line_and_nothing_is_saved(db, tmp_path):
+def test_a_bad_action_is_refused_under_strict_with_its_line_and_nothing_is_saved(db, tmp_path):
     text = (FIXTURES / "reporting-pool-exhaustion-owners.md").read_text(encoding="utf-8")
     path = tmp_path / "bad-status.md"
     path.write_text(text.replace("Status: to debate", "Status: maybe"), encoding="utf-8")
     line = text.splitlines().index("Status: to debate") + 1
     with pytest.raises(CommandError) as exc:
-        run(str(path))
+        run(str(path), "--strict")
     assert str(exc.value) == (
         f"{path}:{line}: Action 3 status 'maybe' is not one of to do, to debate, in progress, "
         "done, won't do. Nothing was saved."
@@ -130,3 +130,31 @@ def test_warnings_go_to_standard_error(db, tmp_path):
         "(SEV1/SEV2). It was imported as In review.\n"
     )
     assert pm.status == PostMortemStatus.IN_REVIEW
+
+
+def test_a_dry_run_prints_every_field_and_guess_and_saves_nothing(db, tmp_path):
+    text = (FIXTURES / "stock-soldes-lenteurs-fr.md").read_text(encoding="utf-8")
+    out, _ = run(str(FIXTURES / "stock-soldes-lenteurs-fr.md"), "--dry-run")
+    assert PostMortem.objects.count() == 0
+    lines = out.splitlines()
+    assert lines[0] == "Title: Lenteurs du service stock pendant les soldes"
+    assert "Severity: sev2" in lines and "Status: draft" in lines
+    assert "Started: 2023-01-23T16:40:00+00:00" in lines
+    assert any(line.startswith("  3. ") and "(to_debate, prevent" in line for line in lines)
+    debatre = text.splitlines().index("Statut : to debatre") + 1
+    assert f"  - Line {debatre}: Action 3 status 'to debatre' read as 'to debate'." in lines
+
+
+def test_a_bad_page_lists_every_problem_with_its_line(db, tmp_path):
+    path = tmp_path / "two-problems.md"
+    text = (FIXTURES / "reporting-pool-exhaustion-owners.md").read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("Due: 2026-04-30", "Due: someday").replace("2 April 2026", "31 February 2026"),
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError) as exc:
+        run(str(path))
+    message = str(exc.value).splitlines()
+    assert len(message) == 3 and message[-1] == "Nothing was saved."
+    assert all(line.startswith(f"{path}:") for line in message[:-1])
+    assert PostMortem.objects.count() == 0

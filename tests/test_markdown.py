@@ -97,17 +97,20 @@ def content_of(pm: PostMortem) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("line", "value", "unit"),
     [
-        ("in total 1,904 of 6,140 requests failed", Decimal("1904"), ""),
+        ("in total 1,904 of 6,140 requests failed", Decimal("1904"), "requests"),
         ("at 12:05, 58% of requests failed", Decimal("58"), "%"),
         ("31% of requests failed", Decimal("31"), "%"),
-        ("mean response time was 4.2 seconds", Decimal("4.2"), "seconds"),
-        ("p95 response time of the orders API was 30 seconds", Decimal("30"), "seconds"),
+        ("mean response time was 4.2 seconds", Decimal("4.2"), "s"),
+        ("p95 response time of the orders API was 30 seconds", Decimal("30"), "s"),
+        ("1.21B queries lost", Decimal("1210000000"), "queries"),
+        ("412 dashboard tabs were open", Decimal("412"), "dashboard tabs"),
+        ("270 sur 1620 commandes en échec", Decimal("270"), "commandes"),
         ("3.5 GB of resident memory at the last kill", Decimal("3.5"), "GB"),
         ("on 2026-03-13, 300 orders were lost", Decimal("300"), "orders"),
         ("on 13/03/2026 the API answered in 850 ms", Decimal("850"), "ms"),
         ("12,5 % des paiements ont échoué", Decimal("12.5"), "%"),
-        ("latence moyenne 4,2 secondes", Decimal("4.2"), "secondes"),
-        ("au total 2 318 paiements refusés à tort", Decimal("2318"), ""),
+        ("latence moyenne 4,2 secondes", Decimal("4.2"), "s"),
+        ("au total 2 318 paiements refusés à tort", Decimal("2318"), "paiements"),
         ("à 12h05, 58 % des requêtes ont échoué", Decimal("58"), "%"),
         ("the search page was unusable", None, ""),
     ],
@@ -118,20 +121,34 @@ def test_an_impact_line_gives_its_first_figure_and_unit(line, value, unit):
     assert impact["label"] == line
 
 
+@pytest.mark.parametrize(
+    ("line", "before", "value", "unit"),
+    [
+        ("temps de réponse de 40 ms à 1,2 s", Decimal("0.04"), Decimal("1.2"), "s"),
+        ("p99 latency rose from 850 ms to 14 s", Decimal("0.85"), Decimal("14"), "s"),
+        ("cache hit ratio fell from 94% to 38%", Decimal("94"), Decimal("38"), "%"),
+        ("the table grew from 2.1 GB to 14 GB", Decimal("2.1"), Decimal("14"), "GB"),
+    ],
+)
+def test_a_change_gives_the_value_after_and_the_value_before_in_its_unit(line, before, value, unit):
+    impact = markdown.parse_impact(line, "")
+    assert (impact["value_before"], impact["value"], impact["unit"]) == (before, value, unit)
+
+
 def test_impacts_are_grouped_under_the_window_line_above_them():
     parsed = markdown.parse(read("checkout-latency-wiki.md"))
     first, second = "For 12 minutes (12:02-12:14)", "For 26 minutes (12:14-12:40)"
     assert [(i["window"], i["label"], i["value"], i["unit"]) for i in parsed.impacts] == [
-        (first, "mean response time was 4.2 seconds", Decimal("4.2"), "seconds"),
+        (first, "mean response time was 4.2 seconds", Decimal("4.2"), "s"),
         (first, "31% of requests failed", Decimal("31"), "%"),
         (first, "at 12:05, 58% of requests failed", Decimal("58"), "%"),
-        (first, "in total 1,904 of 6,140 requests failed", Decimal("1904"), ""),
-        (second, "mean response time was 1.8 seconds", Decimal("1.8"), "seconds"),
+        (first, "in total 1,904 of 6,140 requests failed", Decimal("1904"), "requests"),
+        (second, "mean response time was 1.8 seconds", Decimal("1.8"), "s"),
         (
             second,
             'the "my orders" page took up to 90 seconds to display',
             Decimal("90"),
-            "seconds",
+            "s",
         ),
     ]
 
@@ -154,26 +171,40 @@ def test_the_wiki_sample_reads_into_every_classic_section():
     assert parsed.fields["detection"] == (
         "Alert in the #ops chat channel from the error-rate monitor."
     )
-    assert parsed.extra_sections == []
+    # The incident's window is read from the summary, and said.
+    assert parsed.fields["started_at"] == at(2026, 3, 13, 12, 2)
+    assert parsed.fields["ended_at"] == at(2026, 3, 13, 12, 40)
+    assert parsed.notes == [
+        "The incident's start and end are read from the summary: between 12:02 and 12:40 ."
+    ]
 
 
-def test_root_causes_are_the_blocks_between_blank_lines():
+def test_root_causes_are_the_items_of_the_last_list_and_the_rest_is_kept_as_notes():
     parsed = markdown.parse(read("checkout-latency-wiki.md"))
     assert parsed.root_causes == [
+        {"category": "", "description": "`order_events` holds 41 million rows and has 6 indexes"},
         {
             "category": "",
-            "description": 'While the incident was on we replayed the "my orders" query:\n'
-            "- with the join on `order_events`: 38 seconds\n"
-            "- without the join: 0.3 seconds",
+            "description": "the lunch peak mixes heavy writes and reads on that table",
         },
-        {
-            "category": "",
-            "description": "What we think happened:\n"
-            "- `order_events` holds 41 million rows and has 6 indexes\n"
-            "- the lunch peak mixes heavy writes and reads on that table\n"
-            "- index maintenance competes with reads for memory",
-        },
+        {"category": "", "description": "index maintenance competes with reads for memory"},
     ]
+    assert parsed.extra_sections == [
+        {
+            "heading": "Root Causes (notes)",
+            "body": 'While the incident was on we replayed the "my orders" query:\n'
+            "- with the join on `order_events`: 38 seconds\n"
+            "- without the join: 0.3 seconds\n\n"
+            "What we think happened:",
+            "position": markdown.SECTIONS.index("root_causes") + 1,
+        }
+    ]
+
+
+def test_root_causes_without_a_list_are_the_blocks_between_blank_lines():
+    parsed = markdown.parse(read("paiement-pool-connexions-fr.md"))
+    assert len(parsed.root_causes) == 2
+    assert all("\n\n" not in cause["description"] for cause in parsed.root_causes)
 
 
 def test_a_category_line_opens_a_root_cause_block():
@@ -269,8 +300,8 @@ def test_a_french_page_reads_like_an_english_one():
     assert len(parsed.root_causes) == 2
     assert [(i["value"], i["unit"]) for i in parsed.impacts] == [
         (Decimal("12.5"), "%"),
-        (Decimal("4.2"), "secondes"),
-        (Decimal("2318"), ""),
+        (Decimal("4.2"), "s"),
+        (Decimal("2318"), "paiements"),
     ]
     assert [(a["kind"], a["status"]) for a in parsed.actions] == [
         (ActionKind.MITIGATE, ActionStatus.TODO),
@@ -338,8 +369,12 @@ def test_a_title_given_with_the_file_names_a_page_whose_heading_is_generic():
         "## POST MORTEM: Checkout latency at the lunch peak", "## POST MORTEM"
     )
     assert markdown.parse(untitled, title="Checkout latency").title == "Checkout latency"
+    # Without one, the file's name, said as a guess; strict refuses.
+    named = markdown.parse(untitled, file_name="checkout-latency.md")
+    assert named.title == "Checkout latency"
+    assert "No title: the file's name is the title, 'Checkout latency'." in named.notes[0]
     with pytest.raises(markdown.MarkdownError) as exc:
-        markdown.parse(untitled)
+        markdown.parse(untitled, strict=True)
     assert exc.value.line == 1
     assert exc.value.message.startswith(
         "The post-mortem has no title: its first heading 'POST MORTEM' does not name the incident."
@@ -414,6 +449,17 @@ def test_export_in_french_uses_the_french_headings(make_postmortem, engineer):
         "Chronologie",
         "Actions",
     ]
+
+
+def test_export_in_french_writes_its_values_in_french_too(db):
+    pm = import_text(read("checkout-latency-wiki.md"))
+    text = markdown.export(pm, language="fr")
+    assert "### Statut\nEn relecture" in text
+    assert "### Date\n14 mars 2026" in text
+    assert "**Action 1 (atténuer) : Make order events cheaper to read**" in text
+    assert "Statut : en cours" in text and "Statut : à débattre" in text
+    assert "Début : 2026-03-13 12:02" in text
+    assert "Status:" not in text
 
 
 def test_text_before_the_first_section_and_the_first_action_is_written_back(db):

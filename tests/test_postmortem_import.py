@@ -165,9 +165,11 @@ def test_a_utf8_byte_order_mark_and_windows_line_ends_are_accepted(db):
 # ---------------------------------------------------------------- bad files
 
 
-def assert_rejected(data: bytes, existing: dict[str, int], message: str, line: int | None):
+def assert_rejected(
+    data: bytes, existing: dict[str, int], message: str, line: int | None, strict: bool = False
+):
     with pytest.raises(MarkdownError) as exc:
-        import_bytes(data)
+        import_bytes(data, strict=strict)
     assert message in exc.value.message
     assert exc.value.line == line
     assert row_counts() == existing
@@ -234,7 +236,7 @@ def test_an_empty_file_is_refused(existing, data):
     assert_rejected(data, existing, "The file is empty.", None)
 
 
-def test_a_page_whose_heading_does_not_name_the_incident_has_no_title(existing):
+def test_a_page_whose_heading_does_not_name_the_incident_has_no_title_under_strict(existing):
     untitled = read("checkout-latency-wiki.md").replace(
         "## POST MORTEM: Checkout latency at the lunch peak", "## POST MORTEM"
     )
@@ -245,6 +247,7 @@ def test_a_page_whose_heading_does_not_name_the_incident_has_no_title(existing):
         "incident. Write it as '## POST MORTEM: <title>', add a '### Title' section, or give "
         "a title with the file.",
         1,
+        strict=True,
     )
 
 
@@ -309,12 +312,35 @@ def sample_with(old: str, new: str) -> tuple[bytes, str]:
         "status",
     ],
 )
-def test_a_bad_line_is_named_with_its_problem(existing, old, new, message):
+def test_a_bad_line_is_named_with_its_problem_under_strict(existing, old, new, message):
     data, text = sample_with(old, new)
-    assert_rejected(data, existing, message, line_of(text, new.splitlines()[-1]))
+    assert_rejected(data, existing, message, line_of(text, new.splitlines()[-1]), strict=True)
 
 
-def test_an_action_number_written_twice_is_refused_at_its_second_heading(existing):
+def test_without_strict_each_guess_is_imported_and_said(db):
+    data, text = sample_with("Status: to debate", "Status: to debatre")
+    data = data.replace(b"**Action 1 (mitigate):", b"**Action 1 (hotfix):")
+    result = import_bytes(data)
+    assert [a.status for a in result.postmortem.actions.all()] == ["in_progress", "to_debate"]
+    line = line_of(text, "Status: to debatre")
+    assert f"Line {line}: Action 2 status 'to debatre' read as 'to debate'." in result.warnings
+    assert any("Action 1 has no kind the reader knows ('hotfix')" in w for w in result.warnings)
+
+
+def test_every_problem_of_a_page_is_reported_at_once(existing):
+    data, text = sample_with("14 March 2026", "31 February 2026")
+    data = data.replace(b"Status: in progress", b"Status: in progress\nDue: someday")
+    with pytest.raises(MarkdownError) as exc:
+        import_bytes(data)
+    assert [p.message for p in exc.value.problems] == [
+        "Date '31 February 2026' is not a date (expected e.g. 14 March 2026).",
+        "Due date 'someday' is not a date (expected e.g. 14 March 2026).",
+    ]
+    assert exc.value.message.startswith("2 problems: Line 4: Date '31 February 2026'")
+    assert row_counts() == existing
+
+
+def test_an_action_number_written_twice_is_refused_at_its_second_heading_under_strict(existing):
     data, text = sample_with("**Action 2 (detect): Know", "**Action 1 (detect): Know")
     first = line_of(text, "**Action 1 (mitigate)")
     assert_rejected(
@@ -322,11 +348,12 @@ def test_an_action_number_written_twice_is_refused_at_its_second_heading(existin
         existing,
         f"Action 1 appears twice (first on line {first}).",
         line_of(text, "**Action 1 (detect)"),
+        strict=True,
     )
 
 
 @pytest.mark.parametrize("heading", ["### Summary", "### Résumé", "### SUMMARY"])
-def test_a_section_written_twice_is_refused_at_its_second_heading(existing, heading):
+def test_a_section_written_twice_is_refused_at_its_second_heading_under_strict(existing, heading):
     data, text = sample_with("### Trigger", f"{heading}\nAnother summary.\n\n### Trigger")
     first = text.splitlines().index("### Summary") + 1
     assert_rejected(
@@ -334,6 +361,7 @@ def test_a_section_written_twice_is_refused_at_its_second_heading(existing, head
         existing,
         f"The section '{heading[4:]}' appears twice (first on line {first}).",
         line_of(text, "Another summary.") - 1,
+        strict=True,
     )
 
 

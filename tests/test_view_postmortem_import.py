@@ -208,15 +208,9 @@ BAD_DUE_DATE = PAGE.format(status="Draft").replace("Due: 2026-04-30", "Due: some
             f"Line {_line(BAD_DUE_DATE, 'Due: someday')}: Due date &#39;someday&#39; is not a "
             "date (expected e.g. 14 March 2026).",
         ),
-        (
-            PAGE.format(status="Draft").replace(
-                "## POST MORTEM: Checkout pool exhausted", "# RETEX"
-            ),
-            "The post-mortem has no title",
-        ),
         ("   \n\n  ", "The file is empty."),
     ],
-    ids=["not-markdown", "bad-category", "bad-due-date", "no-title", "blank"],
+    ids=["not-markdown", "bad-category", "bad-due-date", "blank"],
 )
 def test_it_rejects_a_bad_page_naming_the_problem_and_saves_nothing(
     client, engineer, text, message
@@ -301,3 +295,15 @@ def test_it_sends_an_anonymous_visitor_to_the_login_page(client, db):
     assert response.status_code == 302
     assert response.url == f"/login/?next={URL}"
     assert nothing_written()
+
+
+def test_a_page_without_a_title_is_imported_with_the_guess_said(client, engineer):
+    client.force_login(engineer)
+    page = PAGE.format(status="Draft").replace("## POST MORTEM: Checkout pool exhausted", "# RETEX")
+
+    response = client.post(URL, {"file": upload(page, name="pool-incident.md")}, follow=True)
+
+    pm = PostMortem.objects.get()
+    assert pm.title == "The checkout API returned 502s for 38 minutes"
+    page_text = response.content.decode()
+    assert "No title: the summary&#39;s first sentence is the title" in page_text
