@@ -291,6 +291,20 @@ class TransitionForm(forms.Form):
     current = forms.ChoiceField(choices=PostMortemStatus.choices, required=False)
 
 
+class ConfirmImportForm(forms.Form):
+    """The previewed page, sent back as text to be saved."""
+
+    text = forms.CharField(widget=forms.HiddenInput, strip=False)
+    title = forms.CharField(max_length=200, required=False, widget=forms.HiddenInput)
+    file_name = forms.CharField(max_length=255, required=False, widget=forms.HiddenInput)
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        if len(text.encode("utf-8")) > settings.POSTMORTEM_IMPORT_MAX_BYTES:
+            raise forms.ValidationError(_("The page is too large to import."))
+        return text
+
+
 class ImportForm(forms.Form):
     file = forms.FileField(label=_("Markdown file"))
     title = forms.CharField(

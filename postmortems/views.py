@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.contrib.postgres.search import SearchQuery, SearchRank
@@ -22,6 +23,7 @@ from .forms import (
     ActionFilterForm,
     ActionFormSet,
     ActionManageForm,
+    ConfirmImportForm,
     ImpactFormSet,
     ImportForm,
     PostMortemForm,
@@ -337,6 +339,23 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
 
 
 @require_GET
+def postmortem_export_html(request: HttpRequest, pk: int) -> HttpResponse:
+    """The post-mortem as one self-contained HTML file (a download): its impacts, actions,
+    proofs and the key figures of its runs, to paste into a wiki or attach to a ticket."""
+    access.require_role(request.user)
+    pm = access.get_visible_or_404(request.user, pk, _detail_queryset(with_runs=True))
+    language = (translation.get_language() or "en")[:2]
+    response = render(
+        request,
+        "postmortems/export.html",
+        {"pm": pm, "language": language, "site_url": settings.SITE_URL.rstrip("/")},
+    )
+    name = slugify(pm.title)[:60] or "postmortem"
+    response["Content-Disposition"] = f'attachment; filename="postmortem-{pm.pk}-{name}.html"'
+    return response
+
+
+@require_GET
 def postmortem_export(request: HttpRequest, pk: int) -> HttpResponse:
     access.require_role(request.user)
     pm = access.get_visible_or_404(request.user, pk, _detail_queryset())
@@ -350,24 +369,52 @@ def postmortem_export(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def postmortem_import(request: HttpRequest) -> HttpResponse:
+    """Upload a page, see what each field will get and every guess, then confirm."""
     user = access.require_write(request.user)
-    form = ImportForm(request.POST or None, request.FILES or None)
     error = None
+    if request.method == "POST" and "confirm" in request.POST:
+        confirm = ConfirmImportForm(request.POST)
+        form = ImportForm()
+        if confirm.is_valid():
+            data = confirm.cleaned_data
+            try:
+                result = services.postmortem_import(
+                    data=data["text"].encode("utf-8"),
+                    actor=user,
+                    title=data["title"] or None,
+                    file_name=data["file_name"] or None,
+                )
+            except markdown.MarkdownError as exc:
+                error = exc
+            else:
+                for warning in result.warnings:
+                    messages.warning(request, warning)
+                messages.success(request, _("Post-mortem imported."))
+                return redirect(result.postmortem)
+        return render(
+            request, "postmortems/import.html", {"form": form, "error": error}, status=400
+        )
+    form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
+        data = upload.read()
+        title = form.cleaned_data["title"] or None
         try:
-            result = services.postmortem_import(
-                data=upload.read(),
-                actor=user,
-                title=form.cleaned_data["title"] or None,
-                file_name=upload.name,
-            )
+            parsed = services.postmortem_read(data=data, title=title, file_name=upload.name)
         except markdown.MarkdownError as exc:
             error = exc
         else:
-            for warning in result.warnings:
-                messages.warning(request, warning)
-            messages.success(request, _("Post-mortem imported."))
-            return redirect(result.postmortem)
+            confirm = ConfirmImportForm(
+                initial={
+                    "text": markdown.decode(data),
+                    "title": title or "",
+                    "file_name": upload.name,
+                }
+            )
+            return render(
+                request,
+                "postmortems/import_preview.html",
+                {"parsed": parsed, "confirm": confirm, "file_name": upload.name},
+            )
     status = 400 if request.method == "POST" else 200
     return render(request, "postmortems/import.html", {"form": form, "error": error}, status=status)

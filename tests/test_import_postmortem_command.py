@@ -158,3 +158,41 @@ def test_a_bad_page_lists_every_problem_with_its_line(db, tmp_path):
     assert len(message) == 3 and message[-1] == "Nothing was saved."
     assert all(line.startswith(f"{path}:") for line in message[:-1])
     assert PostMortem.objects.count() == 0
+
+
+def test_a_folder_and_a_zip_of_a_wiki_export_import_page_by_page_each_reported(db, tmp_path):
+    import zipfile
+
+    folder = tmp_path / "wiki"
+    folder.mkdir()
+    for name in ("stock-soldes-lenteurs-fr.md", "thumbnail-resizer-oom-p1.md"):
+        (folder / name).write_bytes((FIXTURES / name).read_bytes())
+    (folder / "broken.md").write_text("", encoding="utf-8")
+    (folder / "notes.txt").write_text("not a page", encoding="utf-8")
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(FIXTURES / "bookings-schema-change-sev1.md", "space/bookings.md")
+
+    with pytest.raises(CommandError) as exc:
+        run(str(folder), str(archive))
+
+    assert str(exc.value) == "1 of 4 page(s) refused; the others were imported."
+    assert PostMortem.objects.count() == 3
+    titles = set(PostMortem.objects.values_list("title", flat=True))
+    assert "Bookings database overload during an online schema change" in titles
+
+
+def test_the_report_of_several_pages_names_each_one(db, tmp_path):
+    folder = tmp_path / "wiki"
+    folder.mkdir()
+    (folder / "a.md").write_bytes((FIXTURES / "search-indexer-memory-leak.md").read_bytes())
+    (folder / "b.md").write_text("## POST MORTEM: B\n\n### Date\nsomeday\n", encoding="utf-8")
+    out = io.StringIO()
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_postmortem", str(folder), stdout=out, stderr=err)
+    pm = PostMortem.objects.get()
+    assert (
+        out.getvalue() == f"{folder / 'a.md'}: {pm.pk} {settings.SITE_URL}/postmortems/{pm.pk}/\n"
+    )
+    assert f"FAILED {folder / 'b.md'}:4: Date 'someday' is not a date" in err.getvalue()

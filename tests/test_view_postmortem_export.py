@@ -140,3 +140,42 @@ def test_it_sends_an_anonymous_visitor_to_the_login_page(client, make_postmortem
 
     assert response.status_code == 302
     assert response.url == f"/login/?next={url(pm)}"
+
+
+# ---------------------------------------------------------------- self-contained HTML
+
+
+def html_url(pm: PostMortem) -> str:
+    return reverse("postmortems:export_html", args=[pm.pk])
+
+
+def test_it_downloads_a_self_contained_html_page_with_its_actions_and_impacts(
+    client, engineer, viewer, make_postmortem
+):
+    pm = make_postmortem(actor=engineer, authors=[engineer], title="Pool exhausted!")
+    pm.impacts.create(label="p95 from 40 ms to 1,2 s", value_before="0.04", value="1.2", unit="s")
+    client.force_login(viewer)
+
+    response = client.get(html_url(pm))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert (
+        response["Content-Disposition"]
+        == f'attachment; filename="postmortem-{pm.pk}-pool-exhausted.html"'
+    )
+    page = response.content.decode()
+    assert "<h1>Pool exhausted!</h1>" in page
+    assert "Weekly load test" in page and "Index order_events" in page
+    assert "<td>0.04 s</td><td>1.2 s</td>" in page
+    # Self-contained: no script and no stylesheet to fetch.
+    assert "<script" not in page and "<link" not in page and "<style>" in page
+
+
+def test_the_html_export_of_a_private_post_mortem_is_hidden_from_outsiders(
+    client, other_engineer, make_postmortem, engineer
+):
+    pm = make_postmortem(actor=engineer, is_private=True)
+    client.force_login(other_engineer)
+
+    assert client.get(html_url(pm)).status_code == 404

@@ -68,6 +68,14 @@ def upload(text: str, name: str = "postmortem.md") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, text.encode(), content_type="text/markdown")
 
 
+def confirm(client, text: str, *, name: str = "postmortem.md", title: str = ""):
+    """Preview the page, then confirm it as the preview's form does."""
+    preview = client.post(URL, {"file": upload(text, name), "title": title})
+    assert preview.status_code == 200, preview.content.decode()[:2000]
+    assert 'name="confirm"' in preview.content.decode()
+    return client.post(URL, {"confirm": "1", "text": text, "title": title, "file_name": name})
+
+
 def messages_of(response) -> list[tuple[str, str]]:
     return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
 
@@ -110,8 +118,12 @@ def test_it_imports_a_wiki_page(client, engineer, other_engineer, django_assert_
     # other sections, SELECT only for the empty timeline (7); actions: SELECT + 2
     # INSERTs (3); bulk INSERT history (1); reindex: SELECT post-mortem, causes,
     # actions + UPDATE (4); refresh, RELEASE, RELEASE (3).
+    preview = client.post(URL, {"file": upload(PAGE.format(status="Draft"))})
+    assert preview.status_code == 200 and nothing_written()
     with django_assert_num_queries(36):
-        response = client.post(URL, {"file": upload(PAGE.format(status="Draft"))})
+        response = client.post(
+            URL, {"confirm": "1", "text": PAGE.format(status="Draft"), "file_name": "pm.md"}
+        )
 
     pm = PostMortem.objects.get()
     assert response.status_code == 302
@@ -151,7 +163,7 @@ def test_it_imports_a_wiki_page(client, engineer, other_engineer, django_assert_
 def test_it_imports_a_published_page_as_published_when_it_is_complete(client, engineer):
     client.force_login(engineer)
 
-    client.post(URL, {"file": upload(PAGE.format(status="Published"))})
+    confirm(client, PAGE.format(status="Published"))
 
     pm = PostMortem.objects.get()
     assert pm.status == "published"
@@ -162,7 +174,7 @@ def test_it_imports_an_incomplete_published_page_as_in_review_and_says_why(clien
     client.force_login(engineer)
     page = PAGE.format(status="Published").replace("**Action 1 (detect)", "**Action 1 (repair)")
 
-    response = client.post(URL, {"file": upload(page)})
+    response = confirm(client, page)
 
     assert messages_of(response) == [
         (
@@ -181,7 +193,7 @@ def test_it_takes_the_title_from_the_form_when_the_page_has_none(client, enginee
     client.force_login(engineer)
     page = PAGE.format(status="Draft").replace("## POST MORTEM: Checkout pool exhausted", "# RETEX")
 
-    client.post(URL, {"file": upload(page), "title": "Pool incident"})
+    confirm(client, page, title="Pool incident")
 
     assert PostMortem.objects.get().title == "Pool incident"
 
@@ -301,9 +313,39 @@ def test_a_page_without_a_title_is_imported_with_the_guess_said(client, engineer
     client.force_login(engineer)
     page = PAGE.format(status="Draft").replace("## POST MORTEM: Checkout pool exhausted", "# RETEX")
 
-    response = client.post(URL, {"file": upload(page, name="pool-incident.md")}, follow=True)
+    response = confirm(client, page, name="pool-incident.md")
+    response = client.get(response.url)
 
     pm = PostMortem.objects.get()
     assert pm.title == "The checkout API returned 502s for 38 minutes"
     page_text = response.content.decode()
     assert "No title: the summary&#39;s first sentence is the title" in page_text
+
+
+def test_the_preview_shows_each_field_and_every_guess_and_saves_nothing(client, engineer):
+    client.force_login(engineer)
+    page = PAGE.format(status="Brouillon").replace("Status: to do", "Status: to debatre")
+
+    response = client.post(URL, {"file": upload(page, name="pool.md")})
+
+    text = response.content.decode()
+    assert response.status_code == 200
+    assert nothing_written()
+    assert "Checkout pool exhausted" in text and "Alert on pool usage" in text
+    assert "Customer communication" in text  # kept as text, and said so
+    assert "Action 2 status &#39;to debatre&#39; read as &#39;to debate&#39;." in text
+    assert 'type="hidden" name="text"' in text
+
+
+def test_a_page_with_several_problems_lists_each_of_them(client, engineer):
+    client.force_login(engineer)
+    page = BAD_DUE_DATE.replace("14 March 2026", "31 February 2026")
+
+    response = client.post(URL, {"file": upload(page)})
+
+    text = response.content.decode()
+    assert response.status_code == 400
+    assert "The page has 2 problems:" in text
+    assert "Date &#39;31 February 2026&#39; is not a date" in text
+    assert "Due date &#39;someday&#39; is not a date" in text
+    assert nothing_written()
