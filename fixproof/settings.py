@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -203,7 +204,30 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # what they left and tells the teams: recovery does not wait for a worker to restart.
 CELERY_BEAT_SCHEDULE = {
     "fixproof janitor": {"task": "perfruns.janitor_sweep", "schedule": 60.0},
+    # Once a day the owners of actions due soon or overdue get their digest (idempotent
+    # per person and day: a second run or a second worker sends nothing twice).
+    "fixproof reminders": {
+        "task": "perfruns.reminders_send",
+        "schedule": crontab(minute=0, hour=env_int("REMINDER_HOUR", 7)),
+    },
 }
+# An action due within this many days is in its owner's daily digest; overdue for
+# REMINDER_ESCALATE_AFTER_DAYS, its team's manager is told too.
+REMINDER_DUE_SOON_DAYS = env_int("REMINDER_DUE_SOON_DAYS", 2)
+REMINDER_ESCALATE_AFTER_DAYS = env_int("REMINDER_ESCALATE_AFTER_DAYS", 7, minimum=1)
+
+# E-mail: the console by default (make run prints the messages); SMTP when EMAIL_HOST is set.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "fixproof@localhost")
 CELERY_TIMEZONE = "UTC"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 # "regression": a worse level confirmed by change-point detection over the weekly series.
-EVENT_KINDS = ("regression", "verification_failed", "verification_regressed", "run_error")
+EVENT_KINDS = (
+    "regression",
+    "verification_failed",
+    "verification_regressed",
+    "run_error",
+    "reminder",
+)
 HOOK_KINDS = ("mattermost", "slack", "json")
 MAX_DELAY_S = 60.0
 REDACTED = "[webhook URL]"

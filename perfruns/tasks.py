@@ -16,6 +16,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from perfruns.payloads import NotificationEvent
 from perfruns.services import (
@@ -23,6 +24,7 @@ from perfruns.services import (
     jobs,
     notifications,
     queue,
+    reminders,
     restores,
     runs,
     snapshots,
@@ -119,3 +121,9 @@ def _say_alive(hostname: str) -> None:
             connection.close()
         if _stopping.wait(jobs.WORKER_BEAT_S):
             return
+
+
+@shared_task(name=queue.REMINDERS_SEND, acks_late=True, soft_time_limit=300, time_limit=360)
+def reminders_send() -> int:
+    """The daily digests; a second delivery of this message sends nothing twice."""
+    return reminders.reminders_send(today=timezone.localdate()).sent

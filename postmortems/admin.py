@@ -14,7 +14,7 @@ from .models import (
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug")
+    list_display = ("name", "slug", "manager")
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("members",)
 

@@ -59,7 +59,8 @@ def compiled_catalogue() -> None:
     stale = [
         m.id
         for m in read_catalogue()
-        if m.id and ((found := compiled.get(m.id, m.context)) is None or found.string != m.string)
+        if m.id
+        and ((found := compiled.get(m.id, m.context)) is None or strings(found) != strings(m))
     ]
     if stale:
         pytest.fail(

@@ -9,7 +9,8 @@ each other.
     notifications           connections); team webhooks, each event sent once
     janitor, scenarios,     what a killed worker left; scenarios and their weekly
     run_comparison,         schedules; two runs compared (reads their kept files);
-    recording               what a run measured, into its rows
+    recording, reminders    what a run measured, into its rows; the daily digests of
+                            actions due soon or overdue
     snapshots, restores,    anonymized snapshots; restores into an environment; the
     proofs, trends,         proofs actions ask for; the weekly series and the regressions
     judging                 it confirms; a measured run's thresholds and baseline verdict

@@ -20,6 +20,7 @@ VERSION_COMPARISON_EXECUTE = "perfruns.version_comparison_execute"
 SCENARIO_SCHEDULED = "perfruns.scenario_scheduled"
 NOTIFY_EVENT = "perfruns.notify_event"
 JANITOR_SWEEP = "perfruns.janitor_sweep"
+REMINDERS_SEND = "perfruns.reminders_send"
 
 
 def send(task_name: str, *args: Any) -> None:
