@@ -5,10 +5,13 @@
     ### Summary / Impacts / Root Causes / Trigger / Resolution / Detection
     ### Timeline / Actions / Lessons learned
 
-``parse`` turns a file into plain data (no database access besides looking
-up users and teams by name) and raises ``MarkdownError`` naming the problem
-and its line; ``export`` writes the same structure back. Sections the parser
-does not know are kept verbatim and written back where they stood.
+``parse`` reads a page whatever its house style (the structure from ``wikidoc``, a
+CommonMark parser; the mapping to fields here: sections by meaning, tables, bold labels,
+front matter, forgiving words) into plain data, with every guess in ``notes``; it
+raises ``MarkdownError`` listing every problem and its line, and under ``strict`` any
+guess is a problem. ``export`` writes the classic structure back, in the language asked.
+Sections the parser does not know are kept verbatim and written back where they stood.
+No database access besides looking up users and teams by name.
 """
 
 from __future__ import annotations
