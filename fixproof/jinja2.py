@@ -9,8 +9,10 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import formats, timezone, translation
 from django.utils.html import json_script
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, ngettext, npgettext, pgettext
 from jinja2 import Environment
+
+from postmortems import access
 
 
 def url(name: str, *args: Any, **kwargs: Any) -> str:
@@ -44,7 +46,9 @@ def environment(**options: Any) -> Environment:
     options.setdefault("extensions", []).append("jinja2.ext.i18n")
     env = Environment(**options)
     # Added by the i18n extension, which the stubs do not know.
-    env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext, ngettext, newstyle=True, pgettext=pgettext, npgettext=npgettext
+    )
     env.globals.update(
         {
             "url": url,
@@ -52,6 +56,8 @@ def environment(**options: Any) -> Environment:
             "get_messages": get_messages,
             "get_current_language": translation.get_language,
             "LANGUAGES": settings.LANGUAGES,
+            # Links shown only to who may follow them (roles are cached per request).
+            "user_can_write": access.can_write,
         }
     )
     env.filters.update(

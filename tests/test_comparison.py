@@ -276,3 +276,16 @@ def test_runs_without_growth_per_request_are_compared_per_minute(scenario, tmp_p
     )  # fmt: skip
 
     assert (growth.metric, growth.verdict) == ("memory_slope", "worse")
+
+
+def test_the_compare_page_calls_the_difference_a_noun_in_french(client, viewer, scenario, tmp_path):
+    before = make_run(scenario, tmp_path / "a", p95={"/report": 400.0}, seed=1)
+    after = make_run(scenario, tmp_path / "b", p95={"/report": 700.0}, seed=2)
+    client.force_login(viewer)
+
+    html = client.get(
+        reverse("perfruns:run_compare", args=[before.pk, after.pk]), HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+
+    assert '<th class="num">Écart</th>' in html
+    assert "Changer</th>" not in html

@@ -249,3 +249,21 @@ def test_it_explains_a_date_range_that_ends_before_it_starts(client, engineer, m
 
     assert response.status_code == 200
     assert "The end of the date range is before its start." in response.content.decode()
+
+
+@pytest.mark.parametrize("role", ["viewer", "manager"])
+def test_people_who_may_not_write_see_no_link_to_writing(client, request, role):
+    client.force_login(request.getfixturevalue(role))
+
+    page = client.get(reverse("postmortems:list")).content.decode()
+
+    assert reverse("postmortems:create") not in page
+    assert reverse("postmortems:import") not in page
+
+
+def test_an_engineer_sees_the_links_to_write_and_import(client, engineer):
+    client.force_login(engineer)
+
+    page = client.get(reverse("postmortems:list")).content.decode()
+
+    assert reverse("postmortems:create") in page and reverse("postmortems:import") in page
