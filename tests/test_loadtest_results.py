@@ -211,7 +211,8 @@ def test_the_history_has_cumulative_rows_for_each_endpoint_and_the_aggregate(con
     aggregated = [row for row in rows if row.name == "Aggregated"]
     assert all(row.method == "" for row in aggregated)
     assert aggregated[-1].users == USERS
-    assert max(row.rps for row in aggregated) > 0
+    # (Requests/s is Locust's rate over its last seconds: in a 4-second run every snapshot
+    # may show 0 on a busy machine. Its reading is checked on a fixed history below.)
     assert any(row.p95_ms is not None for row in aggregated)
 
 

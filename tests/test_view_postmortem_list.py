@@ -252,7 +252,7 @@ def test_it_explains_a_date_range_that_ends_before_it_starts(client, engineer, m
 
 
 @pytest.mark.parametrize("role", ["viewer", "manager"])
-def test_people_who_may_not_write_see_no_link_to_writing(client, request, role):
+def test_people_who_may_not_write_see_no_link_to_writing(client, db, request, role):
     client.force_login(request.getfixturevalue(role))
 
     page = client.get(reverse("postmortems:list")).content.decode()
