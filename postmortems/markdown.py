@@ -1247,7 +1247,7 @@ def _plain(cell: str) -> str:
     return re.sub(r"(\*\*|__|`|~~)", "", text).strip()
 
 
-def _new_action(number: int, title: str, line: int, reading: _Reading) -> dict[str, Any]:
+def _new_action(number: int, title: str, line: int) -> dict[str, Any]:
     cut = title
     if len(title) > _max_length(Action, "title"):
         cut = title[: _max_length(Action, "title") - 1].rstrip() + "…"
@@ -1368,7 +1368,7 @@ def _table_actions(tables: list[wikidoc.Table], reading: _Reading) -> list[dict[
             title = _plain(row.get("title", ""))
             if not title:
                 continue
-            action = _new_action(len(actions) + 1, title, line, reading)
+            action = _new_action(len(actions) + 1, title, line)
             ticket = row.get("ticket", "")
             word = re.match(r"^\s*(?:\*\*|__)?(TODO|DONE|WIP|OPEN|CLOSED)\b", ticket, re.I)
             if word:
@@ -1453,7 +1453,7 @@ def _bullet_actions(
                     status = piece
                 elif _EMAIL.match(piece) or piece.startswith("@") or not owner:
                     owner = owner or piece
-        action = _new_action(len(actions) + 1, _plain(title).strip(" -—:"), number, reading)
+        action = _new_action(len(actions) + 1, _plain(title).strip(" -—:"), number)
         _action_kind(action, kind_word, reading, number)
         if task:
             action["status"] = ActionStatus.DONE if task.group("mark") != " " else ActionStatus.TODO
@@ -1522,7 +1522,7 @@ def _classic_actions(
                 f"Action {n} title",
                 number,
             )
-            current = _new_action(n, title or head.group("title").strip()[:200], number, reading)
+            current = _new_action(n, title or head.group("title").strip()[:200], number)
             _action_kind(current, head.group("kind") or "", reading, number)
             actions.append(current)
             continue
