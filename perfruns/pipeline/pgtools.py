@@ -112,16 +112,29 @@ def redact(text: str) -> str:
     return _SQL_PASSWORD.sub(r"\1'***'", text)
 
 
-_REPEATED_PREFIX = re.compile(r"^([\w.-]+: )\1+")
+# Parallel workers (pg_restore -j) write to one stderr in fragments ("pg_restore: ", then
+# "error: ", then the text), so the fragments of two workers can interleave at a line's head:
+# "pg_restore: pg_restore:error:  could not read". The head is put back together.
+_INTERLEAVED_HEAD = re.compile(
+    r"^(?P<tool>[\w.-]+):\s*(?:(?P=tool):\s*)*"
+    r"(?:(?P<level>error|warning|detail|hint):\s*(?:(?:(?P=tool)|(?P=level)):\s*)*)?"
+)
+
+
+def _reassembled(line: str) -> str:
+    head = _INTERLEAVED_HEAD.match(line)
+    if head is None or head[0].count(f"{head['tool']}:") < 2:
+        return line  # one writer: the line is as the tool wrote it
+    rest = line[head.end() :]
+    level = f"{head['level']}: " if head["level"] else ""
+    return f"{head['tool']}: {level}{rest}"
 
 
 def condense(output: str) -> str:
     """The meaningful lines of a tool's output on one line, redacted; says when the disk is full."""
     lines: list[str] = []
     for raw in output.splitlines():
-        # Parallel workers (pg_restore -j) write to one stderr: their prefixes can land
-        # together at the head of a line ("pg_restore: pg_restore: error: ...").
-        line = _REPEATED_PREFIX.sub(r"\1", raw.strip())
+        line = _reassembled(raw.strip())
         if not line or _NOISE.search(line) or _DATA_ECHO.search(line):
             continue
         line = line if len(line) <= _MAX_LINE_CHARS else line[: _MAX_LINE_CHARS - 1] + "…"
