@@ -112,6 +112,15 @@ class Scenario(models.Model):
             "shown, not failed, until the weekly series confirms it."
         ),
     )
+    # The team whose service it loads: its health on the managers' dashboard.
+    team = models.ForeignKey(
+        "postmortems.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="scenarios",
+        verbose_name=_("team"),
+    )
     tags = models.CharField(_("tags"), max_length=200, blank=True)
     default_version = models.CharField(
         _("version of the weekly runs"),
