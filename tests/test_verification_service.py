@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.utils import timezone
 
@@ -211,7 +213,7 @@ def test_accepting_a_change_pins_the_new_level_as_the_baseline(scenario):
 
     incident.refresh_from_db()
     scenario.refresh_from_db()
-    assert incident.state == "accepted"
+    assert incident.state == "accepted" and incident.resolved_at is not None
     assert scenario.baseline_run == runs[-1]  # the latest run of the new normal
     with pytest.raises(common.PipelineRefused, match="accepted or fixed, not 'ignored'"):
         trends.regression_incident_resolve(incident=incident, state="ignored")
@@ -223,7 +225,8 @@ def test_a_change_whose_level_comes_back_is_marked_fixed_from_that_run(scenario)
     def runs_at(levels: list[float]) -> list:
         made = []
         for n, level in enumerate(levels):
-            run = run_with(scenario, p95=level)
+            finished = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=len(made))
+            run = run_with(scenario, p95=level, finished_at=finished)
             run.summary = {"p95_ms": level + n % 3}
             run.save()
             made.append(run)
@@ -239,6 +242,7 @@ def test_a_change_whose_level_comes_back_is_marked_fixed_from_that_run(scenario)
 
     incident.refresh_from_db()
     assert (incident.state, incident.fixed_by_run) == ("fixed", runs[16])
+    assert incident.resolved_at == runs[16].finished_at
     assert RegressionIncident.objects.count() == 1  # going back is no new regression
 
 

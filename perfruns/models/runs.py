@@ -394,6 +394,9 @@ class RegressionIncident(models.Model):
         "postmortems.PostMortem", on_delete=models.CASCADE, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When it was said fixed or accepted (by a run back at the old level, or by hand):
+    # the managers' dashboard counts regressions fixed per month.
+    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

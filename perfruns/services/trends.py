@@ -7,6 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Subquery
+from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
 
 from perfruns.models import ChangeState, PerfRun, RegressionIncident, RunStatus, Scenario
 from perfruns.payloads import TrendChange, TrendMetric
@@ -146,7 +149,13 @@ def _regression_incidents_fixed(scenario: Scenario, trend: list[TrendMetric]) ->
             back_at.append((points.index(returned["run"]), returned["run"]))
         if back_at:
             RegressionIncident.objects.filter(pk=incident.pk, state=ChangeState.CONFIRMED).update(
-                state=ChangeState.FIXED, fixed_by_run_id=max(back_at)[1]
+                state=ChangeState.FIXED,
+                fixed_by_run_id=max(back_at)[1],
+                # Fixed when the run back at the old level ran, not when this was noticed.
+                resolved_at=Coalesce(
+                    Subquery(PerfRun.objects.filter(pk=max(back_at)[1]).values("finished_at")[:1]),
+                    Now(),
+                ),
             )
 
 
@@ -227,7 +236,7 @@ def regression_incident_resolve(*, incident: RegressionIncident, state: str) -> 
     with transaction.atomic():
         changed = RegressionIncident.objects.filter(
             pk=incident.pk, state=ChangeState.CONFIRMED
-        ).update(state=state)
+        ).update(state=state, resolved_at=timezone.now())
         if changed and state == ChangeState.ACCEPTED:
             latest = (
                 PerfRun.objects.filter(
