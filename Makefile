@@ -85,12 +85,21 @@ static/vendor/uPlot.iife.min.js:
 	cp var/npm/node_modules/uplot/dist/uPlot.iife.min.js var/npm/node_modules/uplot/dist/uPlot.min.css \
 		var/npm/node_modules/uplot/LICENSE static/vendor/
 
+# Generated passwords (the administrator's, the demo people's) go to a file only its owner
+# can read, never to a log, and are printed last, where they are seen.
+CREDENTIALS := var/credentials.txt
+
 run: db messages native vendor
 	$(MANAGE) collectstatic --noinput --verbosity 0
-	$(MANAGE) ensure_admin
-	$(MANAGE) load_demo
+	$(MANAGE) ensure_admin --credentials-file $(CREDENTIALS)
+	$(MANAGE) load_demo --credentials-file $(CREDENTIALS)
 	$(MANAGE) load_perf_demo
 	@echo
+	@if [ -s $(CREDENTIALS) ]; then \
+		echo "Accounts (from $(CREDENTIALS), readable only by you; delete it once noted):"; \
+		grep -v '^#' $(CREDENTIALS) | sed 's/^/  /'; \
+		echo; \
+	fi
 	@echo "Fixproof is starting: $$($(MANAGE) shell --no-imports -c 'from django.conf import settings; print(settings.SITE_URL)')/"
 	@echo "(web, Celery worker and beat; Ctrl-C stops all three)"
 	$(VENV)/bin/honcho start

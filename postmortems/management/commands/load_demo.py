@@ -1,9 +1,16 @@
-"""A small demo: two post-mortems, their team and people. Safe to run twice."""
+"""A small demo: two post-mortems, their team and people. Safe to run twice.
+
+The demo people get generated passwords the first time (printed, or with --credentials-file
+written to that file, readable only by its owner, which `make run` prints at the end of its
+set-up); a second run leaves their passwords alone.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from decimal import Decimal
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -11,6 +18,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from fixproof.credentials import credentials_write
 from postmortems import services
 from postmortems.models import PostMortem, PostMortemStatus, Team
 
@@ -26,10 +34,30 @@ def _at(day: dt.date, hhmm: str) -> dt.datetime:
 class Command(BaseCommand):
     help = "Load the demo post-mortems (skipped when they are already there)."
 
-    @transaction.atomic
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--credentials-file",
+            type=Path,
+            help="Write the demo people's new passwords to this file (mode 0600) "
+            "instead of printing them.",
+        )
+
     def handle(self, *args, **options) -> None:
+        passwords = self._load()
+        # Written once the demo is saved: a failed load leaves no password that does not work.
+        if passwords and options.get("credentials_file"):
+            credentials_write(options["credentials_file"], passwords)
+            self.stdout.write("Demo people: their passwords are shown at the end.")
+        elif passwords:
+            self.stdout.write("Demo people and their passwords (shown only this once):")
+            for username, (password, role) in passwords.items():
+                self.stdout.write(f"  {username}  {password}  {role}")
+
+    @transaction.atomic
+    def _load(self) -> dict[str, tuple[str, str]]:
         User = get_user_model()
         people = {}
+        passwords: dict[str, tuple[str, str]] = {}
         for username, first, last, role in (
             ("emma", "Emma", "Martin", "engineer"),
             ("karim", "Karim", "Haddad", "engineer"),
@@ -37,11 +65,20 @@ class Command(BaseCommand):
             ("vera", "Vera", "Nowak", "viewer"),
         ):
             user, created = User.objects.get_or_create(
-                username=username, defaults={"first_name": first, "last_name": last}
+                username=username,
+                defaults={
+                    "first_name": first,
+                    "last_name": last,
+                    "email": f"{username}@example.com",
+                },
             )
-            if created:
-                user.set_unusable_password()
+            # New people, and those an older demo left without a password, get one; a
+            # password someone has already (perhaps changed since) is left alone.
+            if created or not user.has_usable_password():
+                password = secrets.token_urlsafe(9)
+                user.set_password(password)
                 user.save()
+                passwords[username] = (password, role)
             user.groups.add(Group.objects.get(name=role))
             people[username] = user
         team, _ = Team.objects.get_or_create(name="Platform", defaults={"slug": "platform"})
@@ -53,6 +90,7 @@ class Command(BaseCommand):
         if not PostMortem.objects.filter(title=LEAK_TITLE).exists():
             self._leak_story(people, team)
             self.stdout.write(f"Loaded demo post-mortem: {LEAK_TITLE}")
+        return passwords
 
     def _pool_story(self, people, team) -> None:
         day = dt.date(2026, 10, 6)
