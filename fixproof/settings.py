@@ -210,6 +210,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "perfruns.reminders_send",
         "schedule": crontab(minute=0, hour=env_int("REMINDER_HOUR", 7)),
     },
+    # Mondays, the managers' summary of the week just ended (idempotent per person and week).
+    "fixproof weekly summary": {
+        "task": "perfruns.weekly_summary_send",
+        "schedule": crontab(minute=0, hour=env_int("REMINDER_HOUR", 7), day_of_week=1),
+    },
 }
 # An action due within this many days is in its owner's daily digest; overdue for
 # REMINDER_ESCALATE_AFTER_DAYS, its team's manager is told too.

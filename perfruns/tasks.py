@@ -29,6 +29,7 @@ from perfruns.services import (
     runs,
     snapshots,
     version_comparisons,
+    weekly_summary,
 )
 
 log = logging.getLogger(__name__)
@@ -127,3 +128,14 @@ def _say_alive(hostname: str) -> None:
 def reminders_send() -> int:
     """The daily digests; a second delivery of this message sends nothing twice."""
     return reminders.reminders_send(today=timezone.localdate()).sent
+
+
+@shared_task(
+    name="perfruns.weekly_summary_send", acks_late=True, soft_time_limit=600, time_limit=660
+)
+def weekly_summary_send() -> int:
+    """Monday's summary of the week just ended; a second delivery sends nothing twice."""
+    today = timezone.localdate()
+    return weekly_summary.weekly_summary_send(
+        period=weekly_summary.period_previous_week(today), today=today
+    ).sent

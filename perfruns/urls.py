@@ -63,5 +63,7 @@ postmortem_urlpatterns = [
 # same namespace would let reverse() see only one of them).
 urlpatterns = [
     path("perf/", include(perf_urlpatterns)),
+    # The managers' weekly summary (post-mortems and proofs together), at the top level.
+    path("summary/", views.summary_week, name="weekly_summary"),
     path("postmortems/", include(postmortem_urlpatterns)),
 ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -49,6 +51,7 @@ from .services import (
     sources,
     trends,
     version_comparisons,
+    weekly_summary,
 )
 from .services.run_comparison import ComparisonError, compare_runs
 
@@ -624,4 +627,36 @@ def action_criterion(request: HttpRequest, pk: int, action_pk: int) -> HttpRespo
         "perfruns/criterion.html",
         {"pm": pm, "action": action, "criterion": criterion, "form": form},
         status=status,
+    )
+
+
+# ---------------------------------------------------------------- the managers' week
+
+
+@require_GET
+def summary_week(request: HttpRequest) -> HttpResponse:
+    """Seven days per team and overall, as the reader may see them: the last seven by
+    default, or ?week=2026-W12 / ?week=2026-03-16 (the first of seven days)."""
+    user = access.require_role(request.user)
+    today = timezone.localdate()
+    period = weekly_summary.period_last_days(today)
+    error = ""
+    if request.GET.get("week"):
+        try:
+            period = weekly_summary.period_parse(request.GET["week"])
+        except ValueError as exc:
+            error = str(exc)
+    summary = weekly_summary.weekly_summary_for(user=user, period=period, today=today)
+    previous = period.start - dt.timedelta(days=7)
+    following = period.start + dt.timedelta(days=7)
+    return render(
+        request,
+        "perfruns/weekly_summary.html",
+        {
+            "summary": summary,
+            "error": error,
+            "previous": previous.isoformat(),
+            "following": following.isoformat() if following <= today else "",
+        },
+        status=400 if error else 200,
     )
