@@ -113,6 +113,8 @@ INSTALLED_APPS = [
     "fixproof",
     "postmortems",
     "perfruns",
+    # The managers' dashboard: reads of both apps above.
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -243,7 +245,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "postmortems:list"
+LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en"

@@ -3,11 +3,11 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
-from django.views.generic import RedirectView
 from django.views.i18n import set_language
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="postmortems:list", permanent=False)),
+    # The home page: the managers' dashboard, or an engineer's own actions.
+    path("", include("dashboard.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Password reset by e-mail, open to whoever is not signed in. The link in the e-mail is

@@ -347,12 +347,13 @@ class SearchForm(forms.Form):
 
 
 class ActionFilterForm(forms.Form):
-    """The actions overview: which ones a manager wants to see."""
+    """The actions overview: which ones a manager wants to see (every filter at once)."""
 
     STATES = [
-        ("", _("Every action")),
+        ("", _("Any state")),
         ("open", _("Open")),
         ("overdue", _("Overdue")),
+        ("to_debate", _("To debate")),
         ("done_unverified", _("Done, not verified by a run")),
         ("verified", _("Verified by a run")),
         ("failed", _("Failed verification")),
@@ -360,5 +361,26 @@ class ActionFilterForm(forms.Form):
     ]
     state = forms.ChoiceField(choices=STATES, required=False, label=_("State"))
     team = forms.ModelChoiceField(
-        queryset=Team.objects.all(), required=False, empty_label=_("Any team")
+        queryset=Team.objects.all(), required=False, empty_label=_("Any team"), label=_("Team")
     )
+    owner = UserChoiceField(
+        queryset=active_users(), required=False, empty_label=_("Any owner"), label=_("Owner")
+    )
+    kind = forms.ChoiceField(
+        choices=[("", _("Any kind")), *ActionKind.choices], required=False, label=_("Kind")
+    )
+    severity = forms.ChoiceField(
+        choices=[("", _("Any severity")), *Severity.choices], required=False, label=_("Severity")
+    )
+    status = forms.ChoiceField(
+        choices=[("", _("Any status")), *ActionStatus.choices], required=False, label=_("Status")
+    )
+    due_from = forms.DateField(required=False, label=_("Due from"), widget=DATE_WIDGET)
+    due_until = forms.DateField(required=False, label=_("Due until"), widget=DATE_WIDGET)
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if data.get("due_from") and data.get("due_until") and data["due_until"] < data["due_from"]:
+            self.add_error("due_until", _("The end of the due range is before its start."))
+        return data

@@ -9,6 +9,7 @@ urlpatterns = [
     path("new/", views.postmortem_create, name="create"),
     path("import/", views.postmortem_import, name="import"),
     path("actions/", views.action_list, name="actions"),
+    path("actions/mine/", views.my_actions, name="my_actions"),
     path("<int:pk>/", views.postmortem_detail, name="detail"),
     path("<int:pk>/edit/", views.postmortem_edit, name="edit"),
     path("<int:pk>/status/", views.postmortem_transition, name="transition"),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from typing import Any, cast
 
@@ -9,16 +10,17 @@ from django.contrib.auth.models import User
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, Model, Prefetch, Q, QuerySet, When
+from django.db.models import Count, F, Model, Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import access, markdown, services
+from . import access, markdown, selectors, services
 from .forms import (
     ActionFilterForm,
     ActionFormSet,
@@ -37,7 +39,6 @@ from .forms import (
 from .models import (
     OPEN_ACTION_STATUSES,
     Action,
-    ActionStatus,
     HistoryEntry,
     PostMortem,
     PostMortemStatus,
@@ -104,41 +105,34 @@ def postmortem_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _action_states(today: dt.date) -> dict[str, Q]:
-    """Each state of the actions overview as a filter (an action may be in several)."""
-    verified = Q(criterion__state="verified")
-    return {
-        "open": Q(status__in=OPEN_ACTION_STATUSES),
-        "overdue": Q(status__in=OPEN_ACTION_STATUSES, due_date__lt=today),
-        "done_unverified": Q(status=ActionStatus.DONE) & ~verified,
-        "verified": verified,
-        "failed": Q(criterion__state="failed"),
-        "regressed": Q(criterion__state="regressed"),
-    }
-
-
 @require_GET
 def action_list(request: HttpRequest) -> HttpResponse:
     """Every visible action with its status and its proof: what a manager reviews."""
-    access.require_role(request.user)
+    return _actions_page(request, mine=False)
+
+
+@require_GET
+def my_actions(request: HttpRequest) -> HttpResponse:
+    """The actions the signed-in person owns: where an engineer lands."""
+    return _actions_page(request, mine=True)
+
+
+def _actions_page(request: HttpRequest, *, mine: bool) -> HttpResponse:
+    user = access.require_role(request.user)
     form = ActionFilterForm(request.GET or None)
-    states = _action_states(timezone.localdate())
-    actions = Action.objects.filter(postmortem__in=access.visible_postmortems(request.user))
-    if form.is_valid() and form.cleaned_data["team"]:
-        actions = actions.filter(postmortem__team=form.cleaned_data["team"])
-    counts = actions.aggregate(**{name: Count("pk", filter=q) for name, q in states.items()})
-    if form.is_valid() and form.cleaned_data["state"]:
-        actions = actions.filter(states[form.cleaned_data["state"]])
-    # Open work first, the soonest due first; then what is done, then what won't be.
-    rank = Case(
-        When(status__in=OPEN_ACTION_STATUSES, then=0),
-        When(status=ActionStatus.DONE, then=1),
-        default=2,
+    today = timezone.localdate()
+    filters = dict(form.cleaned_data) if form.is_valid() else {}
+    if mine:
+        filters["owner"] = user
+    unfiltered_state = selectors.actions_filtered(user, filters, today=today, with_state=False)
+    actions = selectors.actions_in_review_order(
+        selectors.actions_filtered(user, filters, today=today)
     )
-    actions = actions.select_related("postmortem__team", "owner", "criterion__scenario").order_by(
-        rank, F("due_date").asc(nulls_last=True), "-postmortem_id", "number"
-    )
+    if request.GET.get("format") == "csv":
+        return _actions_csv(actions)
+    counts = selectors.action_counts(unfiltered_state, today=today)
     page = Paginator(actions, PAGE_SIZE).get_page(request.GET.get("page"))
+    can_manage = access.can_manage_actions(user)
     return render(
         request,
         "postmortems/actions.html",
@@ -146,9 +140,57 @@ def action_list(request: HttpRequest) -> HttpResponse:
             "form": form,
             "page": page,
             "counts": counts,
+            "mine": mine,
+            "manage_forms": action_manage_forms(page.object_list) if can_manage else {},
             "querystring": _querystring_without_page(request),
+            "state_querystring": _querystring_without(request, "page", "state"),
         },
     )
+
+
+# Cells that start with these are formulas to a spreadsheet: prefixed with a quote.
+_CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(_CSV_FORMULA_START) else text
+
+
+def _actions_csv(actions: QuerySet[Action]) -> HttpResponse:
+    """The filtered list as CSV, every row (no page), for a spreadsheet."""
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="actions.csv"'
+    response.write("\ufeff")  # so that spreadsheets read the accents as UTF-8
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            _("Post-mortem"), _("Severity"), _("Team"), _("Action"), _("Kind"), _("Title"),
+            _("Owner"), _("Due"), _("Status"), _("Done at"), _("Proof"), _("Ticket"), _("Link"),
+        ]
+    )  # fmt: skip
+    for a in actions.iterator(chunk_size=500):
+        criterion = getattr(a, "criterion", None)
+        proof = criterion.get_state_display() if criterion is not None else ""
+        writer.writerow(
+            [
+                _csv_cell(a.postmortem.title), a.postmortem.get_severity_display(),
+                _csv_cell(a.postmortem.team.name if a.postmortem.team else ""), a.number,
+                a.get_kind_display(), _csv_cell(a.title), _csv_cell(a.owner_display),
+                a.due_date.isoformat() if a.due_date else "", a.get_status_display(),
+                timezone.localtime(a.done_at).strftime("%Y-%m-%d %H:%M") if a.done_at else "",
+                proof, _csv_cell(a.ticket_url),
+                f"{reverse('postmortems:detail', args=[a.postmortem_id])}#action-{a.number}",
+            ]
+        )  # fmt: skip
+    return response
+
+
+def _querystring_without(request: HttpRequest, *names: str) -> str:
+    params = request.GET.copy()
+    for name in names:
+        params.pop(name, None)
+    return params.urlencode()
 
 
 def _querystring_without_page(request: HttpRequest) -> str:
@@ -313,6 +355,11 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
         raise PermissionDenied(_("Only managers and engineers can change actions."))
     action = get_object_or_404(Action, pk=action_pk, postmortem=pm)
     form = ActionManageForm(request.POST, instance=action, prefix=f"a{action.pk}")
+    # Changed from the actions list: back to that list, its filters and page kept.
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = ""
+    back = back or f"{reverse('postmortems:detail', args=[pm.pk])}#action-{action.number}"
     if not form.is_valid():
         errors = "; ".join(
             f"{form.fields[f].label}: {' '.join(str(m) for m in e)}" for f, e in form.errors.items()
@@ -321,7 +368,7 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
             request,
             _("Action %(n)d was not changed: %(errors)s") % {"n": action.number, "errors": errors},
         )
-        return redirect(pm)
+        return redirect(back)
     try:
         services.action_update(
             action=action,
@@ -335,7 +382,7 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
         messages.error(request, str(exc))
     else:
         messages.success(request, _("Action %(n)d updated.") % {"n": action.number})
-    return redirect(f"{reverse('postmortems:detail', args=[pm.pk])}#action-{action.number}")
+    return redirect(back)
 
 
 @require_GET

@@ -3,7 +3,9 @@ state, for the managers who review them."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import pytest
 from django.urls import reverse
@@ -73,9 +75,9 @@ def test_a_viewer_sees_every_visible_action_with_its_proof_and_the_counts(
 ):
     client.force_login(viewer)
 
-    # session, user, groups, the counts, the page's count, the teams of the filter, the
-    # page's actions with their post-mortems, teams, owners and proofs
-    with django_assert_num_queries(7):
+    # session, user, groups, the counts, the page's count, the teams and the owners of the
+    # filter, the page's actions with their post-mortems, teams, owners and proofs
+    with django_assert_num_queries(8):
         response = client.get(ACTIONS)
 
     html = response.content.decode()
@@ -127,3 +129,106 @@ def test_a_bad_filter_is_named_and_a_person_without_a_role_is_refused(client, vi
     assert client.post(ACTIONS).status_code == 405
     client.force_login(nobody)
     assert client.get(ACTIONS).status_code == 403
+
+
+def test_every_filter_applies_at_once(client, manager, actions, engineer):
+    Action.objects.filter(pk=actions["overdue"].pk).update(owner=engineer)
+    client.force_login(manager)
+    due = Action.objects.get(pk=actions["overdue"].pk).due_date
+
+    html = client.get(
+        ACTIONS,
+        {"owner": engineer.pk, "kind": actions["overdue"].kind, "severity": "sev3",
+         "status": "todo", "due_from": due.isoformat(), "due_until": due.isoformat()},
+    ).content.decode()  # fmt: skip
+
+    assert link(actions["overdue"]) in html
+    for name in ("verified", "unproven", "regressed"):
+        assert link(actions[name]) not in html, name
+    html = client.get(ACTIONS, {"owner": engineer.pk, "status": "done"}).content.decode()
+    assert "No action matches." in html
+
+
+def test_a_due_range_that_ends_before_it_starts_is_named(client, manager, db):
+    client.force_login(manager)
+
+    html = client.get(ACTIONS, {"due_from": "2026-05-01", "due_until": "2026-04-01"})
+
+    assert "Due until: The end of the due range is before its start." in html.content.decode()
+
+
+def test_the_filtered_list_downloads_as_csv_with_every_row(client, viewer, actions):
+    Action.objects.filter(pk=actions["overdue"].pk).update(title="=HYPERLINK(evil)")
+    client.force_login(viewer)
+
+    response = client.get(ACTIONS, {"state": "open", "format": "csv"})
+
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert rows[0][:6] == ["Post-mortem", "Severity", "Team", "Action", "Kind", "Title"]
+    titles = sorted(row[5] for row in rows[1:])
+    # The open ones only; a formula is written as text, never run by a spreadsheet.
+    assert titles == sorted(["'=HYPERLINK(evil)", actions["regressed"].title])
+    assert "Private incident" not in response.content.decode()
+
+
+def test_a_manager_changes_owner_and_due_date_from_the_list_and_it_is_in_the_history(
+    client, manager, engineer, actions
+):
+    action = actions["overdue"]
+    client.force_login(manager)
+    back = f"{ACTIONS}?state=overdue"
+    html = client.get(back).content.decode()
+    assert f'form="manage-{action.pk}"' in html
+
+    response = client.post(
+        reverse("postmortems:action", args=[action.postmortem_id, action.pk]),
+        {f"a{action.pk}-status": "in_progress", f"a{action.pk}-owner": engineer.pk,
+         f"a{action.pk}-due_date": "2027-01-15", f"a{action.pk}-seen_status": "todo",
+         "next": back},
+    )  # fmt: skip
+
+    assert response.status_code == 302 and response["Location"] == back
+    action.refresh_from_db()
+    assert (action.status, action.owner, action.due_date) == (
+        "in_progress", engineer, dt.date(2027, 1, 15)
+    )  # fmt: skip
+    entry = action.history.order_by("-at", "-id").first()
+    assert {c["field"] for c in entry.changes} == {"status", "owner", "due_date"}
+    assert entry.actor == manager
+
+
+def test_a_next_address_off_the_site_is_ignored(client, manager, actions):
+    action = actions["overdue"]
+    client.force_login(manager)
+
+    response = client.post(
+        reverse("postmortems:action", args=[action.postmortem_id, action.pk]),
+        {f"a{action.pk}-status": "todo", f"a{action.pk}-seen_status": "todo",
+         "next": "https://evil.example/"},
+    )  # fmt: skip
+
+    assert response["Location"].startswith(f"/postmortems/{action.postmortem_id}/")
+
+
+def test_a_viewer_gets_no_change_forms(client, viewer, actions):
+    client.force_login(viewer)
+
+    html = client.get(ACTIONS).content.decode()
+
+    assert 'form="manage-' not in html and "<select" in html  # the filters only
+
+
+def test_my_actions_are_the_ones_i_own(client, engineer, actions, django_assert_num_queries):
+    Action.objects.filter(pk=actions["regressed"].pk).update(owner=engineer)
+    client.force_login(engineer)
+
+    # session, user, groups, the counts, the page's count, the filter's teams, the page's
+    # actions, the owners of the change forms (the owner filter is not shown)
+    with django_assert_num_queries(8):
+        html = client.get(reverse("postmortems:my_actions")).content.decode()
+
+    assert "<h1>My actions</h1>" in html
+    assert link(actions["regressed"]) in html
+    assert link(actions["overdue"]) not in html
+    assert "<strong>1</strong> open<" in html

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from postmortems import access, selectors
+from postmortems.forms import ActionFilterForm
+from postmortems.models import Severity, Team
+
+from . import selectors as figures
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """Managers (and viewers) land on the dashboard; engineers on their own actions."""
+    user = access.require_role(request.user)
+    if access.can_write(user) and not access.is_manager(user):
+        return redirect("postmortems:my_actions")
+    return dashboard(request)
+
+
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Who owes what, what is proven, what is late; the outcomes and each team's perf
+    health. Everything is computed from the records the reader may see."""
+    user = access.require_role(request.user)
+    form = ActionFilterForm(request.GET or None)
+    filters: dict[str, Any] = dict(form.cleaned_data) if form.is_valid() else {}
+    today = timezone.localdate()
+    actions = selectors.actions_filtered(user, filters, today=today)
+    by_team = selectors.action_counts_by(
+        actions, "postmortem__team", "postmortem__team__name", today=today
+    )
+    by_owner = selectors.action_counts_by(
+        actions, "owner", "owner__username", "owner__first_name", "owner__last_name", today=today
+    )
+    # Outcomes are about incidents: the post-mortem filters (team, severity) apply to them.
+    postmortems = access.visible_postmortems(user)
+    teams = Team.objects.all()
+    if filters.get("team"):
+        postmortems = postmortems.filter(team=filters["team"])
+        teams = teams.filter(pk=filters["team"].pk)
+    if filters.get("severity"):
+        postmortems = postmortems.filter(severity=filters["severity"])
+    monthly = figures.monthly(postmortems, today=today)
+    no_team, no_owner = _("No team"), _("No owner")
+    team_rows = [
+        _row(
+            request, row, row["postmortem__team__name"] or no_team, "team", row["postmortem__team"]
+        )
+        for row in by_team
+    ]
+    owner_rows = [
+        _row(request, row, _owner_name(row) or no_owner, "owner", row["owner"]) for row in by_owner
+    ]
+    return render(
+        request,
+        "dashboard/dashboard.html",
+        {
+            "form": form,
+            "by_team": team_rows,
+            "by_owner": owner_rows,
+            "severities": Severity.choices,
+            "month_labels": [
+                date_format(dt.date.fromisoformat(m), "YEAR_MONTH_FORMAT")
+                for m in monthly["months"]
+            ],
+            "states": selectors.STATE_KEYS,
+            "outcomes": figures.outcomes(postmortems),
+            "monthly": monthly,
+            "health": figures.team_health(teams=teams, today=today),
+        },
+    )
+
+
+def _row(
+    request: HttpRequest, counts: dict[str, Any], name: str, param: str, value: Any
+) -> dict[str, Any]:
+    """A row of a counts table: its name, its counts, and the query of the actions list
+    its links open: the page's filters with the row's team or owner (none for "no team")."""
+    query = None
+    if value is not None:
+        params = request.GET.copy()
+        for key in ("state", "page", param):
+            params.pop(key, None)
+        params[param] = str(value)
+        query = params.urlencode()
+    return {**counts, "name": name, "query": query}
+
+
+def _owner_name(row: dict[str, Any]) -> str:
+    full = f"{row['owner__first_name'] or ''} {row['owner__last_name'] or ''}".strip()
+    return full or row["owner__username"] or ""

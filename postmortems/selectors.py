@@ -1,0 +1,104 @@
+"""Reads of the actions overview, "My actions" and the managers' dashboard."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import Case, Count, F, Q, QuerySet, When
+
+from . import access
+from .models import OPEN_ACTION_STATUSES, Action, ActionStatus
+
+# The states a manager counts, in the order the pages show them. An action may be in
+# several (an overdue action is also open).
+STATE_KEYS = (
+    "open",
+    "overdue",
+    "to_debate",
+    "done_unverified",
+    "verified",
+    "failed",
+    "regressed",
+)
+
+
+def action_states(today: dt.date) -> dict[str, Q]:
+    """Each state of the actions overview as a filter."""
+    verified = Q(criterion__state="verified")
+    return {
+        "open": Q(status__in=OPEN_ACTION_STATUSES),
+        "overdue": Q(status__in=OPEN_ACTION_STATUSES, due_date__lt=today),
+        "to_debate": Q(status=ActionStatus.TO_DEBATE),
+        "done_unverified": Q(status=ActionStatus.DONE) & ~verified,
+        "verified": verified,
+        "failed": Q(criterion__state="failed"),
+        "regressed": Q(criterion__state="regressed"),
+    }
+
+
+def actions_visible(user: access.AnyUser) -> QuerySet[Action]:
+    return Action.objects.filter(postmortem__in=access.visible_postmortems(user))
+
+
+def actions_filtered(
+    user: access.AnyUser, filters: dict[str, Any], *, today: dt.date, with_state: bool = True
+) -> QuerySet[Action]:
+    """The visible actions that pass every filter of ActionFilterForm's cleaned data.
+
+    `with_state=False` leaves the state filter out: the counts of each state are taken
+    over the other filters, so a manager sees what clicking another state would show.
+    """
+    actions = actions_visible(user)
+    if filters.get("team"):
+        actions = actions.filter(postmortem__team=filters["team"])
+    if filters.get("owner"):
+        actions = actions.filter(owner=filters["owner"])
+    if filters.get("kind"):
+        actions = actions.filter(kind=filters["kind"])
+    if filters.get("severity"):
+        actions = actions.filter(postmortem__severity=filters["severity"])
+    if filters.get("status"):
+        actions = actions.filter(status=filters["status"])
+    if filters.get("due_from"):
+        actions = actions.filter(due_date__gte=filters["due_from"])
+    if filters.get("due_until"):
+        actions = actions.filter(due_date__lte=filters["due_until"])
+    if with_state and filters.get("state"):
+        actions = actions.filter(action_states(today)[filters["state"]])
+    return actions
+
+
+def action_counts(actions: QuerySet[Action], *, today: dt.date) -> dict[str, int]:
+    """How many of `actions` are in each state: one query."""
+    states = action_states(today)
+    return actions.aggregate(**{name: Count("pk", filter=states[name]) for name in STATE_KEYS})
+
+
+def action_counts_by(
+    actions: QuerySet[Action], *fields: str, today: dt.date
+) -> list[dict[str, Any]]:
+    """The counts of each state per value of `fields` (a team and its name, an owner and
+    their names): one query, the rows with the most overdue, then open, work first."""
+    states = action_states(today)
+    rows = (
+        actions.order_by()
+        .values(*fields)
+        .annotate(
+            total=Count("pk"), **{name: Count("pk", filter=states[name]) for name in STATE_KEYS}
+        )
+        .order_by("-overdue", "-open", *fields)
+    )
+    return list(rows)
+
+
+def actions_in_review_order(actions: QuerySet[Action]) -> QuerySet[Action]:
+    """Open work first, the soonest due first; then what is done, then what won't be."""
+    rank = Case(
+        When(status__in=OPEN_ACTION_STATUSES, then=0),
+        When(status=ActionStatus.DONE, then=1),
+        default=2,
+    )
+    return actions.select_related("postmortem__team", "owner", "criterion__scenario").order_by(
+        rank, F("due_date").asc(nulls_last=True), "-postmortem_id", "number"
+    )
