@@ -251,6 +251,9 @@ LOGOUT_REDIRECT_URL = "login"
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("fr", _("French"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Number formats of our own where a language's typography differs from Django's (French
+# thousands: a narrow no-break space).
+FORMAT_MODULE_PATH = ["fixproof.formats"]
 USE_I18N = True
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_TZ = True

@@ -292,3 +292,54 @@ def test_the_scenario_page_charts_its_series_and_marks_where_it_changed(
     expect(p95.locator("a.verdict-worse")).to_have_text(f"#{runs[10].pk}")
     expect(page.locator('#trend [data-metric="failure_rate"] a')).to_have_count(0)
     assert errors == []
+
+
+def test_a_manager_filters_one_teams_overdue_actions_and_gives_one_a_new_owner(
+    live_server, page: Page, manager: User, engineer: User, other_engineer: User
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from postmortems import services
+    from postmortems.models import Team
+    from tests.conftest import make_content
+
+    platform = Team.objects.create(name="Platform", slug="platform")
+    search = Team.objects.create(name="Search", slug="search")
+    late = timezone.localdate() - dt.timedelta(days=4)
+    ours = services.postmortem_save(
+        actor=engineer, content=make_content("Pool exhausted", team=platform)
+    )
+    theirs = services.postmortem_save(
+        actor=engineer, content=make_content("Indexer leak", team=search)
+    )
+    Action.objects.filter(postmortem__in=[ours, theirs]).update(owner=engineer, due_date=late)
+    Action.objects.filter(postmortem=ours, number=2).update(due_date=None)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("marc")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    expect(page.locator("#monthly-charts canvas")).to_have_count(3)
+
+    page.locator("#id_team").select_option(label="Platform")
+    page.locator("#id_state").select_option("overdue")
+    page.get_by_role("button", name="Show").click()
+    page.get_by_role("link", name="List these actions").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Actions")
+    rows = page.locator("table.actions tbody tr")
+    expect(rows).to_have_count(1)  # Platform's overdue action; not Search's, not the undated
+    expect(rows.first).to_contain_text("Weekly load test")
+
+    rows.first.get_by_label("Owner").select_option(label="Karim Haddad")
+    rows.first.get_by_role("button", name="Save").click()
+
+    expect(page.get_by_role("status")).to_have_text("Action 1 updated.")
+    expect(page.locator("#id_team")).to_have_value(str(platform.pk))  # the filters kept
+    assert Action.objects.get(postmortem=ours, number=1).owner == other_engineer
+    assert Action.objects.get(postmortem=theirs, number=1).owner == engineer
+    assert errors == []

@@ -103,7 +103,7 @@ def test_the_scenario_page_shows_its_settings_schedule_and_runs(
 
     html = response.content.decode()
     assert response.status_code == 200
-    assert "Run now" in html and "412 ms" in html and "Save schedule" in html
+    assert "Run now" in html and "412\u00a0ms" in html and "Save schedule" in html
     assert "examples/demo/locustfile.py" in html
 
 
@@ -209,8 +209,8 @@ def test_the_run_page_shows_the_verdict_endpoints_figures_and_files(
     html = response.content.decode()
     assert response.status_code == 200
     assert "412" in html and "over" in html  # the p95 threshold it broke
-    assert "/report" in html and "2400" in html and "500 Server Error" in html
-    assert "probable leak" in html and "300 MiB" in html
+    assert "/report" in html and "2,400\u00a0ms" in html and "500 Server Error" in html
+    assert "probable leak" in html and "300\u00a0MiB" in html
     assert "SELECT * FROM events WHERE user_id = $1" in html
     assert reverse("perfruns:run_artifact", args=[finished.pk, "report.html"]) in html
     assert 'data-active="false"' in html
@@ -284,7 +284,7 @@ def test_the_post_mortem_page_shows_the_runs_attached_to_it_and_to_its_actions(
 
     assert "Measured runs" in html
     assert html.count(f"checkout #{finished.pk}") == 2  # the incident's and the action's
-    assert "412 ms" in html and "1.00 %" in html and "300 MiB" in html
+    assert "412\u00a0ms" in html and "1\u00a0%" in html and "300\u00a0MiB" in html
 
 
 def test_the_scenario_page_marks_the_run_where_p95_moved_to_a_new_level(client, viewer, scenario):
