@@ -19,7 +19,9 @@ User = settings.AUTH_USER_MODEL
 class Team(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     slug = models.SlugField(_("slug"), max_length=100, unique=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="teams", blank=True, verbose_name=_("members")
+    )
     # Told when an action of the team's post-mortems is overdue for too long.
     manager = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -85,7 +87,12 @@ class PostMortem(models.Model):
         models.CharField(max_length=100), default=list, blank=True, verbose_name=_("other authors")
     )
     team = models.ForeignKey(
-        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="postmortems"
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="postmortems",
+        verbose_name=_("team"),
     )
     services = ArrayField(
         models.CharField(max_length=60), default=list, blank=True, verbose_name=_("services")
@@ -101,11 +108,16 @@ class PostMortem(models.Model):
     detection = models.TextField(_("detection"), blank=True)
     lessons_learned = models.TextField(_("lessons learned"), blank=True)
     created_by = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    published_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    published_at = models.DateTimeField(_("published at"), null=True, blank=True)
     # Kept current by postmortems.services.postmortem_reindex after each write.
     search_vector = SearchVectorField(null=True, editable=False)
 
@@ -173,14 +185,19 @@ class ExtraSection(models.Model):
     """A section of an imported page that Fixproof has no field for: kept verbatim."""
 
     postmortem = models.ForeignKey(
-        PostMortem, on_delete=models.CASCADE, related_name="extra_sections"
+        PostMortem,
+        on_delete=models.CASCADE,
+        related_name="extra_sections",
+        verbose_name=_("post-mortem"),
     )
     heading = models.CharField(_("heading"), max_length=200)
     body = models.TextField(_("text"), blank=True)
-    position = models.PositiveIntegerField(default=0)
+    position = models.PositiveIntegerField(_("position"), default=0)
 
     class Meta:
         ordering = ["position", "id"]
+        verbose_name = _("extra section")
+        verbose_name_plural = _("extra sections")
 
     def __str__(self) -> str:
         return self.heading
@@ -189,7 +206,9 @@ class ExtraSection(models.Model):
 class ImpactFigure(models.Model):
     """One quantified impact: "failed requests 270 of 1620", "p95 6 s"."""
 
-    postmortem = models.ForeignKey(PostMortem, on_delete=models.CASCADE, related_name="impacts")
+    postmortem = models.ForeignKey(
+        PostMortem, on_delete=models.CASCADE, related_name="impacts", verbose_name=_("post-mortem")
+    )
     label = models.CharField(_("label"), max_length=300)
     value = models.DecimalField(_("value"), max_digits=20, decimal_places=4, null=True, blank=True)
     # "from 40 ms to 1.2 s": value 1.2, value_before 0.04, in the same unit.
@@ -198,7 +217,7 @@ class ImpactFigure(models.Model):
     )
     unit = models.CharField(_("unit"), max_length=60, blank=True)
     window = models.CharField(_("window"), max_length=120, blank=True)
-    position = models.PositiveIntegerField(default=0)
+    position = models.PositiveIntegerField(_("position"), default=0)
 
     class Meta:
         ordering = ["position", "id"]
@@ -221,12 +240,17 @@ class RootCauseCategory(models.TextChoices):
 
 
 class RootCause(models.Model):
-    postmortem = models.ForeignKey(PostMortem, on_delete=models.CASCADE, related_name="root_causes")
+    postmortem = models.ForeignKey(
+        PostMortem,
+        on_delete=models.CASCADE,
+        related_name="root_causes",
+        verbose_name=_("post-mortem"),
+    )
     category = models.CharField(
         _("category"), max_length=20, choices=RootCauseCategory.choices, blank=True
     )
     description = models.TextField(_("description"))
-    position = models.PositiveIntegerField(default=0)
+    position = models.PositiveIntegerField(_("position"), default=0)
 
     class Meta:
         ordering = ["position", "id"]
@@ -238,7 +262,9 @@ class RootCause(models.Model):
 
 
 class TimelineEntry(models.Model):
-    postmortem = models.ForeignKey(PostMortem, on_delete=models.CASCADE, related_name="timeline")
+    postmortem = models.ForeignKey(
+        PostMortem, on_delete=models.CASCADE, related_name="timeline", verbose_name=_("post-mortem")
+    )
     occurred_at = models.DateTimeField(_("time"))
     text = models.TextField(_("what happened"))
 
@@ -272,7 +298,9 @@ OPEN_ACTION_STATUSES = (ActionStatus.TODO, ActionStatus.TO_DEBATE, ActionStatus.
 
 
 class Action(models.Model):
-    postmortem = models.ForeignKey(PostMortem, on_delete=models.CASCADE, related_name="actions")
+    postmortem = models.ForeignKey(
+        PostMortem, on_delete=models.CASCADE, related_name="actions", verbose_name=_("post-mortem")
+    )
     number = models.PositiveIntegerField(_("number"))
     kind = models.CharField(_("kind"), max_length=12, choices=ActionKind.choices)
     title = models.CharField(_("title"), max_length=200)
@@ -293,8 +321,8 @@ class Action(models.Model):
     )
     ticket_url = models.URLField(_("ticket URL"), blank=True)
     done_at = models.DateTimeField(_("done at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["number"]
@@ -330,19 +358,31 @@ class Action(models.Model):
 class HistoryEntry(models.Model):
     """Who changed what on a post-mortem or one of its actions, and when."""
 
-    postmortem = models.ForeignKey(PostMortem, on_delete=models.CASCADE, related_name="history")
+    postmortem = models.ForeignKey(
+        PostMortem, on_delete=models.CASCADE, related_name="history", verbose_name=_("post-mortem")
+    )
     action = models.ForeignKey(
-        Action, null=True, blank=True, on_delete=models.SET_NULL, related_name="history"
+        Action,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="history",
+        verbose_name=_("action"),
     )
     actor = models.ForeignKey(
-        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("by"),
     )
-    at = models.DateTimeField(default=timezone.now)
+    at = models.DateTimeField(_("when"), default=timezone.now)
     # What was touched, as shown to a reader: "post-mortem", "Action 2", "impacts".
-    subject = models.CharField(max_length=200)
-    verb = models.CharField(max_length=40)
+    subject = models.CharField(_("what"), max_length=200)
+    verb = models.CharField(_("change"), max_length=40)
     # [{"field": ..., "old": ..., "new": ...}], values already rendered as text.
-    changes = models.JSONField(default=list, blank=True)
+    changes = models.JSONField(_("changes"), default=list, blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]
