@@ -57,6 +57,16 @@ class StepFigures(TypedDict):
     burst_failures: int
 
 
+class FailureCauseFigures(TypedDict):
+    """One cause of failures: its occurrences over all endpoints, the endpoints it hit
+    (most hit first), and one error text as Locust wrote it."""
+
+    cause: str
+    occurrences: int
+    endpoints: list[str]
+    example: str
+
+
 class RunSummary(TypedDict, total=False):
     """PerfRun.summary: totals over the run (Locust's "Aggregated" row), memory peaks in
     bytes, memory slopes per label ("db_slope", "target_slope"), the breaking point."""
@@ -74,6 +84,13 @@ class RunSummary(TypedDict, total=False):
     db_ram_peak_anon: int
     db_cgroup_peak: int
     target_rss_peak: int
+    target_pss_peak: int
+    target_rss_last: int
+    target_pss_last: int
+    target_processes_peak: int
+    target_processes_last: int
+    # Locust's failure groups summed by cause across endpoints (loadtest.failures).
+    failure_causes: list[FailureCauseFigures]
     db_slope: SlopeFigures
     target_slope: SlopeFigures
     breaking_point: BreakingPointFigures

@@ -25,6 +25,7 @@ from .forms import (
     SourceForm,
     VersionComparisonForm,
 )
+from .loadtest import group_failures
 from .masking.policy import PolicyError
 from .models import (
     Artifact,
@@ -53,6 +54,7 @@ from .services import (
     version_comparisons,
     weekly_summary,
 )
+from .services.recording import run_live_figures
 from .services.run_comparison import ComparisonError, compare_runs
 
 ARTIFACT_CSP = (
@@ -358,6 +360,8 @@ def _run_context(request: HttpRequest, run: PerfRun) -> dict:
         "can_cancel": access.can_write(request.user) and run.is_active,
         # A queued run no worker will take says so, rather than "Queued" for ever.
         "no_worker": run.status == RunStatus.QUEUED and not jobs.workers_alive(),
+        # The latest samples of a run under way (two queries; none once it is over).
+        "live": run_live_figures(run=run) if run.is_active else None,
     }
 
 
@@ -368,11 +372,17 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         PerfRun.objects.select_related("scenario", "environment", "created_by", "snapshot"), pk=pk
     )
     endpoints = list(run.endpoints.all())
+    failure_groups = list(run.failure_groups.all()[:50])
+    # Runs recorded before causes were kept: grouped from the groups shown.
+    causes = run.summary.get("failure_causes")
+    if causes is None:
+        causes = [vars(cause) for cause in group_failures(failure_groups)]
     context = _run_context(request, run)
     context.update(
         endpoints=[e for e in endpoints if not e.is_aggregate],
         total=next((e for e in endpoints if e.is_aggregate), None),
-        failure_groups=run.failure_groups.all()[:50],
+        failure_groups=failure_groups,
+        failure_causes=causes,
         artifacts=run.artifacts.all() if _files_visible(request, run) else [],
         postmortems=run.postmortems.filter(pk__in=_visible(request)),
         actions=run.actions.select_related("postmortem").filter(postmortem__in=_visible(request)),
@@ -405,11 +415,14 @@ def run_series(request: HttpRequest, pk: int) -> JsonResponse:
         "db_pss_shared",
         "db_cgroup",
         "target_rss",
+        "target_pss",
+        "target_processes",
     )
     series: dict[str, Any] = {name: [] for name in fields}
     for row in run.samples.order_by("t", "id").values_list(*fields).iterator(chunk_size=2000):
         for name, value in zip(fields, row, strict=True):
             series[name].append(value)
+    series["endpoints"] = _endpoint_lines(run)
     # The robust lines through the memory over the steady phase, drawn over the samples.
     series["fits"] = {
         label: {key: fit[key] for key in ("start_s", "end_s", "intercept", "per_minute")}
@@ -417,6 +430,31 @@ def run_series(request: HttpRequest, pk: int) -> JsonResponse:
         if (fit := run.summary.get(f"{label}_slope")) and "start_s" in fit
     }
     return JsonResponse(series)
+
+
+def _endpoint_lines(run: PerfRun) -> dict[str, Any]:
+    """Each endpoint's p95 and req/s a second, on a time axis of their own: {"t": [...],
+    "lines": [{"label": "GET /x", "p95_ms": [...], "rps": [...]}]} (None where an
+    endpoint had no row at that second)."""
+    times: list[float] = []
+    index: dict[str, dict[str, list[float | None]]] = {}
+    rows = run.endpoint_samples.order_by("t", "id").values_list(
+        "t", "method", "name", "p95_ms", "rps"
+    )
+    for t, method, name, p95, rps in rows.iterator(chunk_size=2000):
+        if not times or t != times[-1]:
+            times.append(t)
+            for line in index.values():
+                line["p95_ms"].append(None)
+                line["rps"].append(None)
+        label = f"{method} {name}".strip()
+        if label not in index:
+            index[label] = {"p95_ms": [None] * len(times), "rps": [None] * len(times)}
+        line = index[label]
+        line["p95_ms"][-1] = p95
+        line["rps"][-1] = rps
+    lines = [{"label": label, **values} for label, values in sorted(index.items())]
+    return {"t": times, "lines": lines}
 
 
 @require_POST

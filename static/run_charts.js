@@ -19,11 +19,19 @@
     [labels.failures, [["failures/s", data.failures_per_s]]],
     [labels.memory, [["DB PSS", mib(data.db_pss)], ["DB anon", mib(data.db_pss_anon)],
                      ["DB cgroup", mib(data.db_cgroup)], ["target RSS", mib(data.target_rss)],
+                     ["target PSS", mib(data.target_pss)],
                      ["DB fit", fitted(fits.db)], ["target fit", fitted(fits.target)]]],
   ];
-  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8", "#f79009", "#101828"];
+  const colors = ["#2e90fa", "#f04438", "#12b76a", "#7a5af8", "#f79009", "#101828",
+                  "#0e9384", "#dd2590", "#667085"];
   const width = Math.min(box.clientWidth || 900, 1100);
-  for (const [title, lines] of charts) {
+  // Each endpoint's p95 on a time axis of its own (one row a second per endpoint): a slow
+  // route holding the server's workers shows as the light routes' p95 rising with it.
+  const endpoints = data.endpoints || { t: [], lines: [] };
+  const plots = charts.map(([title, lines]) => [title, lines, data.t]);
+  plots.push([labels.endpoints, endpoints.lines.map((line) => [line.label, line.p95_ms]),
+              endpoints.t]);
+  for (const [title, lines, xs] of plots) {
     if (!lines.some(([, values]) => values.some((v) => v !== null))) continue;
     const section = document.createElement("div");
     section.className = "chart";
@@ -41,7 +49,7 @@
           label, stroke: colors[i % colors.length], spanGaps: true,
         }))],
       },
-      [data.t, ...lines.map(([, values]) => values)],
+      [xs, ...lines.map(([, values]) => values)],
       section,
     );
   }

@@ -28,6 +28,7 @@ from perfruns.models import (
     ReviewEnvironment,
     RunStatus,
     RunTrigger,
+    Sample,
     Scenario,
     VerificationCriterion,
     VersionComparison,
@@ -180,8 +181,22 @@ def no_process_listens(url: str) -> bool:
 
 def test_a_run_drives_the_demo_target_and_keeps_real_figures(environment):
     scenario = make_scenario(environment)
+    seen_live: list[bool] = []
 
-    run = execute(scenario)
+    def watch_live(run_id: int) -> None:
+        """Whether the run page could show live figures while the load ran."""
+        if not wait_for_stage(run_id, "load"):
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            row = PerfRun.objects.filter(pk=run_id).values("stage", "status").first()
+            live = Sample.objects.filter(run_id=run_id, users__isnull=False).exists()
+            if live or row["stage"] != "load" or row["status"] != "running":
+                seen_live.append(live and row["stage"] == "load")
+                return
+            time.sleep(0.2)
+
+    run = execute(scenario, during=watch_live)
 
     assert run.status == RunStatus.PASSED, run.error
     s = run.summary
@@ -195,6 +210,16 @@ def test_a_run_drives_the_demo_target_and_keeps_real_figures(environment):
     top = run.database["top_statements"]
     assert top and max(q["calls"] for q in top) > s["requests"] / 3
     assert run.database["connections"]["peak_total"] >= 1
+    connections = run.database["connections"]
+    assert connections["peak_clients"] >= 1
+    assert connections["max_connections"] == int(run.environment_settings["max_connections"])
+    assert connections["limit_hit"] is False and connections["peak_background"]
+    # Fixproof's own sampling is not among the target's statements.
+    assert not [q for q in top if "pg_stat_" in q["query"] or "fixproof" in q["query"]]
+    # Gunicorn's master and its worker: the PSS beside the RSS, one endpoint's p95 a second.
+    assert s["target_processes_peak"] >= 2 and 0 < s["target_pss_peak"] <= s["target_rss_peak"]
+    assert {"/users/[id]", "/report"} <= set(run.endpoint_samples.values_list("name", flat=True))
+    assert seen_live == [True]
     assert run.database["delta"]["xact_commit"] > 0
     assert run.samples.filter(users__gt=0).exists()
     assert run.samples.filter(db_pss__gt=0).exists()

@@ -1,8 +1,8 @@
 """Load tests with Locust, run as a subprocess, and what their results mean.
 
 Plain library code, no models: command lines and generated locustfiles (command), the
-files Locust writes (results), steps and breaking points (analysis), and the
-memory of process trees from /proc (memory).
+files Locust writes (results), failures by cause (failures), steps and breaking points
+(analysis), and the memory of process trees from /proc (memory).
 """
 
 from .analysis import (
@@ -13,6 +13,7 @@ from .analysis import (
     steps_from_history,
 )
 from .command import LoadShape, LocustPlan, check_locustfile, locust_plan
+from .failures import FailureCause, failure_cause, group_failures
 from .memory import MemorySample, MemorySampler, TreeMemory, process_tree, tree_memory
 from .results import (
     EndpointResult,
@@ -28,6 +29,7 @@ __all__ = [
     "SPAWN_BURST_S",
     "BreakingPoint",
     "EndpointResult",
+    "FailureCause",
     "FailureGroup",
     "HistoryRow",
     "LoadShape",
@@ -38,6 +40,8 @@ __all__ = [
     "TreeMemory",
     "breaking_point",
     "check_locustfile",
+    "failure_cause",
+    "group_failures",
     "iter_history",
     "load_generator_saturated",
     "locust_plan",

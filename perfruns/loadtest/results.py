@@ -303,3 +303,38 @@ def load_generator_saturated(log_file: Path) -> bool:
                 return True
             tail = text[-keep:]
     return False
+
+
+class CsvTail:
+    """The rows a CSV file gained since the last read(), as dicts keyed by its header: for
+    the live figures of a run while Locust (or the memory sampler) still writes the file.
+
+    Only whole lines are read (a line being written waits for the next read); a file not
+    there yet reads as no rows. Each read costs what the file grew, not its size.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._header: list[str] | None = None
+
+    def read(self, most: int = CHUNK) -> list[dict[str, str]]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read(most)
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self._offset += end + 1
+        lines = data[: end + 1].decode("utf-8", errors="replace").splitlines()
+        rows = []
+        for values in csv.reader(lines):
+            if self._header is None:
+                self._header = values
+                continue
+            if len(values) == len(self._header):
+                rows.append(dict(zip(self._header, values, strict=True)))
+        return rows

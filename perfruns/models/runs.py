@@ -329,6 +329,10 @@ class Sample(models.Model):
     # The database's container (memory cgroup), when it runs in one of its own.
     db_cgroup = models.BigIntegerField(null=True)
     target_rss = models.BigIntegerField(null=True)
+    # RSS counts a page shared by a pre-forked server's workers once per worker; PSS
+    # splits it between them (a 4-worker server: RSS 131 MiB, PSS 64 MiB).
+    target_pss = models.BigIntegerField(null=True)
+    target_processes = models.IntegerField(null=True)
 
     class Meta:
         ordering = ["t", "id"]
@@ -336,6 +340,25 @@ class Sample(models.Model):
 
     def __str__(self) -> str:
         return f"run #{self.run_id} at {self.t:.0f} s"
+
+
+class EndpointSample(models.Model):
+    """One endpoint at one second of the run (Locust's full history): its p95 over Locust's
+    sliding window and its requests per second, to see one route slow another down."""
+
+    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="endpoint_samples")
+    t = models.FloatField()
+    method = models.CharField(max_length=20, blank=True)
+    name = models.CharField(max_length=500)
+    p95_ms = models.FloatField(null=True)
+    rps = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["t", "id"]
+        indexes = [models.Index(fields=["run", "t"])]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.name} at {self.t:.0f} s".strip()
 
 
 class FailureGroup(models.Model):

@@ -18,6 +18,7 @@ import logging
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from perfruns.system import file_sha256, record_spawn
 
 from .databases import clone_database, database_exists, drop_database, list_databases
 from .dbstats import database_stats, read_settings, reset_statements, stats_delta, top_statements
-from .load import LoadOutcome, measured_load, memory_roots
+from .load import LiveTail, LoadOutcome, measured_load, memory_roots
 from .target import RunCancelled, RunStepError, Target, port_in_use
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class RunHooks:
     stage: Callable[[str, int], None] = lambda _name, _percent: None
     progress: Callable[[int], None] = lambda _percent: None
     cancelled: Callable[[], bool] = lambda: False
+    # About once a second during the load: the samples measured since the last call
+    # (fields of a Sample), for the run page's live figures.
+    live: Callable[[list[dict[str, Any]]], None] = lambda _points: None
 
 
 @dataclass
@@ -280,6 +284,12 @@ class _Execution:
         before = database_stats(conninfo)
         memory_file = spec.workdir / "memory.csv"
         low, span = LOAD_PROGRESS
+        tail = LiveTail(plan.history_file, memory_file, started=time.time())
+
+        def progress(fraction: float) -> None:
+            self.hooks.progress(low + int(span * fraction))
+            self.hooks.live(tail.read())
+
         load = measured_load(
             [plan.master, *plan.workers],
             conninfo=conninfo,
@@ -291,7 +301,7 @@ class _Execution:
             expected_s=plan.expected_duration_s,
             target=target,
             cancelled=self.cancelled,
-            progress=lambda fraction: self.hooks.progress(low + int(span * fraction)),
+            progress=progress,
             on_spawn=lambda pid, argv0: record_spawn(self.pid_file, pid, argv0),
         )
         after = database_stats(conninfo)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perfruns.loadtest import MemorySampler
+from perfruns.loadtest.results import CsvTail
 from perfruns.system import spawn, stop_group
 
 from .dbstats import ConnectionWatcher, postmaster_pid
@@ -96,7 +97,7 @@ class MeasuredLoad:
     started: float  # time.time() when the load started: t = 0 of memory.csv
 
 
-MEMORY_COLUMNS = ["t", "label", "pss", "pss_anon", "pss_shared", "rss", "cgroup"]
+MEMORY_COLUMNS = ["t", "label", "pss", "pss_anon", "pss_shared", "rss", "cgroup", "processes"]
 
 
 def measured_load(
@@ -133,8 +134,11 @@ def measured_load(
                     m.pss_shared,
                     m.rss,
                     "" if m.cgroup is None else m.cgroup,
+                    m.processes,
                 ]
             )
+            # The run page's live figures read the file while the load runs.
+            handle.flush()
 
         sampler = MemorySampler(roots, interval=1.0, on_sample=on_sample)
         watcher = ConnectionWatcher(conninfo)
@@ -168,3 +172,70 @@ def memory_roots(conninfo: str, target: Target | None) -> dict[str, int]:
     if target is not None and target.proc is not None:
         roots["target"] = target.proc.pid
     return roots
+
+
+def _cell(row: dict[str, str], key: str) -> float | None:
+    value = (row.get(key) or "").strip()
+    if not value or value == "N/A":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+class LiveTail:
+    """What the load measured since the last read(), as the fields of the run's samples
+    (t in seconds since the load started): Locust's "Aggregated" history rows and the
+    memory sampler's rows. The recording replaces them with the full series at the end."""
+
+    def __init__(self, history_file: Path, memory_file: Path, started: float) -> None:
+        self.history = CsvTail(history_file)
+        self.memory = CsvTail(memory_file)
+        self.started = started
+
+    def read(self) -> list[dict[str, Any]]:
+        points: list[dict[str, Any]] = []
+        for row in self.history.read():
+            if row.get("Name") != "Aggregated" or row.get("Type"):
+                continue
+            stamp = _cell(row, "Timestamp")
+            if stamp is None:
+                continue
+            users = _cell(row, "User Count")
+            points.append(
+                {
+                    "t": max(0.0, stamp - self.started),
+                    "users": None if users is None else int(users),
+                    "rps": _cell(row, "Requests/s"),
+                    "failures_per_s": _cell(row, "Failures/s"),
+                    "p50_ms": _cell(row, "50%"),
+                    "p95_ms": _cell(row, "95%"),
+                }
+            )
+        for row in self.memory.read():
+            t, pss = _cell(row, "t"), _cell(row, "pss")
+            if t is None or pss is None:
+                continue
+            if row.get("label") == "db":
+                cgroup = _cell(row, "cgroup")
+                points.append(
+                    {
+                        "t": t,
+                        "db_pss": int(pss),
+                        "db_pss_anon": int(_cell(row, "pss_anon") or 0),
+                        "db_pss_shared": int(_cell(row, "pss_shared") or 0),
+                        "db_cgroup": None if cgroup is None else int(cgroup),
+                    }
+                )
+            elif row.get("label") == "target":
+                processes = _cell(row, "processes")
+                points.append(
+                    {
+                        "t": t,
+                        "target_rss": int(_cell(row, "rss") or 0),
+                        "target_pss": int(pss),
+                        "target_processes": None if processes is None else int(processes),
+                    }
+                )
+        return points

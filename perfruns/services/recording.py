@@ -14,18 +14,30 @@ from django.db import transaction
 from perfruns.loadtest import (
     HistoryRow,
     breaking_point,
+    group_failures,
     iter_history,
     load_generator_saturated,
     read_failures,
     read_final,
     steps_from_history,
 )
-from perfruns.models import Artifact, EndpointStat, FailureGroup, PerfRun, Sample
+from perfruns.loadtest.failures import CONNECTION_LIMIT_CAUSES
+from perfruns.models import (
+    Artifact,
+    EndpointSample,
+    EndpointStat,
+    FailureGroup,
+    PerfRun,
+    Sample,
+)
 from perfruns.payloads import RunSummary, SlopeFigures
+from perfruns.pipeline.dbstats import connection_limit
 from perfruns.pipeline.execution import LoadFigures
 from perfruns.regression import Floors, fit_memory, steady_start
 
 BATCH = 1000
+# Causes kept on the run's summary: past these, the rarest are left to the failure groups.
+CAUSES_KEPT = 50
 MIB = 1024 * 1024
 _ARTIFACT_TYPES = {
     ".html": "text/html",
@@ -47,6 +59,7 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
         EndpointStat.objects.filter(run=run).delete()
         FailureGroup.objects.filter(run=run).delete()
         Sample.objects.filter(run=run).delete()
+        EndpointSample.objects.filter(run=run).delete()
         if plan.json_file.exists():
             results = read_final(plan.json_file)
             EndpointStat.objects.bulk_create(
@@ -74,7 +87,9 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
                 summary["p50_ms"] = total.percentiles.get("50")
                 summary["p95_ms"] = total.percentiles.get("95")
                 summary["p99_ms"] = total.percentiles.get("99")
+        causes = []
         if plan.failures_file.exists():
+            groups = read_failures(plan.failures_file)
             FailureGroup.objects.bulk_create(
                 FailureGroup(
                     run=run,
@@ -83,8 +98,18 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
                     error=f.error[:2000],
                     occurrences=f.occurrences,
                 )
-                for f in read_failures(plan.failures_file)
+                for f in groups
             )
+            causes = group_failures(groups)
+            summary["failure_causes"] = [
+                {
+                    "cause": c.cause,
+                    "occurrences": c.occurrences,
+                    "endpoints": c.endpoints,
+                    "example": c.example,
+                }
+                for c in causes[:CAUSES_KEPT]
+            ]
         steps = []
         served: list[tuple[float, float]] = []
         if plan.history_file.exists():
@@ -92,6 +117,9 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
                 _load_samples(run, iter_history(plan.history_file), load.started),
             )
             served = _requests_served(iter_history(plan.history_file), load.started)
+            _endpoint_samples_insert(
+                _endpoint_samples(run, iter_history(plan.history_file), load.started)
+            )
             if run.settings.get("shape") == "steps":
                 steps = steps_from_history(
                     r for r in iter_history(plan.history_file) if r.name == "Aggregated"
@@ -130,10 +158,47 @@ def run_record(*, run: PerfRun, load: LoadFigures) -> None:
                 "Locust's CPU was saturated during the load: the figures understate "
                 "what the target can do and must not be compared."
             )
+        database = load.database
+        if database.get("connections"):
+            too_many = any(cause.cause in CONNECTION_LIMIT_CAUSES for cause in causes)
+            database["connections"].update(
+                connection_limit(database["connections"], too_many_clients=too_many)
+            )
         PerfRun.objects.filter(pk=run.pk).update(
-            summary=summary, database=load.database, invalid_reason=invalid
+            summary=summary, database=database, invalid_reason=invalid
         )
     run_artifacts_record(run=run)
+
+
+def run_live_record(*, run_id: int, points: list[dict[str, Any]]) -> None:
+    """Samples measured while the load runs, for the run page's live figures (run_record
+    replaces them with the whole series once the load is over)."""
+    fields = {f.name for f in Sample._meta.concrete_fields} - {"id", "run"}
+    rows = [
+        Sample(run_id=run_id, **{k: v for k, v in point.items() if k in fields}) for point in points
+    ]
+    if rows:
+        Sample.objects.bulk_create(rows)
+
+
+def run_live_figures(*, run: PerfRun) -> dict[str, Any] | None:
+    """The latest figures of a run under way, from its latest samples: Locust's (users,
+    req/s, failures/s, p95) and the memory sampler's (DB RAM, the target's memory)."""
+    locust = (
+        Sample.objects.filter(run=run, users__isnull=False)
+        .order_by("-t", "-id")
+        .values("t", "users", "rps", "failures_per_s", "p95_ms")
+        .first()
+    )
+    memory = (
+        Sample.objects.filter(run=run, db_pss__isnull=False)
+        .order_by("-t", "-id")
+        .values("t", "db_pss")
+        .first()
+    )
+    if locust is None and memory is None:
+        return None
+    return {**(memory or {}), **(locust or {})}
 
 
 def memory_fits(
@@ -200,7 +265,46 @@ def _memory_samples(run: PerfRun, memory_file: Path) -> Iterator[Sample]:
                     db_cgroup=int(row["cgroup"]) if row["cgroup"] else None,
                 )
             elif row["label"] == "target":
-                yield Sample(run=run, t=t, target_rss=int(row["rss"]))
+                yield Sample(
+                    run=run,
+                    t=t,
+                    target_rss=int(row["rss"]),
+                    target_pss=int(row["pss"]),
+                    target_processes=_processes(row),
+                )
+
+
+def _processes(row: dict[str, str]) -> int | None:
+    """The process count of a memory.csv row (files from before it was written: None)."""
+    value = row.get("processes")
+    return int(value) if value else None
+
+
+def _endpoint_samples(
+    run: PerfRun, rows: Iterable[HistoryRow], load_started: float
+) -> Iterator[EndpointSample]:
+    for row in rows:
+        if row.name == "Aggregated" and not row.method:
+            continue
+        yield EndpointSample(
+            run=run,
+            t=max(0.0, row.timestamp - load_started),
+            method=row.method,
+            name=row.name[:500],
+            p95_ms=row.p95_ms,
+            rps=row.rps,
+        )
+
+
+def _endpoint_samples_insert(rows: Iterable[EndpointSample]) -> None:
+    batch: list[EndpointSample] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            EndpointSample.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        EndpointSample.objects.bulk_create(batch)
 
 
 def _memory(memory_file: Path) -> tuple[RunSummary, dict[str, list[tuple[float, float]]]]:
@@ -221,8 +325,19 @@ def _memory(memory_file: Path) -> tuple[RunSummary, dict[str, list[tuple[float, 
                     cgroup = int(row["cgroup"])
                     peaks["db_cgroup_peak"] = max(peaks.get("db_cgroup_peak", 0), cgroup)
             elif row["label"] == "target":
-                rss = int(row["rss"])
+                rss, pss, processes = int(row["rss"]), int(row["pss"]), _processes(row)
                 peaks["target_rss_peak"] = max(peaks.get("target_rss_peak", 0), rss)
+                peaks["target_pss_peak"] = max(peaks.get("target_pss_peak", 0), pss)
+                # The last sample with a process left: the tree as the load ended.
+                if processes != 0:
+                    peaks["target_rss_last"] = rss
+                    peaks["target_pss_last"] = pss
+                if processes is not None:
+                    peaks["target_processes_peak"] = max(
+                        peaks.get("target_processes_peak", 0), processes
+                    )
+                    if processes:
+                        peaks["target_processes_last"] = processes
                 series["target"].append((t, rss))
     return peaks, {k: v for k, v in series.items() if v}
 

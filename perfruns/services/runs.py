@@ -60,7 +60,7 @@ from .judging import run_judge
 from .notifications import notification_enqueue
 from .proofs import criteria_evaluate
 from .queue import PERFRUN_EXECUTE, enqueue_on_commit
-from .recording import run_artifacts_record, run_record
+from .recording import run_artifacts_record, run_live_record, run_record
 from .restores import restore_request, restore_run
 from .scenarios import check_version, scenario_shape, versioned
 from .trends import regression_incidents_open
@@ -241,6 +241,12 @@ class _Progress:
     def percent(self, percent: int) -> None:
         job_update(PerfRun, pk=self.run_id, progress=percent)
 
+    def live(self, points: list[dict[str, Any]]) -> None:
+        try:
+            run_live_record(run_id=self.run_id, points=points)
+        except Exception:  # the live figures are a view: the run goes on without them
+            log.warning("run %s: the live figures could not be written", self.run_id)
+
     def cancelled(self) -> bool:
         now = time.monotonic()
         if not self._cancelled and now - self._checked >= 1:
@@ -315,7 +321,12 @@ def _measure(run: PerfRun, progress: _Progress) -> RunMeasurement:
         deadline=time.monotonic() + settings.PIPELINE_TIMEOUT,
         timeout_s=settings.PIPELINE_TIMEOUT,
     )
-    hooks = RunHooks(stage=progress.stage, progress=progress.percent, cancelled=progress.cancelled)
+    hooks = RunHooks(
+        stage=progress.stage,
+        progress=progress.percent,
+        cancelled=progress.cancelled,
+        live=progress.live,
+    )
     with admin_connection(environment) as (admin, _port):
         return execute_run(spec, admin_conninfo=admin, hooks=hooks)
 
