@@ -19,7 +19,9 @@ perf_urlpatterns = [
     path("environments/<slug:name>/progress/", views.environment_progress, name="progress"),
     path("environments/<slug:name>/restore/", views.restore_create, name="restore"),
     path("scenarios/", views.scenario_list, name="scenarios"),
+    path("scenarios/new/", views.scenario_edit, name="scenario_create"),
     path("scenarios/<slug:name>/", views.scenario_detail, name="scenario"),
+    path("scenarios/<slug:name>/edit/", views.scenario_edit, name="scenario_edit"),
     path("scenarios/<slug:name>/run/", views.scenario_run, name="scenario_run"),
     path("scenarios/<slug:name>/schedule/", views.scenario_schedule, name="scenario_schedule"),
     path(

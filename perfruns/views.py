@@ -21,6 +21,7 @@ from .forms import (
     CriterionForm,
     EnvironmentForm,
     RestoreForm,
+    ScenarioForm,
     ScheduleForm,
     SourceForm,
     VersionComparisonForm,
@@ -288,7 +289,7 @@ def scenario_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def scenario_detail(request: HttpRequest, name: str) -> HttpResponse:
     access.require_role(request.user)
-    scenario = get_object_or_404(Scenario.objects.select_related("environment"), name=name)
+    scenario = get_object_or_404(Scenario.objects.select_related("environment", "team"), name=name)
     schedule = scenarios.scenario_schedule(scenario)
     form = ScheduleForm(
         initial={
@@ -697,4 +698,53 @@ def summary_week(request: HttpRequest) -> HttpResponse:
             "following": following.isoformat() if following <= today else "",
         },
         status=400 if error else 200,
+    )
+
+
+# ---------------------------------------------------------------- a scenario's own page
+
+
+@require_http_methods(["GET", "POST"])
+def scenario_edit(request: HttpRequest, name: str | None = None) -> HttpResponse:
+    """Create or change a scenario. Administrators only: its start command runs on the
+    workers. One loaded from a YAML file is changed in that file, never here: the next
+    load would overwrite the change."""
+    if not request.user.is_staff:
+        raise PermissionDenied(
+            _("Only administrators can change scenarios: their start command runs on the workers.")
+        )
+    scenario = (
+        get_object_or_404(Scenario.objects.select_related("environment", "team"), name=name)
+        if name
+        else None
+    )
+    initial = ScenarioForm.initial_for(scenario) if scenario else None
+    form = ScenarioForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST" and scenario is not None and scenario.defined_in:
+        form = ScenarioForm(initial=initial)
+        status = 409
+    elif request.method == "POST":
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            if scenario and data["name"] != scenario.name:
+                form.add_error("name", _("A scenario cannot be renamed."))
+            elif not scenario and Scenario.objects.filter(name=data["name"]).exists():
+                form.add_error("name", _("A scenario with this name exists already."))
+            else:
+                try:
+                    saved, _created = scenarios.scenario_save(
+                        name=data["name"], values={**form.values(), "defined_in": ""}
+                    )
+                except common.PipelineRefused as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    messages.success(request, _("Scenario saved."))
+                    return redirect(saved)
+    return render(
+        request,
+        "perfruns/scenario_edit.html",
+        {"form": form, "scenario": scenario},
+        status=status,
     )

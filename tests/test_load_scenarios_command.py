@@ -123,3 +123,49 @@ scenarios:
 
     assert not Scenario.objects.exists()
     assert not PeriodicTask.objects.filter(name__startswith="fixproof scenario").exists()
+
+
+def test_a_scenario_names_its_team_by_slug_and_remembers_its_file(environment, tmp_path):
+    from postmortems.models import Team
+
+    team = Team.objects.create(name="Shop", slug="shop")
+    path = write(
+        tmp_path,
+        """
+scenarios:
+  - name: checkout
+    environment: demo
+    team: shop
+    locustfile: locustfile.py
+    target_url: http://127.0.0.1:9000
+""",
+    )
+
+    load(path)
+
+    scenario = Scenario.objects.get(name="checkout")
+    assert scenario.team == team
+    # The file stays the source of truth: the scenario's page will say so.
+    assert scenario.defined_in == str(path.resolve())
+    assert load(ROOT / "examples" / "demo" / "scenarios.yml") == "created demo\n"
+    assert Scenario.objects.get(name="demo").defined_in == "examples/demo/scenarios.yml"
+
+
+def test_an_unknown_team_is_refused_and_nothing_is_saved(environment, tmp_path):
+    path = write(
+        tmp_path,
+        """
+scenarios:
+  - name: checkout
+    environment: demo
+    team: nobody-here
+    locustfile: locustfile.py
+    target_url: http://127.0.0.1:9000
+""",
+    )
+
+    with pytest.raises(
+        CommandError, match="scenario checkout: no team with the slug 'nobody-here'"
+    ):
+        load(path)
+    assert not Scenario.objects.exists()

@@ -122,6 +122,17 @@ class Scenario(models.Model):
         verbose_name=_("team"),
     )
     tags = models.CharField(_("tags"), max_length=200, blank=True)
+    # The YAML file load_scenarios read it from: that file stays the source of truth, so
+    # the scenario's page refuses edits the next load would overwrite.
+    defined_in = models.CharField(
+        _("defined in"),
+        max_length=500,
+        blank=True,
+        help_text=_(
+            "The YAML file the scenario is loaded from (load_scenarios); empty when it is "
+            "edited on its page."
+        ),
+    )
     default_version = models.CharField(
         _("version of the weekly runs"),
         max_length=100,

@@ -54,6 +54,8 @@ _SCENARIO_FIELDS = (
     "fail_on_memory_regression",
     "tags",
     "default_version",
+    "team",
+    "defined_in",
 )
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:@/-]{0,99}")
 
@@ -79,40 +81,52 @@ def scenario_shape(scenario: Scenario) -> LoadShape:
     return LoadShape(kind=values.pop("shape"), **values)
 
 
-def scenario_check(scenario: Scenario) -> None:
-    """Refuse a scenario the pipeline could not run, with the reason."""
-    check_name(scenario.name)
+def scenario_problems(scenario: Scenario) -> list[str]:
+    """Every reason the pipeline could not run the scenario, one sentence each (empty: it
+    can run), so that a form says them all at once."""
+    problems: list[str] = []
+    try:
+        check_name(scenario.name)
+    except PipelineRefused as exc:
+        problems.append(str(exc))
     if bool(scenario.locustfile_path) == bool(scenario.locustfile_text):
-        raise PipelineRefused("Give either a locustfile path or an uploaded locustfile.")
+        problems.append("Give either a locustfile path or an uploaded locustfile.")
     for label, url in (("target URL", scenario.target_url), ("health URL", scenario.health_url)):
         if url and not is_loopback_url(url):
-            raise PipelineRefused(
+            problems.append(
                 f"The {label} {url} is not on this machine: only loopback addresses "
                 "(127.0.0.1, ::1, localhost) are load-test targets."
             )
     if not isinstance(scenario.start_env, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in scenario.start_env.items()
     ):
-        raise PipelineRefused("The target environment maps variable names to text values.")
-    problems = scenario_shape(scenario).validate()
-    if problems:
-        raise PipelineRefused(" ".join(problems))
+        problems.append("The target environment maps variable names to text values.")
+    problems += scenario_shape(scenario).validate()
     if scenario.workers > 16:
-        raise PipelineRefused("At most 16 Locust workers.")
-    problems = check_thresholds(scenario.thresholds)
+        problems.append("At most 16 Locust workers.")
+    problems += check_thresholds(scenario.thresholds)
     try:
         Floors.from_settings(scenario.floors)
     except ValueError as exc:
         problems.append(str(exc))
-    if problems:
-        raise PipelineRefused(" ".join(problems))
     if scenario.default_version:
-        check_version(scenario.default_version, label="version of the weekly runs")
+        try:
+            check_version(scenario.default_version, label="version of the weekly runs")
+        except PipelineRefused as exc:
+            problems.append(str(exc))
     elif scenario.takes_version:
-        raise PipelineRefused(
+        problems.append(
             "The target start command takes a {version}: give the version of the weekly "
             "runs (default_version) as well."
         )
+    return problems
+
+
+def scenario_check(scenario: Scenario) -> None:
+    """Refuse a scenario the pipeline could not run, with every reason."""
+    problems = scenario_problems(scenario)
+    if problems:
+        raise PipelineRefused(" ".join(problems))
 
 
 @transaction.atomic

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from perfruns.models import ReviewEnvironment
 from perfruns.services import common, scenarios
+from postmortems.models import Team
 
 _KEYS = {
     "name",
@@ -36,6 +37,7 @@ _KEYS = {
     "tags",
     "schedule",
     "default_version",
+    "team",
 }
 
 
@@ -51,6 +53,12 @@ def _locustfile_path(value: str, *, folder: Path) -> str:
         raise ScenarioFileError(f"the locustfile {path} does not exist")
     base = Path(settings.BASE_DIR).resolve()
     # Relative to the checkout when inside it: the same file on every worker's checkout.
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def _defined_in(path: Path) -> str:
+    path = path.resolve()
+    base = Path(settings.BASE_DIR).resolve()
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
@@ -101,6 +109,12 @@ def scenario_values(entry: dict[str, Any], *, folder: Path) -> dict[str, Any]:
     if "tags" in entry:
         tags = entry["tags"]
         values["tags"] = ", ".join(tags) if isinstance(tags, list) else str(tags)
+    if "team" in entry:
+        slug = entry["team"]
+        team = Team.objects.filter(slug=str(slug)).first() if slug else None
+        if slug and team is None:
+            raise ScenarioFileError(f"no team with the slug {slug!r}")
+        values["team"] = team
     for field in ("users", "health_timeout_s", "duration_s", "workers", "warmup_s"):
         if field in values and (
             isinstance(values[field], bool) or not isinstance(values[field], int)
@@ -138,6 +152,8 @@ class Command(BaseCommand):
                     if not isinstance(entry, dict) or not entry.get("name"):
                         raise ScenarioFileError("every scenario needs a name")
                     values = scenario_values(entry, folder=folder)
+                    # The file stays the source of truth: the scenario's page says so.
+                    values["defined_in"] = _defined_in(path)
                     scenario, created = scenarios.scenario_save(name=entry["name"], values=values)
                     schedule = entry.get("schedule")
                     if schedule is not None:
