@@ -5,16 +5,20 @@ limit — and the live samples of a run under way, replaced by the whole series 
 from __future__ import annotations
 
 import csv
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from perfruns.loadtest import LocustPlan
+from perfruns.loadtest import LoadShape, LocustPlan, iter_history, locust_plan
 from perfruns.models import EndpointSample, PerfRun, RunStatus, RunTrigger, Sample
 from perfruns.pipeline.execution import LoadFigures
 from perfruns.pipeline.load import MEMORY_COLUMNS, LoadOutcome
 from perfruns.services.recording import run_live_figures, run_live_record, run_record
 from tests.runfiles import HEADER
+from tests.test_loadtest_support import LOCUST, console, run_plan, write_locustfile
 
 STARTED = 1_700_000_000.0
 MIB = 1 << 20
@@ -176,3 +180,82 @@ def test_the_live_samples_show_the_latest_figures_then_give_way_to_the_whole_ser
 
 def test_a_run_with_no_sample_yet_has_no_live_figures(run):
     assert run_live_figures(run=run) is None
+
+
+BLOCKING_LOCUSTFILE = """\
+from locust import HttpUser, constant, task
+
+
+class Blocker(HttpUser):
+    fixed_count = 1
+    wait_time = constant(0)
+
+    @task
+    def block(self):
+        self.client.get("/block")
+
+
+class Light(HttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def light(self):
+        self.client.get("/light")
+"""
+BLOCK_S = 0.5
+
+
+class _OneAtATime(BaseHTTPRequestHandler):
+    """HTTP/1.0: one request a connection, so the queue is the server's accept queue."""
+
+    def do_GET(self) -> None:
+        if self.path == "/block":
+            time.sleep(BLOCK_S)
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_light_route_behind_a_blocking_one_shows_it_in_its_own_p95(run, tmp_path):
+    # A server that answers one request at a time, /block holding it half a second: a
+    # /light request waits for the /block under way, however fast the machine. The run's
+    # p95 per endpoint must show it (the aggregate would blur it with /block's own).
+    server = HTTPServer(("127.0.0.1", 0), _OneAtATime)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        plan = locust_plan(
+            locust=LOCUST,
+            locustfile=write_locustfile(tmp_path, BLOCKING_LOCUSTFILE),
+            host=f"http://127.0.0.1:{server.server_address[1]}",
+            shape=LoadShape(kind="constant", users=3, spawn_rate=10, duration_s=5),
+            workdir=tmp_path / "run",
+            stop_timeout_s=1,
+        )
+        code = run_plan(plan)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert code == 0, console(plan)
+    memory = tmp_path / "memory.csv"
+    _write(memory, MEMORY_COLUMNS, [])
+    load = LoadFigures(
+        plan=plan,
+        started=min(row.timestamp for row in iter_history(plan.history_file)),
+        memory_file=memory,
+        database={"before": {}, "after": {}, "delta": {}, "connections": {}, "top_statements": []},
+        sampler={"achieved_interval_s": None, "cpu_fraction": None},
+        outcome=LoadOutcome(returncode=code),
+    )
+
+    run_record(run=run, load=load)
+
+    light = EndpointSample.objects.filter(run=run, name="/light", p95_ms__isnull=False)
+    block = EndpointSample.objects.filter(run=run, name="/block", p95_ms__isnull=False)
+    assert light.exists() and block.exists()
+    assert max(light.values_list("p95_ms", flat=True)) >= 0.6 * BLOCK_S * 1000
