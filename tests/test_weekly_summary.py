@@ -232,3 +232,17 @@ def test_a_week_is_an_iso_week_or_its_first_day():
     for bad in ("2026-W54", "2026-13-01", "soon", "2026-3-1"):
         with pytest.raises(ValueError, match="is not a week"):
             period_parse(bad)
+
+
+def test_an_e_mail_lists_ten_overdue_actions_and_counts_the_others(
+    week, manager, make_postmortem, engineer, payments
+):
+    for n in range(6):
+        pm = make_postmortem(actor=engineer, team=payments, title=f"Late {n}")
+        pm.actions.update(due_date=dt.date(2026, 3, 1))
+
+    weekly_summary.weekly_summary_send(period=WEEK, today=MONDAY_AFTER)
+
+    [message] = sent_to(manager.email)
+    assert "actions overdue now: 13" in message.body
+    assert "and 3 more" in message.body

@@ -27,7 +27,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import override
+from django.utils.translation import ngettext, override
 
 from perfruns.models import (
     RegressionIncident,
@@ -307,8 +307,9 @@ def _body(summary: WeeklySummary) -> str:
         lines += _section(_("Actions verified"), week.verified, _criterion_line)
         lines += _section(_("Actions closed"), week.closed, _action_line)
         lines += _section(_("Overdue now"), week.overdue[:_OVERDUE_LISTED], _action_line)
-        if len(week.overdue) > _OVERDUE_LISTED:
-            lines.append("  " + _("and %(n)s more") % {"n": len(week.overdue) - _OVERDUE_LISTED})
+        more = len(week.overdue) - _OVERDUE_LISTED
+        if more > 0:
+            lines.append("  " + ngettext("and %(n)s more", "and %(n)s more", more) % {"n": more})
     lines += ["", _("The summary on Fixproof: %(url)s") % {"url": page}, ""]
     return "\n".join(lines)
 
