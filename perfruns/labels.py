@@ -267,6 +267,64 @@ def threshold_lines(thresholds: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+# The figures an action's proof asks for (models.CriterionMetric): the thresholds' keys,
+# with "rps" and "knee_users" for their minimums.
+CRITERION_LABELS: dict[str, tuple[Promise, str]] = {
+    **THRESHOLD_LABELS,
+    "rps": THRESHOLD_LABELS["min_rps"],
+    "knee_users": THRESHOLD_LABELS["min_knee_users"],
+}
+_COMPARISONS = {"lt": "<", "le": "≤", "gt": ">", "ge": "≥"}
+
+
+def criterion_figure(value: Any, metric: str) -> str:
+    """A value an action's proof measured, in its metric's unit."""
+    entry = CRITERION_LABELS.get(metric)
+    if entry is None or entry[1] == "flag":
+        return number(value) if isinstance(value, int | float) else ""
+    return figure(value, entry[1])
+
+
+def criterion_limit(criterion: Any) -> str:
+    """The limit of an action's proof: "500 ms"; "10 %" better for "better by"."""
+    if criterion.value is None:
+        return ""
+    if criterion.comparison == "better_by":
+        return _with_unit(criterion.value, "%", signed=False)
+    return criterion_figure(criterion.value, criterion.metric)
+
+
+def criterion_text(criterion: Any) -> str:
+    """What an action's proof asks for, for people: "/users/[id]: p95 < 500 ms, at 200
+    users (checkout)"."""
+    metric = criterion.metric
+    label = str(CRITERION_LABELS[metric][0]) if metric in CRITERION_LABELS else metric
+    if metric == "not_worse":
+        what = _("not worse than run #%(run)s") % {"run": criterion.reference_run_id}
+    elif metric == "probable_leak":
+        what = _("no probable memory leak")
+    elif criterion.comparison == "better_by":
+        what = _("%(figure)s better than run #%(run)s by at least %(limit)s") % {
+            "figure": label,
+            "run": criterion.reference_run_id,
+            "limit": criterion_limit(criterion),
+        }
+    else:
+        sign = _COMPARISONS.get(criterion.comparison, criterion.comparison)
+        what = f"{label} {sign} {criterion_limit(criterion)}"
+    text = _("%(endpoint)s: %(check)s") % {
+        "endpoint": endpoint_label(criterion.endpoint)
+        if criterion.endpoint
+        else _("All endpoints"),
+        "check": what,
+    }
+    if criterion.users:
+        text += ", " + _("at %(users)s") % {"users": figure(criterion.users, "users")}
+    if criterion.red_then_green:
+        text += ", " + _("red then green")
+    return f"{text} ({criterion.scenario})"
+
+
 # --------------------------------------------------------------------------- floors
 
 # Every floor key of regression.FLOOR_SETTINGS: its label and its unit, as people write it.
@@ -389,6 +447,10 @@ _NOTES = {
     ),
     "suspected: memory fails a run only when its scenario asks": gettext_lazy(
         "suspected: memory fails a run only when its scenario asks"
+    ),
+    "not measured by this run": gettext_lazy("not measured by this run"),
+    "not measured by this run or the reference": gettext_lazy(
+        "not measured by this run or the reference"
     ),
 }
 

@@ -155,8 +155,9 @@ def test_the_post_mortem_page_shows_each_action_with_its_evidence(client, viewer
     html = client.get(action.postmortem.get_absolute_url()).content.decode()
 
     assert "verification-verified" in html
-    assert "/advisors/[id]/young p95_ms &lt; 500 at 200 users" in html
-    assert f"run #{run.pk}" in html and "measured 412" in html
+    assert "/advisors/[id]/young: p95 &lt; 500\u00a0ms, at 200\u00a0users" in html
+    assert f"run #{run.pk}" in html and "measured 412\u00a0ms" in html
+    assert "limit 500\u00a0ms" in html and "p95_ms" not in html
 
 
 def test_a_worse_level_in_the_series_opens_one_draft_post_mortem_with_its_figures(
