@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -271,17 +271,6 @@ class ActionManageForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["seen_status"].initial = self.instance.status
-
-
-def action_manage_forms(actions: Iterable[Action]) -> dict[int, ActionManageForm]:
-    """One form per action on the detail page, all rendered from one users query."""
-    owners = SharedChoices()
-    forms_by_pk = {}
-    for action in actions:
-        form = ActionManageForm(instance=action, prefix=f"a{action.pk}")
-        owners.share(form.fields["owner"])
-        forms_by_pk[action.pk] = form
-    return forms_by_pk
 
 
 class TransitionForm(forms.Form):

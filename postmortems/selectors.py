@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, F, Q, QuerySet, When
+from django.utils.html import format_html_join
+from markupsafe import Markup
 
 from . import access
 from .models import OPEN_ACTION_STATUSES, Action, ActionStatus
@@ -101,4 +104,25 @@ def actions_in_review_order(actions: QuerySet[Action]) -> QuerySet[Action]:
     )
     return actions.select_related("postmortem__team", "owner", "criterion__scenario").order_by(
         rank, F("due_date").asc(nulls_last=True), "-postmortem_id", "number"
+    )
+
+
+def owner_options() -> str:
+    """Who may own an action, as the <option>s of a select, written once for every row of
+    a page (Django's widgets would render each row's options again): one query. Values are
+    unquoted primary keys followed by a space, so a row marks its owner with a plain
+    replace of "value=PK " (Jinja escapes the arguments of replace: no quotes, no ">")."""
+    users = get_user_model().objects.filter(is_active=True).order_by("username")
+    # Markup (not Django's SafeString): Jinja's replace keeps it safe.
+    return Markup(
+        format_html_join(
+            "",
+            "<option value={} >{}</option>",
+            (
+                (pk, f"{first} {last}".strip() or username)
+                for pk, username, first, last in users.values_list(
+                    "pk", "username", "first_name", "last_name"
+                )
+            ),
+        )
     )

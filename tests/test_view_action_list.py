@@ -143,6 +143,8 @@ def test_every_filter_applies_at_once(client, manager, actions, engineer):
     ).content.decode()  # fmt: skip
 
     assert link(actions["overdue"]) in html
+    # Its owner is the one selected in its row's change form.
+    assert f"<option value={engineer.pk} selected>Emma Martin</option>" in html
     for name in ("verified", "unproven", "regressed"):
         assert link(actions[name]) not in html, name
     html = client.get(ACTIONS, {"owner": engineer.pk, "status": "done"}).content.decode()
