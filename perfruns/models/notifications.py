@@ -22,7 +22,12 @@ class Webhook(models.Model):
     a secret (it holds a token): given by an environment variable, or typed in the admin,
     never shown back."""
 
-    team = models.ForeignKey("postmortems.Team", on_delete=models.CASCADE, related_name="webhooks")
+    team = models.ForeignKey(
+        "postmortems.Team",
+        on_delete=models.CASCADE,
+        related_name="webhooks",
+        verbose_name=_("team"),
+    )
     kind = models.CharField(_("kind"), max_length=12, choices=WebhookKind.choices)
     url_env = models.CharField(
         _("URL environment variable"),

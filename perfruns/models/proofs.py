@@ -57,9 +57,14 @@ class VerificationCriterion(models.Model):
     at 200 users", "failure rate < 1 %", "not worse than run #N"."""
 
     action = models.OneToOneField(
-        "postmortems.Action", on_delete=models.CASCADE, related_name="criterion"
+        "postmortems.Action",
+        on_delete=models.CASCADE,
+        related_name="criterion",
+        verbose_name=_("action"),
     )
-    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="criteria")
+    scenario = models.ForeignKey(
+        Scenario, on_delete=models.CASCADE, related_name="criteria", verbose_name=_("scenario")
+    )
     endpoint = models.CharField(
         _("endpoint"), max_length=500, blank=True, help_text=_("Empty: all endpoints together.")
     )
@@ -86,22 +91,35 @@ class VerificationCriterion(models.Model):
         ),
     )
     state = models.CharField(
-        max_length=10, choices=VerificationState.choices, default=VerificationState.UNVERIFIED
+        max_length=10,
+        choices=VerificationState.choices,
+        default=VerificationState.UNVERIFIED,
+        verbose_name=_("state"),
     )
     # The run that set the state, and what it measured.
     state_run = models.ForeignKey(
-        "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "PerfRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("run that decided it"),
     )
-    measured = models.FloatField(null=True, blank=True)
+    measured = models.FloatField(null=True, blank=True, verbose_name=_("measured"))
     # The interval of what state_run measured, and why it passed or failed.
-    measured_low = models.FloatField(null=True, blank=True)
-    measured_high = models.FloatField(null=True, blank=True)
-    note = models.CharField(max_length=300, blank=True)
+    measured_low = models.FloatField(null=True, blank=True, verbose_name=_("measured, low end"))
+    measured_high = models.FloatField(null=True, blank=True, verbose_name=_("measured, high end"))
+    note = models.CharField(max_length=300, blank=True, verbose_name=_("note"))
     # For red then green: the run of the version before the fix that reproduced it.
     red_run = models.ForeignKey(
-        "PerfRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "PerfRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("red run"),
     )
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
         verbose_name = _("verification criterion")
@@ -145,21 +163,31 @@ class Verification(models.Model):
     """One run's evaluation of a criterion: the evidence behind the action's state."""
 
     criterion = models.ForeignKey(
-        VerificationCriterion, on_delete=models.CASCADE, related_name="verifications"
+        VerificationCriterion,
+        on_delete=models.CASCADE,
+        related_name="verifications",
+        verbose_name=_("proof asked"),
     )
-    run = models.ForeignKey(PerfRun, on_delete=models.CASCADE, related_name="verifications")
-    passed = models.BooleanField()
+    run = models.ForeignKey(
+        PerfRun, on_delete=models.CASCADE, related_name="verifications", verbose_name=_("run")
+    )
+    passed = models.BooleanField(verbose_name=_("passed"))
     outcome = models.CharField(
-        max_length=12, choices=VerificationOutcome.choices, default=VerificationOutcome.PASSED
+        max_length=12,
+        choices=VerificationOutcome.choices,
+        default=VerificationOutcome.PASSED,
+        verbose_name=_("outcome"),
     )
-    measured = models.FloatField(null=True, blank=True)
-    measured_low = models.FloatField(null=True, blank=True)
-    measured_high = models.FloatField(null=True, blank=True)
-    note = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    measured = models.FloatField(null=True, blank=True, verbose_name=_("measured"))
+    measured_low = models.FloatField(null=True, blank=True, verbose_name=_("measured, low end"))
+    measured_high = models.FloatField(null=True, blank=True, verbose_name=_("measured, high end"))
+    note = models.CharField(max_length=300, blank=True, verbose_name=_("note"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("verification")
+        verbose_name_plural = _("verifications")
         constraints = [
             models.UniqueConstraint(fields=["criterion", "run"], name="verification_once_per_run")
         ]

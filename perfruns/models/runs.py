@@ -53,7 +53,10 @@ class Scenario(models.Model):
     )
     target_url = models.CharField(_("target base URL"), max_length=300)
     environment = models.ForeignKey(
-        ReviewEnvironment, on_delete=models.PROTECT, related_name="scenarios"
+        ReviewEnvironment,
+        on_delete=models.PROTECT,
+        related_name="scenarios",
+        verbose_name=_("environment"),
     )
     restore_first = models.BooleanField(
         _("restore the latest snapshot first"),
@@ -152,14 +155,19 @@ class Scenario(models.Model):
         help_text=_("Runs are compared with it instead of the previous passing run."),
     )
     postmortems = models.ManyToManyField(
-        "postmortems.PostMortem", blank=True, related_name="scenarios"
+        "postmortems.PostMortem",
+        blank=True,
+        related_name="scenarios",
+        verbose_name=_("post-mortems"),
     )
-    actions = models.ManyToManyField("postmortems.Action", blank=True, related_name="scenarios")
+    actions = models.ManyToManyField(
+        "postmortems.Action", blank=True, related_name="scenarios", verbose_name=_("actions")
+    )
     # The change points of the series, computed after each run (E-divisive costs seconds
     # over hundreds of runs: no page view computes it): services.scenario_trend_refresh.
-    trend = models.JSONField(default=list, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    trend = models.JSONField(default=list, blank=True, editable=False, verbose_name=_("trend"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
         ordering = ["name"]
@@ -213,42 +221,70 @@ class RunTrigger(models.TextChoices):
 class PerfRun(Job):
     """One load test of a scenario, with everything measured and how it was judged."""
 
-    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="runs")
-    environment = models.ForeignKey(
-        ReviewEnvironment, on_delete=models.PROTECT, related_name="runs"
+    scenario = models.ForeignKey(
+        Scenario, on_delete=models.CASCADE, related_name="runs", verbose_name=_("scenario")
     )
-    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    progress = models.PositiveSmallIntegerField(default=0)
-    trigger = models.CharField(max_length=10, choices=RunTrigger.choices)
+    environment = models.ForeignKey(
+        ReviewEnvironment,
+        on_delete=models.PROTECT,
+        related_name="runs",
+        verbose_name=_("environment"),
+    )
+    status = models.CharField(
+        max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED, verbose_name=_("status")
+    )
+    progress = models.PositiveSmallIntegerField(default=0, verbose_name=_("progress (%)"))
+    trigger = models.CharField(max_length=10, choices=RunTrigger.choices, verbose_name=_("trigger"))
     # The load generator was saturated (or another reason): figures not to be compared.
-    invalid_reason = models.CharField(max_length=300, blank=True)
+    invalid_reason = models.CharField(max_length=300, blank=True, verbose_name=_("invalid because"))
     # Why it passed or failed: one sentence per threshold checked.
-    verdict = models.JSONField(default=list, blank=True)
+    verdict = models.JSONField(default=list, blank=True, verbose_name=_("verdict"))
     # What the run used, copied at its start: later edits of the scenario do not change it.
-    locustfile_sha256 = models.CharField(max_length=64, blank=True)
-    settings = models.JSONField(default=dict, blank=True)
-    environment_settings = models.JSONField(default=dict, blank=True)
+    locustfile_sha256 = models.CharField(
+        max_length=64, blank=True, verbose_name=_("locustfile SHA-256")
+    )
+    settings = models.JSONField(default=dict, blank=True, verbose_name=_("settings"))
+    environment_settings = models.JSONField(
+        default=dict, blank=True, verbose_name=_("environment settings")
+    )
     snapshot = models.ForeignKey(
-        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+        Snapshot,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        verbose_name=_("snapshot"),
     )
     # Totals, peaks, the sampler's achieved interval, breaking point, memory slopes.
-    summary = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict, blank=True, verbose_name=_("summary"))
     # pg_stat_database before/after, peak connections by state, top statements.
-    database = models.JSONField(default=dict, blank=True)
+    database = models.JSONField(default=dict, blank=True, verbose_name=_("database figures"))
     # The comparison with its baseline run: validity and per-endpoint verdicts.
-    regression = models.JSONField(default=dict, blank=True)
-    artifacts_dir = models.CharField(max_length=500, blank=True)
+    regression = models.JSONField(
+        default=dict, blank=True, verbose_name=_("comparison with the baseline")
+    )
+    artifacts_dir = models.CharField(max_length=500, blank=True, verbose_name=_("files folder"))
     # What {version} stood for in the start command; the A/B/A comparison it belongs to
     # and its place there. Such runs stay out of the weekly series and its baselines.
-    version = models.CharField(max_length=100, blank=True)
+    version = models.CharField(max_length=100, blank=True, verbose_name=_("version"))
     version_comparison = models.ForeignKey(
-        "VersionComparison", null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+        "VersionComparison",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="runs",
+        verbose_name=_("version comparison"),
     )
-    role = models.CharField(max_length=2, blank=True)
+    role = models.CharField(max_length=2, blank=True, verbose_name=_("role"))
     postmortems = models.ManyToManyField(
-        "postmortems.PostMortem", blank=True, related_name="perf_runs"
+        "postmortems.PostMortem",
+        blank=True,
+        related_name="perf_runs",
+        verbose_name=_("post-mortems"),
     )
-    actions = models.ManyToManyField("postmortems.Action", blank=True, related_name="perf_runs")
+    actions = models.ManyToManyField(
+        "postmortems.Action", blank=True, related_name="perf_runs", verbose_name=_("actions")
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -470,16 +506,24 @@ class VersionComparison(Job):
     tell whether the environment drifted meanwhile."""
 
     scenario = models.ForeignKey(
-        Scenario, on_delete=models.CASCADE, related_name="version_comparisons"
+        Scenario,
+        on_delete=models.CASCADE,
+        related_name="version_comparisons",
+        verbose_name=_("scenario"),
     )
     version_a = models.CharField(_("version A"), max_length=100)
     version_b = models.CharField(_("version B"), max_length=100)
     status = models.CharField(
-        max_length=10, choices=ComparisonStatus.choices, default=ComparisonStatus.QUEUED
+        max_length=10,
+        choices=ComparisonStatus.choices,
+        default=ComparisonStatus.QUEUED,
+        verbose_name=_("status"),
     )
-    verdict = models.CharField(max_length=12, choices=ComparisonVerdict.choices, blank=True)
+    verdict = models.CharField(
+        max_length=12, choices=ComparisonVerdict.choices, blank=True, verbose_name=_("verdict")
+    )
     # {"rows": [...], "drift": [...], "reasons": [...], "pairs": {...}}
-    result = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True, verbose_name=_("result"))
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -36,15 +36,15 @@ class DumpSource(models.Model):
         help_text=_("Path of a file holding the source's DSN (e.g. a mounted secret)."),
     )
     policy_yaml = models.TextField(_("masking policy"))
-    policy_hash = models.CharField(max_length=64)
+    policy_hash = models.CharField(max_length=64, verbose_name=_("policy hash"))
     retention = models.PositiveIntegerField(
         _("snapshots kept"),
         null=True,
         blank=True,
         help_text=_("How many snapshots to keep; empty for the service's default."),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
         ordering = ["name"]
@@ -104,20 +104,28 @@ class SnapshotStatus(models.TextChoices):
 class Snapshot(Job):
     """An anonymized dump of a source, produced and verified by Fixproof."""
 
-    source = models.ForeignKey(DumpSource, on_delete=models.CASCADE, related_name="snapshots")
-    status = models.CharField(
-        max_length=10, choices=SnapshotStatus.choices, default=SnapshotStatus.QUEUED
+    source = models.ForeignKey(
+        DumpSource, on_delete=models.CASCADE, related_name="snapshots", verbose_name=_("source")
     )
-    file_path = models.CharField(max_length=500, blank=True)
-    sha256 = models.CharField(max_length=64, blank=True)
-    size_bytes = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10,
+        choices=SnapshotStatus.choices,
+        default=SnapshotStatus.QUEUED,
+        verbose_name=_("status"),
+    )
+    file_path = models.CharField(max_length=500, blank=True, verbose_name=_("file"))
+    sha256 = models.CharField(max_length=64, blank=True, verbose_name=_("SHA-256"))
+    size_bytes = models.BigIntegerField(null=True, blank=True, verbose_name=_("size (bytes)"))
     # {"public.users": 1200, ...} counted in the masked database.
-    table_rows = models.JSONField(default=dict, blank=True)
-    policy_hash = models.CharField(max_length=64, blank=True)
+    table_rows = models.JSONField(default=dict, blank=True, verbose_name=_("rows per table"))
+    policy_hash = models.CharField(max_length=64, blank=True, verbose_name=_("policy hash"))
     # PII findings, policy problems and the post-masking checks.
-    report = models.JSONField(default=dict, blank=True)
+    report = models.JSONField(default=dict, blank=True, verbose_name=_("report"))
     deleted_at = models.DateTimeField(
-        null=True, blank=True, help_text=_("When retention removed the dump file.")
+        null=True,
+        blank=True,
+        help_text=_("When retention removed the dump file."),
+        verbose_name=_("deleted at"),
     )
 
     class Meta:
@@ -172,6 +180,7 @@ class ReviewEnvironment(models.Model):
         on_delete=models.SET_NULL,
         related_name="environments",
         help_text=_("A restore without a chosen snapshot takes this source's latest one."),
+        verbose_name=_("source"),
     )
     database_name = models.CharField(
         _("database name"),
@@ -182,15 +191,26 @@ class ReviewEnvironment(models.Model):
     shared_buffers = models.CharField(_("shared_buffers"), max_length=20, default="128MB")
     work_mem = models.CharField(_("work_mem"), max_length=20, default="4MB")
     max_connections = models.PositiveIntegerField(_("max_connections"), default=100)
-    port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    port = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, verbose_name=_("port")
+    )
     current_snapshot = models.ForeignKey(
-        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        Snapshot,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("current snapshot"),
     )
     # Server settings read back after the last restore (they change what RAM means).
-    recorded_settings = models.JSONField(default=dict, blank=True)
-    last_restored_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    recorded_settings = models.JSONField(
+        default=dict, blank=True, verbose_name=_("recorded settings")
+    )
+    last_restored_at = models.DateTimeField(
+        null=True, blank=True, verbose_name=_("last restored at")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
         ordering = ["name"]
@@ -240,17 +260,27 @@ class RestoreStatus(models.TextChoices):
 
 class Restore(Job):
     environment = models.ForeignKey(
-        ReviewEnvironment, on_delete=models.CASCADE, related_name="restores"
+        ReviewEnvironment,
+        on_delete=models.CASCADE,
+        related_name="restores",
+        verbose_name=_("environment"),
     )
-    snapshot = models.ForeignKey(Snapshot, on_delete=models.PROTECT, related_name="restores")
+    snapshot = models.ForeignKey(
+        Snapshot, on_delete=models.PROTECT, related_name="restores", verbose_name=_("snapshot")
+    )
     status = models.CharField(
-        max_length=10, choices=RestoreStatus.choices, default=RestoreStatus.QUEUED
+        max_length=10,
+        choices=RestoreStatus.choices,
+        default=RestoreStatus.QUEUED,
+        verbose_name=_("status"),
     )
-    tables_done = models.PositiveIntegerField(default=0)
-    tables_total = models.PositiveIntegerField(default=0)
+    tables_done = models.PositiveIntegerField(default=0, verbose_name=_("tables done"))
+    tables_total = models.PositiveIntegerField(default=0, verbose_name=_("tables in all"))
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("restore")
+        verbose_name_plural = _("restores")
         constraints = [
             # One restore per environment at a time, held by the database.
             models.UniqueConstraint(
