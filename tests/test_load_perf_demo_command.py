@@ -57,6 +57,7 @@ def test_it_sets_up_a_masked_snapshot_an_environment_and_the_demo_scenario(data_
     incident = PostMortem.objects.get(title=POOL_TITLE)
     assert list(scenario.postmortems.all()) == [incident]
     assert set(scenario.actions.all()) == set(incident.actions.all())
+    assert scenario.team == incident.team  # its health on the dashboard
     assert not PerfRun.objects.exists()
     assert f"Seeded the demo target's database {target_db}" in out.getvalue()
 

@@ -75,6 +75,10 @@ class Command(BaseCommand):
         if incident is not None:
             scenario.postmortems.add(incident)
             scenario.actions.add(*incident.actions.all())
+            # The demo team's health on the dashboard (the YAML names no team: it loads
+            # without the post-mortem demo too).
+            if scenario.team_id is None and incident.team_id is not None:
+                Scenario.objects.filter(pk=scenario.pk).update(team_id=incident.team_id)
         if options["no_run"]:
             return
         try:
