@@ -213,6 +213,17 @@ SUMMARY_LABELS: dict[str, tuple[Promise, str]] = {
 }
 
 
+def trend_for_page(trend: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """A scenario's trend (Scenario.trend) with each metric's label in the reader's
+    language, for the page's charts (the stored label is the English one)."""
+    return [
+        {**metric, "label": summary_label(metric["key"])}
+        if metric.get("key") in SUMMARY_LABELS
+        else dict(metric)
+        for metric in trend or []
+    ]
+
+
 def threshold_label(key: str) -> str:
     entry = THRESHOLD_LABELS.get(key)
     return str(entry[0]) if entry else key

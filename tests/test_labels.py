@@ -184,3 +184,34 @@ def test_step_levels_the_database_and_the_target_are_named_for_people():
     assert labels.endpoint_label("40 users") == "40 users"
     assert labels.endpoint_label("db") == "the database"
     assert labels.endpoint_label("/users/[id]") == "/users/[id]"
+
+
+def test_the_proof_an_action_asks_for_reads_with_its_units():
+    class Criterion:
+        metric, comparison, value, endpoint = "p95_ms", "lt", 500.0, "/users/[id]"
+        users, red_then_green, reference_run_id, scenario = 200, True, None, "checkout"
+
+    assert labels.criterion_text(Criterion()) == (
+        f"/users/[id]: p95 < 500{NB}ms, at 200{NB}users, red then green (checkout)"
+    )
+    Criterion.metric, Criterion.comparison, Criterion.value = "db_ram_peak_mb", "le", 1536
+    Criterion.endpoint, Criterion.users, Criterion.red_then_green = "", None, False
+    assert labels.criterion_text(Criterion()) == (
+        f"All endpoints: DB RAM peak ≤ 1,536{NB}MiB (checkout)"
+    )
+    Criterion.metric, Criterion.comparison, Criterion.value = "p95_ms", "better_by", 20
+    Criterion.reference_run_id = 12
+    assert labels.criterion_text(Criterion()) == (
+        f"All endpoints: p95 better than run #12 by at least 20{NB}% (checkout)"
+    )
+    assert labels.criterion_figure(0.004, "failure_rate") == f"0.4{NB}%"
+
+
+def test_the_trend_charts_are_titled_in_the_readers_words():
+    trend = [
+        {"key": "db_ram_peak", "label": "DB RAM", "points": [], "changes": []},
+        {"key": "something new", "label": "kept as stored", "points": [], "changes": []},
+    ]
+
+    assert [m["label"] for m in labels.trend_for_page(trend)] == ["DB RAM peak", "kept as stored"]
+    assert trend[0]["label"] == "DB RAM"  # the stored trend is not changed
