@@ -24,6 +24,7 @@ import argparse
 import csv
 import datetime as dt
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -64,8 +65,8 @@ STATUSES = ("todo", "to_debate", "in_progress", "done", "wont_do")
 def seed(postmortems: int, actions_per_pm: int, runs: int) -> dict[str, str]:
     """Everything in bulk (the services' one-by-one writes would take an hour); returns
     what the locustfile needs to know."""
-    from django.contrib.auth.models import Group, User
     from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import Group, User
     from django.utils import timezone
 
     from perfruns.models import (
@@ -81,7 +82,7 @@ def seed(postmortems: int, actions_per_pm: int, runs: int) -> dict[str, str]:
     )
     from postmortems.models import Action, PostMortem, Team
 
-    rng = __import__("random").Random(7)
+    rng = random.Random(7)
     now = timezone.now()
     today = timezone.localdate()
     hashed = make_password(PASSWORD)
