@@ -205,3 +205,14 @@ def test_the_team_filter_narrows_the_outcomes_to_its_incidents(client, manager, 
     # Only the Platform SEV1, whose prevent action is not verified.
     assert _text_of(html, "severe-share").strip() == "0 %"
     assert _text_of(html, "median-ttd").strip() == "10 min"
+
+
+def test_a_french_reader_gets_the_dashboard_in_french(client, manager, records):
+    client.force_login(manager)
+    client.cookies["django_language"] = "fr"
+
+    html = client.get(DASHBOARD, headers={"accept-language": "fr"}).content.decode()
+
+    assert "<h1>Tableau de bord</h1>" in html
+    assert _text_of(html, "median-close").strip() == "4 jours"
+    assert "Actions par équipe" in html
