@@ -2,20 +2,23 @@
 """How fast the pages people read answer with a year of records, under load.
 
     .venv/bin/python bench/ui_load.py [--postmortems 1000] [--actions-per-pm 10]
-        [--runs 5000] [--users 20] [--duration 30]
+        [--runs 5000] [--users 20] [--duration 60] [--warmup 10] [--think 1-3]
 
 Creates the scratch database fixproof_bench_ui on the local PostgreSQL (dropped first and
 at the end), migrates it and seeds it in bulk: 1,000 post-mortems of 8 teams over twelve
 months, 10,000 actions (owners, due dates, statuses, a proof on half of them), 5,000 runs
 of 20 scenarios (3 endpoints and 20 samples each), regressions. Starts Fixproof under
-gunicorn (2 workers, DEBUG off) on a free loopback port, then Locust with --users people
-(half managers, half engineers, each logged in) reading the dashboard, the post-mortems
-list, one post-mortem, the actions list, "My actions" and one run page for --duration
-seconds. Prints each page's request count, failures and p50/p95, then one line
-`max_p95_ms=N errors=M` (the worst page's p95; every failed request). The goal is every
-page p95 < 100 ms and no error. Not part of the test suite: absolute times depend on the
-machine; the tests assert instead that the query count of each page does not grow with
-the data (tests/test_query_counts.py).
+gunicorn as the Procfile's `web` line runs it (`make run`), DEBUG off, on a free loopback
+port; then Locust with --users people (half managers, half engineers, each signed in
+ahead with a session of their own) reading the dashboard, the post-mortems list, one
+post-mortem, the actions list, "My actions" and one run page for --duration seconds, each
+spending --think seconds on a page (1-3: a person reading; 0.1-0.5 makes each simulated
+person a crowd), after an unmeasured warm-up run of --warmup seconds (every worker's first
+pages compile templates and open connections). Prints each page's request count, failures
+and p50/p95, then one line `max_p95_ms=N errors=M` (the worst page's p95; every failed
+request). The goal is every page p95 < 100 ms and no error. Not part of the test suite:
+absolute times depend on the machine; the tests assert instead that the query count of
+each page does not grow with the data (tests/test_query_counts.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import datetime as dt
 import os
 import random
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -50,7 +54,7 @@ from perfruns.loadtest.command import free_port  # noqa: E402
 from perfruns.pipeline.execution import database_url  # noqa: E402
 
 DATABASE = "fixproof_bench_ui"
-PASSWORD = "bench-" + secrets.token_hex(8)
+PASSWORD = "bench-" + secrets.token_hex(8)  # nobody logs in with it: see the sessions
 TEAMS = 8
 SCENARIOS = 20
 ENGINEERS = 40
@@ -65,8 +69,10 @@ STATUSES = ("todo", "to_debate", "in_progress", "done", "wont_do")
 def seed(postmortems: int, actions_per_pm: int, runs: int) -> dict[str, str]:
     """Everything in bulk (the services' one-by-one writes would take an hour); returns
     what the locustfile needs to know."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group, User
+    from django.contrib.sessions.backends.db import SessionStore
     from django.utils import timezone
 
     from perfruns.models import (
@@ -210,14 +216,44 @@ def seed(postmortems: int, actions_per_pm: int, runs: int) -> dict[str, str]:
         PerfRun.postmortems.through(perfrun_id=made[n].pk, postmortem_id=pms[n % len(pms)].pk)
         for n in range(0, len(made), 5)
     )
-    accounts = [u.username for pair in zip(managers, engineers, strict=False) for u in pair]
+    # Signed in ahead: a log-in checks a password hash on purpose slowly (PBKDF2), and
+    # twenty of them at the start of the run would be measured as the pages' wait.
+    sessions = []
+    for user in (u for pair in zip(managers, engineers, strict=False) for u in pair):
+        store = SessionStore()
+        store[SESSION_KEY] = str(user.pk)
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        store.create()
+        sessions.append(store.session_key)
     return {
-        "UI_BENCH_ACCOUNTS": ",".join(accounts),
-        "UI_BENCH_PASSWORD": PASSWORD,
+        "UI_BENCH_SESSIONS": ",".join(s for s in sessions if s),
         "UI_BENCH_POSTMORTEMS": str(len(pms)),
         "UI_BENCH_FIRST_POSTMORTEM": str(pms[0].pk),
         "UI_BENCH_RUNS": f"{made[0].pk}-{made[-1].pk}",
     }
+
+
+def web_command(port: int) -> list[str]:
+    """The Procfile's web command (what `make run` serves), bound to `port`."""
+    line = next(
+        line.split(":", 1)[1]
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    words = shlex.split(line)
+    words[words.index("--bind") + 1] = f"127.0.0.1:{port}"
+    return [str(ROOT / words[0]) if words[0].startswith(".") else words[0], *words[1:]]
+
+
+def think_range(text: str) -> str:
+    try:
+        low, high = (float(part) for part in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be MIN-MAX seconds, such as 1-3") from None
+    if not 0 <= low <= high <= 60:
+        raise argparse.ArgumentTypeError("must be MIN-MAX with 0 <= MIN <= MAX <= 60")
+    return text
 
 
 def wait_healthy(url: str, process: subprocess.Popen) -> None:
@@ -251,13 +287,33 @@ def p95_table(stats_csv: Path) -> tuple[list[tuple[str, int, int, float, float]]
     return rows, errors
 
 
+def locust(
+    url: str, prefix: Path, users: int, duration: int, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "locust"), "-f",
+         str(ROOT / "bench" / "ui_locustfile.py"), "--headless", "-u", str(users),
+         "-r", str(users), "-t", f"{duration}s", "--host", url,
+         "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
+        env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+        timeout=duration + SLACK_S, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postmortems", type=bounded(10, 20000), default=1000)
     parser.add_argument("--actions-per-pm", type=bounded(1, 50), default=10)
     parser.add_argument("--runs", type=bounded(20, 50000), default=5000)
     parser.add_argument("--users", type=bounded(1, 100), default=20)
-    parser.add_argument("--duration", type=bounded(5, 600), default=30)
+    parser.add_argument("--duration", type=bounded(5, 600), default=60)
+    parser.add_argument("--warmup", type=bounded(0, 120), default=10)
+    parser.add_argument(
+        "--think",
+        type=think_range,
+        default="1-3",
+        help="seconds a person spends on a page, MIN-MAX (default 1-3)",
+    )
     args = parser.parse_args()
 
     from django.core.management import call_command
@@ -265,12 +321,15 @@ def main() -> None:
 
     recreate(DATABASE)
     settings.DATABASES["default"]["NAME"] = DATABASE
+    # The sessions made here are signed with the key the served Fixproof will check.
+    settings.SECRET_KEY = secrets.token_hex(32)
     gunicorn = None
     try:
         call_command("migrate", verbosity=0)
         started = time.monotonic()
         env_for_locust = seed(args.postmortems, args.actions_per_pm, args.runs)
-        connections["default"].cursor().execute("ANALYZE")
+        # Autovacuum would otherwise visit the freshly loaded tables during the measure.
+        connections["default"].cursor().execute("VACUUM ANALYZE")
         print(
             f"seeded {args.postmortems} post-mortems, {args.postmortems * args.actions_per_pm} "
             f"actions, {args.runs} runs in {time.monotonic() - started:.0f} s"
@@ -283,30 +342,24 @@ def main() -> None:
             **os.environ,
             "DATABASE_URL": database_url(server(DATABASE)),
             "DEBUG": "0",
-            "SECRET_KEY": secrets.token_hex(32),
+            "SECRET_KEY": settings.SECRET_KEY,
             "ALLOWED_HOSTS": "127.0.0.1",
         }
         gunicorn = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "fixproof.wsgi", "--bind",
-             f"127.0.0.1:{port}", "--workers", "2", "--timeout", "60", "--log-level", "warning"],
-            cwd=ROOT, env=service_env, stdin=subprocess.DEVNULL, start_new_session=True,
+            web_command(port), cwd=ROOT, env=service_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         wait_healthy(url, gunicorn)
         with tempfile.TemporaryDirectory(prefix="fixproof-ui-bench-") as folder:
+            env_for_locust["UI_BENCH_THINK_S"] = args.think
+            if args.warmup:
+                locust(url, Path(folder) / "warmup", args.users, args.warmup, env_for_locust)
             prefix = Path(folder) / "ui"
-            locust = subprocess.run(
-                [str(Path(sys.executable).parent / "locust"), "-f",
-                 str(ROOT / "bench" / "ui_locustfile.py"), "--headless", "-u", str(args.users),
-                 "-r", str(args.users), "-t", f"{args.duration}s", "--host", url,
-                 "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
-                env={**os.environ, **env_for_locust}, stdin=subprocess.DEVNULL,
-                timeout=args.duration + SLACK_S, check=False, capture_output=True, text=True,
-            )  # fmt: skip
+            done = locust(url, prefix, args.users, args.duration, env_for_locust)
             stats = Path(f"{prefix}_stats.csv")
             if not stats.is_file():
                 raise SystemExit(
-                    f"Locust wrote no statistics (status {locust.returncode}): "
-                    f"{locust.stderr[-1500:]}"
+                    f"Locust wrote no statistics (status {done.returncode}): {done.stderr[-1500:]}"
                 )
             rows, errors = p95_table(stats)
         print(f"{'page':<14} {'requests':>9} {'failures':>9} {'p50 ms':>8} {'p95 ms':>8}")

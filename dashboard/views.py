@@ -35,12 +35,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     filters: dict[str, Any] = dict(form.cleaned_data) if form.is_valid() else {}
     today = timezone.localdate()
     actions = selectors.actions_filtered(user, filters, today=today)
-    by_team = selectors.action_counts_by(
-        actions, "postmortem__team", "postmortem__team__name", today=today
-    )
-    by_owner = selectors.action_counts_by(
-        actions, "owner", "owner__username", "owner__first_name", "owner__last_name", today=today
-    )
+    # One grouped query by team and owner, summed here both ways (two GROUP BYs over the
+    # same joined actions cost twice as much).
+    pairs = selectors.action_counts_by(
+        actions, "postmortem__team", "postmortem__team__name", "owner", "owner__username",
+        "owner__first_name", "owner__last_name", today=today,
+    )  # fmt: skip
+    by_team = _summed(pairs, ("postmortem__team", "postmortem__team__name"))
+    by_owner = _summed(pairs, ("owner", "owner__username", "owner__first_name", "owner__last_name"))
     # Outcomes are about incidents: the post-mortem filters (team, severity) apply to them.
     postmortems = access.visible_postmortems(user)
     teams = Team.objects.all()
@@ -98,3 +100,14 @@ def _row(
 def _owner_name(row: dict[str, Any]) -> str:
     full = f"{row['owner__first_name'] or ''} {row['owner__last_name'] or ''}".strip()
     return full or row["owner__username"] or ""
+
+
+def _summed(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The counts of `rows` added up per value of `keys`, most overdue then open first."""
+    totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        total = totals.setdefault(key, {**dict(zip(keys, key, strict=True)), "total": 0})
+        for name in ("total", *selectors.STATE_KEYS):
+            total[name] = total.get(name, 0) + row[name]
+    return sorted(totals.values(), key=lambda r: (-r["overdue"], -r["open"], str(r[keys[1]] or "")))

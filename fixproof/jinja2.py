@@ -44,6 +44,10 @@ def number(value: Decimal | int | None) -> str:
     if value is None:
         return ""
     if isinstance(value, int):
+        # Below a thousand there is nothing to group: the dashboard prints hundreds of
+        # counts, and each number_format() looks the language's formats up again.
+        if -1000 < value < 1000:
+            return str(value)
         return formats.number_format(value, force_grouping=True)
     # normalize() alone gives 2.7E+2 for 270; going through "f" drops the exponent.
     return formats.number_format(Decimal(format(value.normalize(), "f")))

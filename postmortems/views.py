@@ -129,9 +129,9 @@ def _actions_page(request: HttpRequest, *, mine: bool) -> HttpResponse:
         selectors.actions_filtered(user, filters, today=today)
     )
     if request.GET.get("format") == "csv":
-        return _actions_csv(actions)
+        return _actions_csv(actions.select_related(*selectors.ACTION_ROW_RELATED))
     counts = selectors.action_counts(unfiltered_state, today=today)
-    page = Paginator(actions, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = selectors.actions_page(actions, request.GET.get("page"), per_page=PAGE_SIZE)
     can_manage = access.can_manage_actions(user)
     return render(
         request,

@@ -76,8 +76,9 @@ def test_a_viewer_sees_every_visible_action_with_its_proof_and_the_counts(
     client.force_login(viewer)
 
     # session, user, groups, the counts, the page's count, the teams and the owners of the
-    # filter, the page's actions with their post-mortems, teams, owners and proofs
-    with django_assert_num_queries(8):
+    # filter, the page's actions in order, then those with their post-mortems, teams,
+    # owners and proofs
+    with django_assert_num_queries(9):
         response = client.get(ACTIONS)
 
     html = response.content.decode()
@@ -226,8 +227,9 @@ def test_my_actions_are_the_ones_i_own(client, engineer, actions, django_assert_
     client.force_login(engineer)
 
     # session, user, groups, the counts, the page's count, the filter's teams, the page's
-    # actions, the owners of the change forms (the owner filter is not shown)
-    with django_assert_num_queries(8):
+    # actions in order, then with their relations, the owners of the change forms (the
+    # owner filter is not shown)
+    with django_assert_num_queries(9):
         html = client.get(reverse("postmortems:my_actions")).content.decode()
 
     assert "<h1>My actions</h1>" in html

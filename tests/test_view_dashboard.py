@@ -95,11 +95,11 @@ def test_a_viewer_sees_the_outcomes_computed_from_what_they_may_see(
 ):
     client.force_login(viewer)
 
-    # session, user, groups; the filter's teams and owners; counts per team and per owner;
+    # session, user, groups; the filter's teams and owners; the counts per team and owner;
     # close and verify medians, SEV1/2 share, detect/resolve medians; incidents per month,
     # times per month, regressions confirmed and fixed per month; team health and the
     # health's last runs
-    with django_assert_num_queries(17):
+    with django_assert_num_queries(16):
         response = client.get(DASHBOARD)
 
     html = response.content.decode()

@@ -290,6 +290,10 @@ class PerfRun(Job):
         ordering = ["-created_at", "-id"]
         verbose_name = _("perf run")
         verbose_name_plural = _("perf runs")
+        # A scenario's last runs and its runs of the week (the dashboard's team health).
+        indexes = [
+            models.Index(fields=["scenario", "finished_at"], name="perfrun_scenario_done_idx")
+        ]
         constraints = [
             # One run per review environment at a time, held by the database.
             models.UniqueConstraint(
