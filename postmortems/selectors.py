@@ -118,7 +118,8 @@ def actions_page(actions: QuerySet[Action], number: Any, *, per_page: int) -> Pa
     page = Paginator(actions.values_list("pk", flat=True), per_page).get_page(number)
     ids = list(page.object_list)
     rows = Action.objects.filter(pk__in=ids).select_related(*ACTION_ROW_RELATED).in_bulk()
-    page.object_list = [rows[pk] for pk in ids if pk in rows]
+    # The page's list now holds the actions themselves, not their keys.
+    page.object_list = [rows[pk] for pk in ids if pk in rows]  # type: ignore[misc]
     return page
 
 
