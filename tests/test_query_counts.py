@@ -86,3 +86,64 @@ def test_the_main_pages_run_as_many_queries_for_three_times_the_data(
     client.force_login(manager)
     client.get(PAGES[0])
     assert _queries(client, PAGES[0]) == small[PAGES[0]]
+
+
+def _grow_run(run: PerfRun, start: int, count: int) -> None:
+    """`count` more endpoints, failure groups, samples and attached post-mortems."""
+    from perfruns.models import EndpointStat, FailureGroup, Sample
+
+    for n in range(start, start + count):
+        EndpointStat.objects.create(
+            run=run, method="GET", name=f"/route/{n}", requests=100, failures=1, avg_ms=5,
+            min_ms=1, max_ms=50, percentiles={"50": 4.0, "95": 20.0}, rps=3.0,
+        )  # fmt: skip
+        FailureGroup.objects.create(
+            run=run, method="GET", name=f"/route/{n}", occurrences=2,
+            error=f"HTTPError('500 Server Error: too many clients for url: /route/{n}')",
+        )  # fmt: skip
+        Sample.objects.create(run=run, t=float(n), users=10, rps=3.0, p95_ms=20.0)
+
+
+def test_a_post_mortem_and_a_run_read_with_as_many_queries_for_three_times_their_parts(
+    client, engineer, make_postmortem, scenario
+):
+    from postmortems import services
+    from tests.conftest import make_content
+
+    def grown(count: int):
+        content = make_content(f"Incident with {count} actions")
+        content.actions = [
+            {"kind": "repair", "title": f"Fix {n}", "description": "", "owner": engineer,
+             "due_date": None, "status": "todo", "ticket_url": ""}
+            for n in range(count)
+        ]  # fmt: skip
+        content.timeline = content.timeline * count
+        pm = services.postmortem_save(actor=engineer, content=content)
+        for action in pm.actions.all():
+            VerificationCriterion.objects.create(
+                action=action, scenario=scenario, metric="p95_ms", value=500
+            )
+        return pm
+
+    small_pm, large_pm = grown(2), grown(6)
+    run = PerfRun.objects.create(
+        scenario=scenario, environment=scenario.environment, trigger=RunTrigger.SCHEDULE,
+        status=RunStatus.PASSED, finished_at=timezone.now(),
+    )  # fmt: skip
+    run.postmortems.add(small_pm)
+    _grow_run(run, 0, 2)
+    client.force_login(engineer)
+    pages = [
+        reverse("postmortems:detail", args=[small_pm.pk]),
+        reverse("perfruns:run", args=[run.pk]),
+    ]
+    for page in pages:
+        client.get(page)
+    small = [_queries(client, page) for page in pages]
+
+    _grow_run(run, 2, 4)
+    run.postmortems.add(large_pm)
+    large_pages = [reverse("postmortems:detail", args=[large_pm.pk]), pages[1]]
+    large = [_queries(client, page) for page in large_pages]
+
+    assert large == small
