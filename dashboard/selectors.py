@@ -8,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import (
     Aggregate,
     Count,
@@ -275,3 +276,36 @@ def team_health(
             )
         )
     return [(team_of[pk], grouped[pk]) for pk in grouped]
+
+
+# How long the incident figures of the dashboard are reused: they move with incidents and
+# runs, not with each click; the action counts are always read fresh.
+FIGURES_TTL_S = 60
+
+
+@dataclass(frozen=True)
+class IncidentFigures:
+    outcomes: Outcomes
+    monthly: dict[str, Any]
+    health: list[tuple[Team, list[ScenarioHealth]]]
+    computed_at: dt.datetime
+
+
+def incident_figures(
+    postmortems: QuerySet[PostMortem], *, teams: QuerySet[Team], today: dt.date, key: str
+) -> IncidentFigures:
+    """The outcomes, the monthly trends and the teams' health, computed at most once a
+    minute for the same `key` (who may see what, and the filters applied) in each web
+    process: ten queries the pages of a busy dashboard would otherwise repeat."""
+    cache_key = f"fixproof:dashboard:{today.isoformat()}:{key}"
+    found = cache.get(cache_key)
+    if isinstance(found, IncidentFigures):
+        return found
+    computed = IncidentFigures(
+        outcomes=outcomes(postmortems),
+        monthly=monthly(postmortems, today=today),
+        health=team_health(teams=teams, today=today),
+        computed_at=timezone.now(),
+    )
+    cache.set(cache_key, computed, FIGURES_TTL_S)
+    return computed

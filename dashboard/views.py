@@ -51,7 +51,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         teams = teams.filter(pk=filters["team"].pk)
     if filters.get("severity"):
         postmortems = postmortems.filter(severity=filters["severity"])
-    monthly = figures.monthly(postmortems, today=today)
+    # The same figures for every manager (they see everything); per person otherwise.
+    scope = "all" if access.is_manager(user) else f"user{user.pk}"
+    team = filters["team"].pk if filters.get("team") else ""
+    trends = figures.incident_figures(
+        postmortems, teams=teams, today=today, key=f"{scope}:{team}:{filters.get('severity')}"
+    )
+    monthly = trends.monthly
     no_team, no_owner = _("No team"), _("No owner")
     team_rows = [
         _row(
@@ -75,9 +81,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 for m in monthly["months"]
             ],
             "states": selectors.STATE_KEYS,
-            "outcomes": figures.outcomes(postmortems),
+            "outcomes": trends.outcomes,
             "monthly": monthly,
-            "health": figures.team_health(teams=teams, today=today),
+            "health": trends.health,
+            "figures_at": trends.computed_at,
         },
     )
 

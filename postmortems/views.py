@@ -38,7 +38,6 @@ from .forms import (
 from .models import (
     OPEN_ACTION_STATUSES,
     Action,
-    ActionStatus,
     HistoryEntry,
     PostMortem,
     PostMortemStatus,
@@ -145,7 +144,7 @@ def _actions_page(request: HttpRequest, *, mine: bool) -> HttpResponse:
             # users query, and no Django widget rendering per row (50 rows × every user).
             "can_manage": can_manage,
             "owner_options": selectors.owner_options() if can_manage else "",
-            "status_choices": ActionStatus.choices,
+            "status_choices": selectors.status_options(),
             "querystring": _querystring_without_page(request),
             "state_querystring": _querystring_without(request, "page", "state"),
         },
@@ -248,7 +247,7 @@ def postmortem_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_write": access.can_write(request.user),
             "can_manage": can_manage,
             "owner_options": selectors.owner_options() if can_manage else "",
-            "status_choices": ActionStatus.choices,
+            "status_choices": selectors.status_options(),
             "transitions": _transitions_for(pm),
         },
     )

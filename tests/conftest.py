@@ -14,6 +14,16 @@ from postmortems.models import PostMortem
 
 
 @pytest.fixture(autouse=True)
+def fresh_cache():
+    """The dashboard reuses its figures for a minute: each test starts with none kept."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def english_by_default():
     """LocaleMiddleware leaves a request's language active in the thread: reset it."""
     translation.activate("en")

@@ -216,3 +216,22 @@ def test_a_french_reader_gets_the_dashboard_in_french(client, manager, records):
     assert "<h1>Tableau de bord</h1>" in html
     assert _text_of(html, "median-close").strip() == "4 jours"
     assert "Actions par équipe" in html
+
+
+def test_the_figures_are_reused_for_a_minute_but_never_across_what_people_may_see(
+    client, viewer, manager, records, django_assert_num_queries
+):
+    client.force_login(viewer)
+    client.get(DASHBOARD)
+
+    # session, user, groups, the filter's teams and owners, the counts per team and owner:
+    # the outcomes, trends and health are the ones just computed
+    with django_assert_num_queries(6):
+        html = client.get(DASHBOARD).content.decode()
+    assert _text_of(html, "severe-share").strip() == "50 %"
+    # A manager sees the private incident too: not the viewer's figures.
+    client.force_login(manager)
+    assert _text_of(client.get(DASHBOARD).content.decode(), "severe-share").strip() == "33 %"
+    # Another filter, other figures.
+    html = client.get(DASHBOARD, {"team": records["team"].pk}).content.decode()
+    assert _text_of(html, "severe-share").strip() == "0 %"
