@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from django.conf import settings
@@ -91,6 +92,8 @@ def postmortem_list(request: HttpRequest) -> HttpResponse:
             )
         if data["q"]:
             qs = qs.order_by("-rank", "-created_at")
+    if request.GET.get("format") == "csv":
+        return _postmortems_csv(qs)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -160,33 +163,65 @@ def _csv_cell(value: object) -> str:
     return f"'{text}" if text.startswith(_CSV_FORMULA_START) else text
 
 
+def _csv_download(filename: str, header: list[str], rows: Iterable[list[object]]) -> HttpResponse:
+    """Rows as a CSV download a spreadsheet opens as written: UTF-8 with a byte-order mark
+    (accents), text cells that look like formulas quoted."""
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.write("\ufeff")
+    writer = csv.writer(response)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_csv_cell(cell) for cell in row])
+    return response
+
+
+def _when(value: dt.datetime | None) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
 def _actions_csv(actions: QuerySet[Action]) -> HttpResponse:
     """The filtered list as CSV, every row (no page), for a spreadsheet."""
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="actions.csv"'
-    response.write("\ufeff")  # so that spreadsheets read the accents as UTF-8
-    writer = csv.writer(response)
-    writer.writerow(
-        [
-            _("Post-mortem"), _("Severity"), _("Team"), _("Action"), _("Kind"), _("Title"),
-            _("Owner"), _("Due"), _("Status"), _("Done at"), _("Proof"), _("Ticket"), _("Link"),
-        ]
-    )  # fmt: skip
-    for a in actions.iterator(chunk_size=500):
-        criterion = getattr(a, "criterion", None)
-        proof = criterion.get_state_display() if criterion is not None else ""
-        writer.writerow(
-            [
-                _csv_cell(a.postmortem.title), a.postmortem.get_severity_display(),
-                _csv_cell(a.postmortem.team.name if a.postmortem.team else ""), a.number,
-                a.get_kind_display(), _csv_cell(a.title), _csv_cell(a.owner_display),
+
+    def rows() -> Iterator[list[object]]:
+        for a in actions.iterator(chunk_size=500):
+            criterion = getattr(a, "criterion", None)
+            yield [
+                a.postmortem.title, a.postmortem.get_severity_display(),
+                a.postmortem.team.name if a.postmortem.team else "", a.number,
+                a.get_kind_display(), a.title, a.owner_display,
                 a.due_date.isoformat() if a.due_date else "", a.get_status_display(),
-                timezone.localtime(a.done_at).strftime("%Y-%m-%d %H:%M") if a.done_at else "",
-                proof, _csv_cell(a.ticket_url),
+                _when(a.done_at), criterion.get_state_display() if criterion else "",
+                a.ticket_url,
                 f"{reverse('postmortems:detail', args=[a.postmortem_id])}#action-{a.number}",
-            ]
-        )  # fmt: skip
-    return response
+            ]  # fmt: skip
+
+    header = [
+        _("Post-mortem"), _("Severity"), _("Team"), _("Action"), _("Kind"), _("Title"),
+        _("Owner"), _("Due"), _("Status"), _("Done at"), _("Proof"), _("Ticket"), _("Link"),
+    ]  # fmt: skip
+    return _csv_download("actions.csv", header, rows())
+
+
+def _postmortems_csv(postmortems: QuerySet[PostMortem]) -> HttpResponse:
+    """The searched and filtered post-mortems as CSV, every row (no page)."""
+
+    def rows() -> Iterator[list[object]]:
+        for pm in postmortems.iterator(chunk_size=500):
+            yield [
+                pm.title, pm.get_severity_display(), pm.get_status_display(),
+                pm.team.name if pm.team else "", pm.written_on.isoformat() if pm.written_on else "",
+                _when(pm.started_at), _when(pm.detected_at), _when(pm.resolved_at),
+                _when(pm.ended_at), pm.open_actions, pm.overdue_actions,  # type: ignore[attr-defined]
+                _("yes") if pm.is_private else "", reverse("postmortems:detail", args=[pm.pk]),
+            ]  # fmt: skip
+
+    header = [
+        _("Title"), _("Severity"), _("Status"), _("Team"), _("Date"), _("Incident start"),
+        _("Detected at"), _("Resolved at"), _("Incident end"), _("Open actions"),
+        _("Overdue actions"), _("Private"), _("Link"),
+    ]  # fmt: skip
+    return _csv_download("postmortems.csv", header, rows())
 
 
 def _querystring_without(request: HttpRequest, *names: str) -> str:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 
 import pytest
@@ -267,3 +269,21 @@ def test_an_engineer_sees_the_links_to_write_and_import(client, engineer):
     page = client.get(reverse("postmortems:list")).content.decode()
 
     assert reverse("postmortems:create") in page and reverse("postmortems:import") in page
+
+
+def test_the_searched_list_downloads_as_csv_with_every_row_and_nothing_private(
+    client, viewer, make_postmortem, engineer, db
+):
+    make_postmortem(actor=engineer, title="Pool exhausted", severity="sev1")
+    make_postmortem(actor=engineer, title="=cmd|' /C calc'!A0", severity="sev1")
+    make_postmortem(actor=engineer, title="Indexer leak", severity="sev3")
+    make_postmortem(title="Private incident", severity="sev1", is_private=True)
+    client.force_login(viewer)
+
+    response = client.get(reverse("postmortems:list"), {"severity": "sev1", "format": "csv"})
+
+    assert response["Content-Disposition"] == 'attachment; filename="postmortems.csv"'
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert rows[0][:3] == ["Title", "Severity", "Status"]
+    assert sorted(row[0] for row in rows[1:]) == ["'=cmd|' /C calc'!A0", "Pool exhausted"]
+    assert {row[9] for row in rows[1:]} == {"2"}  # open actions
