@@ -235,3 +235,15 @@ def test_the_figures_are_reused_for_a_minute_but_never_across_what_people_may_se
     # Another filter, other figures.
     html = client.get(DASHBOARD, {"team": records["team"].pk}).content.decode()
     assert _text_of(html, "severe-share").strip() == "0 %"
+
+
+def test_a_median_under_a_day_is_said_in_minutes_or_hours(client, manager, records):
+    created = timezone.now() - dt.timedelta(days=2)
+    Action.objects.filter(postmortem__in=[records["a"], records["b"]]).update(
+        status=ActionStatus.DONE, created_at=created, done_at=created + dt.timedelta(hours=5)
+    )
+    client.force_login(manager)
+
+    html = client.get(DASHBOARD).content.decode()
+
+    assert _text_of(html, "median-close").strip() == "5 h"
