@@ -12,3 +12,9 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION fixproof_hex_groups(h bytea, start integer, groups integer) RETURNS text
 AS 'MODULE_PATHNAME', 'fixproof_hex_groups'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- The shape-keeping fake of a value (perfruns/masking/functions.py's `shape`), keyed.
+CREATE FUNCTION fixproof_shape(key bytea, v text, domain text, keep integer, lead boolean)
+RETURNS text
+AS 'MODULE_PATHNAME', 'fixproof_shape'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

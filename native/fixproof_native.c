@@ -8,6 +8,8 @@
  *   fixproof_hmac_sha256(key bytea, message text) RETURNS bytea   -- its bytes
  *   fixproof_hex_groups(h bytea, start int, groups int) RETURNS text
  *       -- "8f3a:0c1d:...": `groups` pairs of bytes from byte `start`, as the fake IPs show
+ *   fixproof_shape(key bytea, v text, domain text, keep int, lead bool) RETURNS text
+ *       -- the shape-keeping fake (phones, postcodes, codes), as the SQL helper `shape`
  *
  * The key's inner and outer digest states are computed once per query (cached in
  * fn_extra while the key stays the same); each call copies them, hashes the message and
@@ -19,6 +21,7 @@
 #include <openssl/evp.h>
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -87,18 +90,12 @@ prepare(HmacState *state, const unsigned char *key, int key_len)
 	explicit_bzero(pad, BLOCK);
 }
 
-PG_FUNCTION_INFO_V1(fixproof_hmac_sha256);
-
-Datum
-fixproof_hmac_sha256(PG_FUNCTION_ARGS)
+/* The digest states of `key` for this call site: made once per query, kept in fn_extra. */
+static HmacState *
+keyed_state(FunctionCallInfo fcinfo, bytea *key)
 {
-	bytea	   *key = PG_GETARG_BYTEA_PP(0);
-	bytea	   *message = PG_GETARG_BYTEA_PP(1);	/* bytea or text */
 	int			key_len = VARSIZE_ANY_EXHDR(key);
 	HmacState  *state = (HmacState *) fcinfo->flinfo->fn_extra;
-	unsigned char inner[DIGEST];
-	unsigned int len;
-	bytea	   *result;
 
 	if (sha256_md == NULL)
 	{
@@ -133,15 +130,36 @@ fixproof_hmac_sha256(PG_FUNCTION_ARGS)
 		else
 			state->key_len = -1;
 	}
+	return state;
+}
+
+/* HMAC-SHA256 of `message` with the state's key, into `out` (DIGEST bytes). */
+static void
+keyed_digest(HmacState *state, const char *message, int len, unsigned char *out)
+{
+	unsigned char inner[DIGEST];
+	unsigned int out_len;
+
 	check(EVP_MD_CTX_copy_ex(state->work, state->inner), "digest copy");
-	check(EVP_DigestUpdate(state->work, VARDATA_ANY(message), VARSIZE_ANY_EXHDR(message)),
-		  "digest update");
-	check(EVP_DigestFinal_ex(state->work, inner, &len), "digest final");
+	check(EVP_DigestUpdate(state->work, message, len), "digest update");
+	check(EVP_DigestFinal_ex(state->work, inner, &out_len), "digest final");
 	check(EVP_MD_CTX_copy_ex(state->work, state->outer), "digest copy");
 	check(EVP_DigestUpdate(state->work, inner, DIGEST), "digest update");
-	result = palloc(VARHDRSZ + DIGEST);
-	check(EVP_DigestFinal_ex(state->work, (unsigned char *) VARDATA(result), &len),
-		  "digest final");
+	check(EVP_DigestFinal_ex(state->work, out, &out_len), "digest final");
+}
+
+PG_FUNCTION_INFO_V1(fixproof_hmac_sha256);
+
+Datum
+fixproof_hmac_sha256(PG_FUNCTION_ARGS)
+{
+	bytea	   *key = PG_GETARG_BYTEA_PP(0);
+	bytea	   *message = PG_GETARG_BYTEA_PP(1);	/* bytea or text */
+	HmacState  *state = keyed_state(fcinfo, key);
+	bytea	   *result = palloc(VARHDRSZ + DIGEST);
+
+	keyed_digest(state, VARDATA_ANY(message), VARSIZE_ANY_EXHDR(message),
+				 (unsigned char *) VARDATA(result));
 	SET_VARSIZE(result, VARHDRSZ + DIGEST);
 	PG_RETURN_BYTEA_P(result);
 }
@@ -175,5 +193,150 @@ fixproof_hex_groups(PG_FUNCTION_ARGS)
 		*out++ = hex_digits[bytes[start + i] & 0x0f];
 	}
 	SET_VARSIZE(result, VARHDRSZ + 5 * groups - 1);
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * fixproof_shape(key, v, domain, keep, lead): the SQL helper `shape` of
+ * perfruns/masking/functions.py, value for value. Each ASCII digit and letter is replaced
+ * by one of its class (the first `keep` of them kept; with `lead`, leading zeros kept and
+ * the first other digit non-zero), the others kept; the classes' values are permuted by
+ * blocks of SHAPE_BLOCK through the keyed Feistel network `fpe` (ROUNDS rounds, each an
+ * HMAC of "fpe:<tweak>:<round>:<half>"), tweaked by the value's shape. A block's value is
+ * below 26^16, so 128-bit integers hold it; its halves stay below 26^8.
+ */
+#define SHAPE_BLOCK 16
+#define ROUNDS 4
+
+typedef unsigned __int128 u128;
+
+static uint64
+digest_mod(const unsigned char *h, uint64 modulus)
+{
+	/* The first 14 bytes as two 56-bit numbers, the first times 2^56, modulo `modulus`. */
+	u128		high = 0;
+	u128		low = 0;
+	int			i;
+
+	for (i = 0; i < 7; i++)
+		high = (high << 8) | h[i];
+	for (i = 7; i < 14; i++)
+		low = (low << 8) | h[i];
+	return (uint64) (((high << 56) + low) % modulus);
+}
+
+PG_FUNCTION_INFO_V1(fixproof_shape);
+
+Datum
+fixproof_shape(PG_FUNCTION_ARGS)
+{
+	bytea	   *key = PG_GETARG_BYTEA_PP(0);
+	text	   *value = PG_GETARG_TEXT_PP(1);
+	text	   *domain_text = PG_GETARG_TEXT_PP(2);
+	int32		keep = PG_GETARG_INT32(3);
+	bool		lead = PG_GETARG_BOOL(4);
+	int			len = VARSIZE_ANY_EXHDR(value);
+	const char *in = VARDATA_ANY(value);
+	char	   *domain = text_to_cstring(domain_text);
+	text	   *result;
+	char	   *out;
+	int		   *pos;
+	int		   *rad;
+	int		   *val;
+	char	   *sig;
+	int			n = 0;
+	int			seen = 0;
+	int			first;
+	int			block = 0;
+	HmacState  *state;
+	StringInfoData message;
+
+	if (len <= 0)
+		PG_RETURN_TEXT_P(value);
+	pos = palloc(sizeof(int) * len);
+	rad = palloc(sizeof(int) * len);
+	val = palloc(sizeof(int) * len);
+	sig = palloc(len + 1);
+	/* Bytes: in UTF-8 (and any server encoding) an ASCII byte is an ASCII character. */
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char code = (unsigned char) in[i];
+
+		if (!((code >= '0' && code <= '9') || (code >= 'A' && code <= 'Z') ||
+			  (code >= 'a' && code <= 'z')))
+			continue;
+		seen++;
+		if (seen <= keep)
+			continue;
+		if (code <= '9' && lead && n == 0)
+		{
+			if (code == '0')
+				continue;
+			rad[n] = 9, val[n] = code - '1', sig[n] = 'N';
+		}
+		else if (code <= '9')
+			rad[n] = 10, val[n] = code - '0', sig[n] = 'D';
+		else if (code <= 'Z')
+			rad[n] = 26, val[n] = code - 'A', sig[n] = 'U';
+		else
+			rad[n] = 26, val[n] = code - 'a', sig[n] = 'L';
+		pos[n++] = i;
+	}
+	sig[n] = '\0';
+	result = (text *) palloc(VARHDRSZ + len);
+	SET_VARSIZE(result, VARHDRSZ + len);
+	out = VARDATA(result);
+	memcpy(out, in, len);
+	if (n == 0)
+		PG_RETURN_TEXT_P(result);
+	state = keyed_state(fcinfo, key);
+	initStringInfo(&message);
+	for (first = 0; first < n; first += SHAPE_BLOCK, block++)
+	{
+		int			last = Min(first + SHAPE_BLOCK, n) - 1;
+		int			half = (last - first + 1) / 2;
+		u128		x = 0;
+		uint64		a = 1;
+		uint64		b = 1;
+		uint64		l;
+		uint64		r;
+
+		for (int j = first; j <= last; j++)
+		{
+			x = x * rad[j] + val[j];
+			if (j < first + half)
+				a *= rad[j];
+			else
+				b *= rad[j];
+		}
+		l = (uint64) (x / b);
+		r = (uint64) (x % b);
+		for (int i = 0; i < ROUNDS; i++)
+		{
+			unsigned char h[DIGEST];
+
+			resetStringInfo(&message);
+			appendStringInfo(&message, "fpe:%s:%s:%d:%d:%d:" UINT64_FORMAT,
+							 domain, sig, keep, block, i, i % 2 == 0 ? r : l);
+			keyed_digest(state, message.data, message.len, h);
+			if (i % 2 == 0)
+				l = (uint64) (((u128) l + digest_mod(h, a)) % a);
+			else
+				r = (uint64) (((u128) r + digest_mod(h, b)) % b);
+		}
+		x = (u128) l * b + r;
+		for (int j = last; j >= first; j--)
+		{
+			val[j] = (int) (x % (u128) rad[j]);
+			x /= rad[j];
+		}
+	}
+	for (int j = 0; j < n; j++)
+	{
+		unsigned char original = (unsigned char) in[pos[j]];
+		int			base = rad[j] == 9 ? '1' : rad[j] == 10 ? '0' : original <= 'Z' ? 'A' : 'a';
+
+		out[pos[j]] = (char) (base + val[j]);
+	}
 	PG_RETURN_TEXT_P(result);
 }

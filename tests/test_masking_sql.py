@@ -931,6 +931,31 @@ def test_the_native_helpers_give_the_fakes_of_the_sql_ones(db):
     assert native[0][0] == native[1][0]  # normalised first
 
 
+def test_the_native_shape_gives_the_fakes_of_the_sql_one(db):
+    values = [
+        "+33 6 12 34 56 78", "06.12.34.56.78", "0044 20 7946 0958", "75011", "SW1A 1AA",
+        "ab-12-CD", "Zoë-42-é", "", "-", "0000", "007", "x" * 40, "A1b2C3d4E5f6G7h8I9j0K1l2M3",
+        "12345678901234567890123456789012345", "zz", "9",
+    ]  # fmt: skip
+    query = (
+        "SELECT v, fixproof_mask.shape(v, d, k, l) FROM unnest(%s::text[]) v,"
+        " unnest(ARRAY['phone', 'code']) d, unnest(ARRAY[0, 2]) k, unnest(ARRAY[false, true]) l"
+        " ORDER BY v, d, k, l"
+    )
+    db.execute(functions_sql(key=KEY, native=True))
+    native = db.execute(query, [values]).fetchall()
+    null = db.execute("SELECT fixproof_mask.shape(NULL, 'phone', 0, false)").fetchone()[0]
+    db.execute(DROP_FUNCTIONS)
+    db.execute(functions_sql(key=KEY))
+
+    assert native == db.execute(query, [values]).fetchall()
+    assert len(native) == len(values) * 8 and null is None
+    # Not the identity: the digits and letters did change.
+    # Not the identity: of the 128 fakes, only those with nothing to replace (empty, "-",
+    # all kept or leading zeros) are their value: 30 of them.
+    assert sum(fake == value for value, fake in native) == 30
+
+
 def test_the_native_hex_groups_refuse_bytes_out_of_range(db):
     db.execute(functions_sql(key=KEY, native=True))
 
