@@ -340,6 +340,10 @@ class Action(models.Model):
     def __str__(self) -> str:
         return f"Action {self.number} ({self.kind}): {self.title}"
 
+    def get_absolute_url(self) -> str:
+        """The action on its post-mortem's page."""
+        return f"{self.postmortem.get_absolute_url()}#action-{self.number}"
+
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_ACTION_STATUSES

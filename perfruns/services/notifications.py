@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 
 from django.conf import settings
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -41,6 +42,18 @@ class DatabaseDeduplicator:
 
     def forget(self, key: str) -> None:
         NotificationSent.objects.filter(key=key).delete()
+
+    def mail_once(self, key: str, *, subject: str, body: str, to: str) -> bool:
+        """E-mail `to` unless `key` was claimed already (False then); an e-mail that fails
+        gives its claim back, so that the next run tries again."""
+        if not self.first_time(key):
+            return False
+        try:
+            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [to])
+        except Exception:
+            self.forget(key)
+            raise
+        return True
 
 
 def notification_enqueue(

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.mail import send_mail
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext, override
 
@@ -46,7 +45,7 @@ def _line(action: Action, today: dt.date) -> str:
         when = _("due today")
     else:
         when = _("due on %(day)s") % {"day": action.due_date.isoformat()}
-    url = f"{settings.SITE_URL}{action.postmortem.get_absolute_url()}#action-{action.number}"
+    url = f"{settings.SITE_URL}{action.get_absolute_url()}"
     return f"- [{when}] {action.postmortem.title}: {action.title}\n  {url}"
 
 
@@ -75,15 +74,11 @@ def _digest(
         return False
     who = user.get_full_name() or user.get_username()
     report.lines.append(f"{who}: {len(actions)} action(s) ({key})")
-    claims = DatabaseDeduplicator()
-    if dry_run or not claims.first_time(key):
+    if dry_run:
         return False
     body = intro + "\n\n" + "\n".join(_line(a, today) for a in actions) + "\n"
-    try:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [user.email])
-    except Exception:
-        claims.forget(key)  # not sent: the next run tries again
-        raise
+    if not DatabaseDeduplicator().mail_once(key, subject=subject, body=body, to=user.email):
+        return False
     report.sent += 1
     return True
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.mail import send_mail
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -35,9 +34,8 @@ from perfruns.models import (
     VerificationCriterion,
     VerificationState,
 )
-from postmortems import access
+from postmortems import access, selectors
 from postmortems.models import (
-    OPEN_ACTION_STATUSES,
     Action,
     ActionStatus,
     HistoryEntry,
@@ -226,11 +224,8 @@ def weekly_summary(
     for incident in incidents:
         bucket(incident.team_pk).incidents.append(incident)
     overdue = (
-        Action.objects.filter(
-            postmortem__in=visible,
-            status__in=OPEN_ACTION_STATUSES,
-            due_date__lt=today,
-        )
+        Action.objects.filter(postmortem__in=visible)
+        .filter(selectors.action_states(today)["overdue"])
         .select_related("postmortem", "owner")
         .order_by("due_date", "postmortem_id", "number")
     )
@@ -277,7 +272,7 @@ def _url(path: str) -> str:
 
 
 def _action_line(action: Action) -> str:
-    url = _url(f"{action.postmortem.get_absolute_url()}#action-{action.number}")
+    url = _url(action.get_absolute_url())
     return f"  - {action.postmortem.title}: {action.title}\n    {url}"
 
 
@@ -367,14 +362,10 @@ def weekly_summary_send(*, period: Period, today: dt.date, dry_run: bool = False
                 continue
             key = f"weekly-summary:user={user.pk}:week={period.label}"
             report.lines.append(f"{user.get_username()}: e-mail ({key})")
-            if dry_run or not claims.first_time(key):
+            if dry_run:
                 continue
-            try:
-                send_mail(subject, _body(summary), settings.DEFAULT_FROM_EMAIL, [user.email])
-            except Exception:
-                claims.forget(key)  # not sent: the next run tries again
-                raise
-            report.sent += 1
+            if claims.mail_once(key, subject=subject, body=_body(summary), to=user.email):
+                report.sent += 1
         _webhooks(period=period, today=today, dry_run=dry_run, report=report, claims=claims)
     for line in report.lines:
         log.info("weekly summary %s%s: %s", period.label, " (dry run)" if dry_run else "", line)
