@@ -49,9 +49,11 @@ class Median(Aggregate):
     output_field = FloatField()
 
 
-def _seconds(later: str, earlier: str) -> Func:
+def _seconds(later: Any, earlier: str) -> Func:
+    """Seconds from `earlier` to `later` (field names, or an expression for `later`)."""
+    later = F(later) if isinstance(later, str) else later
     return Func(
-        F(later) - F(earlier),
+        later - F(earlier),
         template="EXTRACT(EPOCH FROM %(expressions)s)",
         output_field=FloatField(),
     )
@@ -59,11 +61,7 @@ def _seconds(later: str, earlier: str) -> Func:
 
 def _to_resolve_seconds() -> Func:
     """Start to resolution; an incident with no resolution time but an end resolved then."""
-    return Func(
-        Coalesce("resolved_at", "ended_at") - F("started_at"),
-        template="EXTRACT(EPOCH FROM %(expressions)s)",
-        output_field=FloatField(),
-    )
+    return _seconds(Coalesce("resolved_at", "ended_at"), "started_at")
 
 
 RESOLVED = Q(resolved_at__isnull=False) | Q(ended_at__isnull=False)

@@ -66,7 +66,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         for row in by_team
     ]
     owner_rows = [
-        _row(request, row, _owner_name(row) or no_owner, "owner", row["owner"]) for row in by_owner
+        _row(request, row, _owner(row) or no_owner, "owner", row["owner"]) for row in by_owner
     ]
     return render(
         request,
@@ -104,9 +104,10 @@ def _row(
     return {**counts, "name": name, "query": query}
 
 
-def _owner_name(row: dict[str, Any]) -> str:
-    full = f"{row['owner__first_name'] or ''} {row['owner__last_name'] or ''}".strip()
-    return full or row["owner__username"] or ""
+def _owner(row: dict[str, Any]) -> str:
+    return selectors.person_name(
+        row["owner__username"], row["owner__first_name"], row["owner__last_name"]
+    )
 
 
 def _summed(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -148,6 +148,12 @@ def actions_page(actions: QuerySet[Action], number: Any, *, per_page: int) -> Pa
     return page
 
 
+def person_name(username: str | None, first: str | None, last: str | None) -> str:
+    """A person as the pages name them (User.get_full_name(), else the username), from
+    the columns a values() query read."""
+    return f"{first or ''} {last or ''}".strip() or username or ""
+
+
 def owner_options() -> str:
     """Who may own an action, as the <option>s of a select, written once for every row of
     a page (Django's widgets would render each row's options again): one query. Values are
@@ -160,7 +166,7 @@ def owner_options() -> str:
             "",
             "<option value={} >{}</option>",
             (
-                (pk, f"{first} {last}".strip() or username)
+                (pk, person_name(username, first, last))
                 for pk, username, first, last in users.values_list(
                     "pk", "username", "first_name", "last_name"
                 )

@@ -193,7 +193,7 @@ def _actions_csv(actions: QuerySet[Action]) -> HttpResponse:
                 a.due_date.isoformat() if a.due_date else "", a.get_status_display(),
                 _when(a.done_at), criterion.get_state_display() if criterion else "",
                 a.ticket_url,
-                f"{reverse('postmortems:detail', args=[a.postmortem_id])}#action-{a.number}",
+                a.get_absolute_url(),
             ]  # fmt: skip
 
     header = [
@@ -232,9 +232,7 @@ def _querystring_without(request: HttpRequest, *names: str) -> str:
 
 
 def _querystring_without_page(request: HttpRequest) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
+    return _querystring_without(request, "page")
 
 
 def _detail_queryset(*, with_runs: bool = False):
