@@ -10,6 +10,7 @@ from postmortems.models import Team
 
 from .masking.policy import PolicyError, parse_policy
 from .models import (
+    LOAD_SHAPE_FIELDS,
     CriterionComparison,
     CriterionMetric,
     DumpSource,
@@ -222,15 +223,7 @@ SCENARIO_FORM_FIELDS = (
     "start_command",
     "start_env",
     "default_version",
-    "shape",
-    "users",
-    "spawn_rate",
-    "duration_s",
-    "step_start",
-    "step_size",
-    "step_duration_s",
-    "step_max",
-    "arrival_rps",
+    *LOAD_SHAPE_FIELDS,
     "workers",
     "warmup_s",
     "thresholds",
