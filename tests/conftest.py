@@ -10,6 +10,7 @@ from django.utils import timezone, translation
 from perfruns.models import ReviewEnvironment
 from perfruns.services import scenarios, sources
 from postmortems import services
+from postmortems.access import ROLES
 from postmortems.models import PostMortem
 
 
@@ -109,6 +110,14 @@ def make_content(title: str = "Pool exhausted", **fields) -> services.PostMortem
             },
         ],
     )
+
+
+@pytest.fixture
+def committed_roles(transactional_db) -> None:
+    """Committed rows, seen by every session (threads, a live server); the roles, made by a
+    migration, again, since an earlier transactional test's flush removes them."""
+    for role in ROLES:
+        Group.objects.get_or_create(name=role)
 
 
 @pytest.fixture

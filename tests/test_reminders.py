@@ -8,7 +8,6 @@ import io
 import threading
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.management import call_command
 from django.db import connection
@@ -16,7 +15,6 @@ from django.db import connection
 from perfruns import tasks
 from perfruns.models import NotificationSent, Webhook
 from perfruns.services import reminders
-from postmortems.access import ROLES
 from postmortems.models import Action, Team
 from tests.webhookreceiver import Receiver
 
@@ -102,14 +100,6 @@ def test_a_private_post_mortem_is_only_in_the_digest_of_who_may_open_it(
     assert reminders.reminders_send(today=day(0)).sent == 0
     team.members.add(other_engineer)
     assert reminders.reminders_send(today=day(0)).sent == 1
-
-
-@pytest.fixture
-def committed_roles(transactional_db) -> None:
-    """Committed rows, seen by both sessions; the roles (made by a migration) again, since
-    an earlier transactional test's flush removes them."""
-    for role in ROLES:
-        Group.objects.get_or_create(name=role)
 
 
 def test_two_workers_at_once_send_each_digest_once(committed_roles, owned, engineer):

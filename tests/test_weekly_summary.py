@@ -21,7 +21,6 @@ from perfruns.models import (
 )
 from perfruns.services import weekly_summary
 from perfruns.services.weekly_summary import period_parse
-from postmortems.access import ROLES
 from postmortems.models import Action, PostMortem, Team
 from tests import weekdata
 
@@ -179,13 +178,6 @@ def test_the_teams_webhook_hears_only_of_public_post_mortems(
     assert event["figures"]["actions overdue now"] == "1"
     assert "Secret" not in str(event)
     assert event["url"].endswith("/summary/?week=2026-W12")
-
-
-@pytest.fixture
-def committed_roles(transactional_db) -> None:
-    """Committed rows, seen by both sessions; the roles again (a flush removes them)."""
-    for role in ROLES:
-        Group.objects.get_or_create(name=role)
 
 
 def test_two_workers_at_once_send_each_summary_once(committed_roles, week, manager):
