@@ -11,6 +11,14 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Fixproof needs Python 3.11 (found " + sys.version.split()[0] + ")")'
+	@# The PDF export lays pages out with Pango (WeasyPrint) and needs a font.
+	@ldconfig -p | grep -q 'libpangoft2-1.0.so.0' && fc-list 2>/dev/null | grep -qi dejavu || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fontconfig; \
+		else \
+			echo "The PDF export needs Pango and a font: sudo apt-get install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core" >&2; \
+		fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'

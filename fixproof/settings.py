@@ -313,6 +313,8 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "filters": ["no_traceback_for_4xx"]}
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # The PDF export's layout steps, eight lines a page otherwise; its warnings still show.
+    "loggers": {"weasyprint.progress": {"level": "WARNING"}},
 }
 WHITENOISE_USE_FINDERS = True
 

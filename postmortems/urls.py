@@ -15,6 +15,7 @@ urlpatterns = [
     path("<int:pk>/status/", views.postmortem_transition, name="transition"),
     path("<int:pk>/export.md", views.postmortem_export, name="export"),
     path("<int:pk>/export.html", views.postmortem_export_html, name="export_html"),
+    path("<int:pk>/export.pdf", views.postmortem_export_pdf, name="export_pdf"),
     path("<int:pk>/actions/<int:action_pk>/", views.action_manage, name="action"),
     # .../actions/<action_pk>/proof/ (the proof an action asks for) is the perf-run app's.
 ]

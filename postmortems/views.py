@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, F, Model, Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -21,7 +22,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import access, markdown, selectors, services
+from . import access, markdown, selectors, services, sharing
 from .forms import (
     ActionFilterForm,
     ActionFormSet,
@@ -426,17 +427,36 @@ def action_manage(request: HttpRequest, pk: int, action_pk: int) -> HttpResponse
 def postmortem_export_html(request: HttpRequest, pk: int) -> HttpResponse:
     """The post-mortem as one self-contained HTML file (a download): its impacts, actions,
     proofs and the key figures of its runs, to paste into a wiki or attach to a ticket."""
+    pm, page = _export_page(request, pk)
+    response = HttpResponse(page, content_type="text/html; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_export_name(pm)}.html"'
+    return response
+
+
+@require_GET
+def postmortem_export_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same page as the HTML export, as a PDF to attach to a ticket or send round."""
+    pm, page = _export_page(request, pk)
+    pdf = sharing.pdf_from_html(page, base_url=settings.SITE_URL)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{_export_name(pm)}.pdf"'
+    return response
+
+
+def _export_page(request: HttpRequest, pk: int) -> tuple[PostMortem, str]:
     access.require_role(request.user)
     pm = access.get_visible_or_404(request.user, pk, _detail_queryset(with_runs=True))
     language = (translation.get_language() or "en")[:2]
-    response = render(
-        request,
+    page = render_to_string(
         "postmortems/export.html",
         {"pm": pm, "language": language, "site_url": settings.SITE_URL.rstrip("/")},
+        request=request,
     )
-    name = slugify(pm.title)[:60] or "postmortem"
-    response["Content-Disposition"] = f'attachment; filename="postmortem-{pm.pk}-{name}.html"'
-    return response
+    return pm, page
+
+
+def _export_name(pm: PostMortem) -> str:
+    return f"postmortem-{pm.pk}-{slugify(pm.title)[:60] or 'postmortem'}"
 
 
 @require_GET
@@ -446,8 +466,7 @@ def postmortem_export(request: HttpRequest, pk: int) -> HttpResponse:
     language = request.GET.get("lang") or translation.get_language() or "en"
     text = markdown.export(pm, language=language[:2])
     response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
-    name = slugify(pm.title)[:60] or "postmortem"
-    response["Content-Disposition"] = f'attachment; filename="postmortem-{pm.pk}-{name}.md"'
+    response["Content-Disposition"] = f'attachment; filename="{_export_name(pm)}.md"'
     return response
 
 
