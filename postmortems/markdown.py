@@ -115,13 +115,28 @@ def _fold(text: str) -> str:
 
 _SECTION_ALIASES = {
     "title": ["title", "titre"],
-    "date": ["date"],
-    "authors": ["authors", "author", "auteurs", "auteur", "auteur(s)", "redacteurs", "author(s)"],
+    "date": [
+        "date", "incident date", "date of incident", "date of the incident", "date de l incident",
+    ],
+    "authors": [
+        "authors", "author", "auteurs", "auteur", "auteur(s)", "redacteurs", "author(s)",
+        "written by", "prepared by", "redige par", "redaction", "postmortem owner",
+        "post mortem owner",
+    ],
     "status": ["status", "statut", "etat"],
-    "severity": ["severity", "severite", "gravite", "sev"],
-    "team": ["team", "equipe"],
-    "services": ["services", "service"],
-    "when": ["when", "quand", "incident window", "fenetre"],
+    "severity": [
+        "severity", "severite", "gravite", "sev", "incident severity", "priority", "priorite",
+        "criticite", "severity level", "niveau de gravite",
+    ],
+    "team": ["team", "equipe", "owning team", "equipe responsable"],
+    "services": [
+        "services", "service", "affected services", "services affected", "services impactes",
+        "services concernes", "impacted services", "systems affected",
+    ],
+    "when": [
+        "when", "quand", "incident window", "fenetre", "incident duration", "duration",
+        "duree", "duree de l incident",
+    ],
     "summary": [
         "summary", "resume", "synthese", "executive summary", "overview", "tl;dr", "tldr",
         "what happened", "ce qui s est passe", "description", "incident summary",
@@ -140,7 +155,10 @@ _SECTION_ALIASES = {
         "resolution", "resolution and recovery", "recovery", "remediation", "fix",
         "resolution et retablissement", "retablissement",
     ],
-    "detection": ["detection", "how we found out", "how it was detected"],
+    "detection": [
+        "detection", "how we found out", "how it was detected", "detection and response",
+        "detection et reponse",
+    ],
     "timeline": [
         "timeline", "chronologie", "timeline (all times utc)", "detailed timeline",
         "deroule", "deroulement", "sequence of events", "chronology",
@@ -155,10 +173,38 @@ _SECTION_ALIASES = {
         "lecons", "retour d experience", "what went well", "what went wrong",
         "where we got lucky", "ce qui a bien fonctionne", "ce qui n a pas fonctionne",
         "ce qui a bien marche", "ce qui a mal marche", "points positifs", "points a ameliorer",
-        "ou nous avons eu de la chance",
+        "ou nous avons eu de la chance", "what can be improved", "what could be improved",
+        "what didn t go so well", "what didn t go well", "how d we do", "areas for improvement",
+        "ce qui peut etre ameliore", "axes d amelioration",
     ],
 }  # fmt: skip
 SECTION_BY_NAME = {_fold(alias): key for key, names in _SECTION_ALIASES.items() for alias in names}
+# "2. Chronologie", "IV - Impact", "A) Root cause": numbered headings, as Word and
+# Confluence outlines write them.
+_HEADING_NUMBER = re.compile(r"^(?:\d+(?:\.\d+)*|[ivxlc]+|[a-h])\s*[.)\-–—:]\s*|^\d+\s+(?=\D)")
+
+
+def section_key(heading: str) -> str | None:
+    """The section a heading or label names, whatever its numbering, emoji or final '?'
+    ("2. Chronologie", "How'd We Do?", "Timeline (UTC)", "📉 Impact")."""
+    folded = _fold(_plain(heading))
+    if folded in SECTION_BY_NAME:
+        return SECTION_BY_NAME[folded]
+    bare = _HEADING_NUMBER.sub("", folded, count=1)
+    bare = re.sub(r"^[^\w(]+", "", bare)
+    bare = re.sub(r"[\s?!.:]+$", "", bare).strip()
+    if bare in SECTION_BY_NAME:
+        return SECTION_BY_NAME[bare]
+    # "Timeline (UTC)", "Chronologie (heure de Paris)"; never "Root Causes (notes)", the
+    # text an export keeps beside a field under a heading of its own.
+    unbracketed = re.sub(
+        r"\s*\((?:[^)]*\b(?:utc|gmt|z|cet|cest|[pmce][sd]t|times?|heures?|heure de [^)]+|"
+        r"local|fuseau)\b[^)]*)\)$",
+        "",
+        bare,
+    ).strip()
+    return SECTION_BY_NAME.get(unbracketed) if unbracketed != bare else None
+
 
 _GENERIC_TITLES = {
     "post mortem", "postmortem", "post mortem report", "incident report", "retex",
@@ -313,7 +359,7 @@ _ACTION_HEAD = re.compile(
     r"^\*\*\s*Action\s+(?P<number>\d+)\s*(?:\((?P<kind>[^)]*)\))?\s*:\s*(?P<title>.+?)\s*\*\*\s*$",
     re.IGNORECASE,
 )
-_FIELD_LINE = re.compile(r"^\s*(?:[-*]\s+)?(?P<name>[^:\n]{2,20}?)\s*:\s*(?P<value>.*?)\s*$")
+_FIELD_LINE = re.compile(r"^\s*(?:[-*]\s+)?(?P<name>[^:\n]{2,20}?)\s*::?\s*(?P<value>.*?)\s*$")
 _BULLET = re.compile(r"^\s*[-*+]\s+(?P<text>.*)$")
 # A number that is not part of a clock time (12:05, 12h05), a date (13/03/2026,
 # 2026-03-13) nor a name (p95, SEV1). Thousands are grouped with commas
@@ -463,7 +509,13 @@ _BOLD_FIELD = re.compile(
     r"^\s*(?:[-*+]\s+)?\*\*(?P<name>[^*\n]{2,40}?)\s*:?\s*\*\*\s*:?\s*(?P<rest>.*)$"
 )
 # `Gravité : critique` before the first section: a one-line field.
-_META_LINE = re.compile(r"^\s*(?:[-*+]\s+)?(?P<name>[^:*#|\n]{2,30}?)\s*:\s*(?P<rest>\S.*)$")
+# `Severity:: SEV-2` (Dokuwiki, Obsidian and Logseq properties) too.
+_META_LINE = re.compile(r"^\s*(?:[-*+]\s+)?(?P<name>[^:*#|<\n]{2,30}?)\s*::?\s*(?P<rest>\S.*)$")
+# A Pandoc or PHP Markdown Extra definition: `Severity` then `: SEV-2` on the next line.
+_DEFINITION = re.compile(r"^:\s+(?P<rest>\S.*)$")
+_HTML_TABLE = re.compile(r"<table\b.*?</table>", re.IGNORECASE | re.DOTALL)
+_HTML_ROW = re.compile(r"<tr\b[^>]*>(?P<cells>.*?)</tr>", re.IGNORECASE | re.DOTALL)
+_HTML_CELL = re.compile(r"<t(?P<tag>[dh])\b[^>]*>(?P<text>.*?)</t[dh]>", re.IGNORECASE | re.DOTALL)
 _ONE_LINE_KEYS = ("title", "date", "status", "severity", "team", "authors", "services")
 
 
@@ -474,7 +526,7 @@ def _front_matter_sections(doc: wikidoc.Document) -> list[Section]:
     sections = []
     line = doc.front_matter_lines[0] + 1
     for name, value in doc.front_matter.items():
-        key = SECTION_BY_NAME.get(_fold(name))
+        key = section_key(name)
         if key is None or value in (None, ""):
             continue
         if isinstance(value, list):
@@ -504,7 +556,7 @@ def _split_sections(
     table_lines = {n for t in doc.tables for n in range(t.line, t.end + 1)}
     headings = [(n, lvl, text, "") for n, lvl, text in doc.headings]
     title: tuple[int, str] | None = None
-    if headings and _fold(headings[0][2]) not in SECTION_BY_NAME:
+    if headings and section_key(headings[0][2]) is None:
         title = (headings[0][0], headings[0][2])
         headings = headings[1:]
     base = min((lvl for _, lvl, _, _ in headings), default=99)
@@ -518,19 +570,21 @@ def _split_sections(
         rows = [(table.line, table.header), *table.rows]
         if table.line > first_section or len(table.header) != 2:
             continue
-        if not any(SECTION_BY_NAME.get(_fold(_plain(r[0]))) in _ONE_LINE_KEYS for _, r in rows):
+        if not any(section_key(r[0]) in _ONE_LINE_KEYS for _, r in rows):
             continue
         for number, cells in rows:
-            if len(cells) == 2 and (
-                number != table.line or _fold(_plain(cells[0])) in SECTION_BY_NAME
-            ):
+            if len(cells) == 2 and (number != table.line or section_key(cells[0]) is not None):
                 starts[number] = (99, _plain(cells[0]), _plain(cells[1]))
         skip.update(n for n in range(table.line, table.end + 1) if n not in starts)
+    # Lines whose text went into a field: an HTML table's markup around its rows, a
+    # definition's ': value'.
+    consumed = _html_fields(lines, first_section, starts) | doc.heading_rest
+    skip |= consumed
     for number, line in enumerate(lines, start=1):
         if number in skip or number in table_lines or number in heading_lines:
             continue
         bold = _BOLD_FIELD.match(line)
-        bold_key = SECTION_BY_NAME.get(_fold(bold.group("name"))) if bold else None
+        bold_key = section_key(bold.group("name")) if bold else None
         if bold and bold_key and (bold_key not in _ONE_LINE_KEYS or number < first_section):
             starts[number] = (99, bold.group("name").strip(), bold.group("rest"))
             continue
@@ -539,12 +593,19 @@ def _split_sections(
             starts[number] = (99, bold.group("name").strip(), bold.group("rest"))
             continue
         meta = _META_LINE.match(line)
-        if (
-            meta
-            and number < first_section
-            and SECTION_BY_NAME.get(_fold(meta.group("name"))) in _ONE_LINE_KEYS
-        ):
+        if meta and number < first_section and section_key(meta.group("name")) in _ONE_LINE_KEYS:
             starts[number] = (99, meta.group("name").strip(), meta.group("rest"))
+            continue
+        definition = _DEFINITION.match(line)
+        name = lines[number - 2].strip() if number >= 2 else ""
+        if (
+            definition
+            and number < first_section
+            and section_key(name) in _ONE_LINE_KEYS
+            and number - 1 not in starts
+        ):
+            starts[number - 1] = (99, name, definition.group("rest"))
+            consumed.add(number)
     sections: list[Section] = []
     current: Section | None = None
     level = 99
@@ -552,11 +613,13 @@ def _split_sections(
     for number, line in enumerate(lines, start=1):
         if title and number == title[0]:
             continue
+        if number in consumed:
+            continue
         if doc.front_matter_lines and number <= doc.front_matter_lines[1]:
             continue
         if number in starts:
             lvl, heading, rest = starts[number]
-            key = SECTION_BY_NAME.get(_fold(heading))
+            key = section_key(heading)
             inside = (
                 current is not None
                 and lvl != 99
@@ -583,6 +646,43 @@ def _split_sections(
         # Text between the title and the first section: kept, never dropped.
         sections.insert(0, Section(None, "", preamble[0][0], preamble))
     return title, sections
+
+
+def _html_fields(
+    lines: list[str], first_section: int, starts: dict[int, tuple[int, str, str]]
+) -> set[int]:
+    """`<tr><td>Severity</td><td>S1</td></tr>` rows of an HTML table above the first
+    section (a Confluence or Word export): one field a row, as a Markdown table's. The
+    lines of such a table, now read."""
+    text = "\n".join(lines[: first_section - 1])
+    used: set[int] = set()
+    for table in _HTML_TABLE.finditer(text):
+        rows = []
+        for row in _HTML_ROW.finditer(table.group(0)):
+            cells = [
+                (c.group("tag").lower(), _plain(re.sub(r"<[^>]+>", "", c.group("text"))))
+                for c in _HTML_CELL.finditer(row.group("cells"))
+            ]
+            line = text.count("\n", 0, table.start() + row.start()) + 1
+            rows.append((line, cells))
+        fields = [
+            (line, cells[0][1], cells[1][1])
+            for line, cells in rows
+            if len(cells) == 2 and cells[0][1] and cells[1][0] == "d"
+        ]
+        lines_of_rows = [line for line, _ in rows]
+        if (
+            not any(section_key(name) in _ONE_LINE_KEYS for _, name, _ in fields)
+            or len(set(lines_of_rows)) != len(lines_of_rows)
+            or any(len(cells) != 2 for _, cells in rows)
+        ):
+            continue
+        for line, name, value in fields:
+            starts[line] = (99, name, value)
+        first = text.count("\n", 0, table.start()) + 1
+        last = text.count("\n", 0, table.end()) + 1
+        used.update(n for n in range(first, last + 1) if n not in starts)
+    return used
 
 
 def _title_from_heading(text: str) -> str | None:
@@ -893,6 +993,25 @@ _DETECT_MARKERS = (
     "detected", "detection", "alert fired", "alert triggered", "paged", "alerte",
     "detecte", "detection", "on call paged", "astreinte appelee", "first alert",
 )  # fmt: skip
+# The same said in other tenses and words ("alert fires", "pages the on-call", "incident
+# mitigated", "l'astreinte est alertée"): patterns over the folded text.
+_MARKER_PATTERNS = {
+    "started_at": (
+        r"\b(?:outage|incident|impact|degradation|panne)\s+(?:begins|began|starts|started)\b",
+        r"\b(?:premiers?|first)\s+(?:erreurs?|errors?|timeouts?)\b",
+    ),
+    "ended_at": (
+        r"\b(?:incident|outage|impact)\s+(?:mitigated|closed|over|ended|resolved)\b",
+        r"\b(?:service|latency|error rate|errors?)\b.{0,30}\bback to (?:normal|baseline)\b",
+        r"\ball clear\b|\bfin de l incident\b|\bincident clos\b|\bservice restaure\b",
+        r"\bretour a la normale\b",
+    ),
+    "detected_at": (
+        r"\balerts?\b.{0,40}\b(?:fire[sd]?|firing|trigger(?:s|ed)?|went off|goes off|pages?d?)\b",
+        r"\bpage[sd]?\s+(?:the\s+)?on\s?call\b|\bincident (?:declared|opened)\b",
+        r"\bastreinte\s+(?:est\s+)?(?:alertee|appelee|prevenue)\b|\bincident declare\b",
+    ),
+}
 
 
 def _timeline_day(text: str, reference: dt.date | None = None) -> dt.date | None:
@@ -981,11 +1100,24 @@ def _entry_time(
     return naive.replace(tzinfo=tz) if tz_name else timezone.make_aware(naive, tz)
 
 
+_TIMELINE_HEADER = re.compile(
+    r"^\s*\|?\s*(?:\*\*)?(?:time|timestamp|heure|horaire|date|when|quand)\b[^|]*\|"
+    r"\s*(?:\*\*)?(?:event|events|evenement|evenements|what happened|description|action|"
+    r"details?|ce qui s est passe|quoi|fait)\b",
+    re.IGNORECASE,
+)
+
+
 def _parse_timeline(
-    section: Section, day: dt.date | None, reading: _Reading, reference: dt.date | None = None
+    section: Section,
+    day: dt.date | None,
+    reading: _Reading,
+    reference: dt.date | None = None,
+    day_note: str = "",
 ) -> tuple[list[dict[str, Any]], str]:
     """Dated entries, and the lines before the first one (kept as text). Day headings
-    ("### 2015-10-21", "**2 décembre**") date the entries under them."""
+    ("### 2015-10-21", "**2 décembre**") date the entries under them. `day_note`: the
+    guess to note when a bare time takes `day`."""
     entries: list[dict[str, Any]] = []
     before: list[str] = []
     default_zone = ""
@@ -994,15 +1126,16 @@ def _parse_timeline(
             continue
         heading = _DAY_LINE.match(line)
         if heading and (found := _timeline_day(heading.group("day"), reference or day)):
-            day = found
+            day, day_note = found, ""
             continue
-        if not entries and _TIMES_ARE.search(line):
-            # "All times are UTC, 12 June 2024.": the day and zone of the entries below.
-            zone = re.search(_TZ, line)
+        if not entries and (_TIMES_ARE.search(line) or _TIMELINE_HEADER.match(_fold(_plain(line)))):
+            # "All times are UTC, 12 June 2024." or a table's "| Time (UTC) | Event |":
+            # the day and zone of the entries below.
+            zone = re.search(r"\b" + _TZ + r"\b", line)
             default_zone = zone.group("tz") if zone else default_zone
             dated = _DATE_IN_TEXT.search(line)
-            if dated:
-                day = _timeline_day(dated.group(0)) or day
+            if dated and (found := _timeline_day(dated.group(0))):
+                day, day_note = found, ""
             continue
         m = _TIMELINE_LINE.match(line)
         if (
@@ -1013,8 +1146,13 @@ def _parse_timeline(
             when = reading.attempt(_entry_time, m, day, number, reference, default_zone)
             if when is None:
                 continue
-            # A bare time below a dated entry is on that entry's day.
-            day = timezone.localtime(when).date()
+            dated_entry = any(m.group(g) for g in ("iso", "dmy", "day", "day2"))
+            if day_note and not dated_entry:
+                reading.guess(day_note, number)
+            day_note = ""
+            # A bare time below a dated entry is on that entry's day, as written (a
+            # "5:40 PM PST" is still that day in Los Angeles).
+            day = when.date()
             text = re.sub(r"\s*\|\s*$", "", m.group("text")).strip()
             text = re.sub(r"\s*\|\s*", " — ", text)
             entries.append({"occurred_at": when, "text": text})
@@ -1039,12 +1177,18 @@ def _parse_timeline(
 
 
 _PROSE_DAY = re.compile(
-    r"(?P<iso>\d{4}-\d{2}-\d{2})|\b(?P<d>\d{1,2})(?:er)?\s+(?P<m>[^\W\d_]{3,10})\.?(?:\s+(?P<y>\d{4}))?"
+    r"(?P<iso>\d{4}-\d{2}-\d{2})|\b(?P<dmy>\d{1,2}/\d{1,2}/\d{4})"
+    r"|\b(?P<d>\d{1,2})(?:er)?\s+(?P<m>[^\W\d_]{3,10})\.?(?:\s+(?P<y>\d{4}))?"
     r"|\b(?P<m2>[^\W\d_]{3,10})\.?\s+(?P<d2>\d{1,2})(?:st|nd|rd|th)?\b,?(?:\s+(?P<y2>\d{4}))?"
 )
-_CLOCK = r"\d{1,2}[:h]\d{2}"
+_CLOCK = r"\d{1,2}[:h]\d{2}(?:\s*[ap]\.?m\b\.?)?"
+_PROSE_DATE = r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}"
+# "between 12:02 and 12:40 UTC", "de 14h05 à 15h20", "from 2024-05-14 09:05 UTC to
+# 2024-05-14 11:40 UTC", "between 1:10 PM and 3:12 PM PST".
 _PROSE_RANGE = re.compile(
-    r"\b(?:between|from|de|entre)\s+(?P<t1>" + _CLOCK + r")\s*(?:UTC\s+)?(?:and|to|à|et)\s+"
+    r"\b(?:between|from|de|entre|du)\s+(?:(?P<d1>" + _PROSE_DATE + r")[ T,]*(?:at\s+|à\s+)?)?"
+    r"(?P<t1>" + _CLOCK + r")\s*(?:(?:UTC|GMT|Z|CES?T|[PMCE][SD]T|[+-]\d{2}:?\d{2})\s+)?"
+    r"(?:and|to|until|à|et|au|–|—)\s+(?:(?P<d2>" + _PROSE_DATE + r")[ T,]*(?:at\s+|à\s+)?)?"
     r"(?P<t2>" + _CLOCK + r")\s*" + _TZ + r"?",
     re.IGNORECASE,
 )
@@ -1072,6 +1216,8 @@ def _prose_day(text: str, reference: dt.date | None) -> dt.date | None:
         try:
             if groups.get("iso"):
                 return dt.date.fromisoformat(groups["iso"])
+            if groups.get("dmy"):
+                return dt.datetime.strptime(groups["dmy"], "%d/%m/%Y").date()
             if groups.get("d") and _fold(groups["m"]) in _MONTHS:
                 return _dated(groups["d"], groups["m"], groups.get("y"), reference, 0)
             if groups.get("d2") and _fold(groups["m2"]) in _MONTHS:
@@ -1082,7 +1228,12 @@ def _prose_day(text: str, reference: dt.date | None) -> dt.date | None:
 
 
 def _at(day: dt.date, clock: str, zone: str | None) -> dt.datetime:
-    hour, minute = (int(x) for x in re.split(r"[:h]", clock))
+    m = re.match(r"(\d{1,2})[:h](\d{2})\s*(?:([ap])\.?m\.?)?", clock, re.IGNORECASE)
+    if m is None:
+        raise ValueError(clock)
+    hour, minute = int(m.group(1)), int(m.group(2))
+    if m.group(3):
+        hour = hour % 12 + (12 if m.group(3).lower() == "p" else 0)
     naive = dt.datetime.combine(day, dt.time(hour, minute))
     if zone and zone.lower() in _TIME_ZONES:
         return naive.replace(tzinfo=dt.timezone(dt.timedelta(minutes=_TIME_ZONES[zone.lower()])))
@@ -1099,20 +1250,25 @@ def _times_from_prose(
     summary = by_key["summary"].text if "summary" in by_key else ""
     detection = by_key["detection"].text if "detection" in by_key else ""
     day = _prose_day(summary, reference)
-    if "started_at" not in fields and day:
-        span = _PROSE_RANGE.search(summary)
-        if span:
-            try:
-                fields["started_at"] = _at(day, span.group("t1"), span.group("tz"))
-                fields["ended_at"] = _at(day, span.group("t2"), span.group("tz"))
-            except ValueError:
-                pass
-            else:
+    span = _PROSE_RANGE.search(summary)
+    if "started_at" not in fields and span and (day or span.group("d1")):
+        try:
+            first_day = _prose_day(span.group("d1"), None) if span.group("d1") else day
+            last_day = _prose_day(span.group("d2"), None) if span.group("d2") else first_day
+            if first_day is None or last_day is None:
+                raise ValueError(span.group(0))
+            started = _at(first_day, span.group("t1"), span.group("tz"))
+            ended = _at(last_day, span.group("t2"), span.group("tz"))
+        except ValueError:
+            pass
+        else:
+            if ended >= started:
+                fields["started_at"], fields["ended_at"] = started, ended
                 reading.notes.append(
                     f"The incident's start and end are read from the summary: {span.group(0)}."
                 )
     start = fields.get("started_at")
-    day = timezone.localtime(start).date() if start else day
+    day = start.date() if start else day
     if "detected_at" not in fields and day:
         for text in (detection, summary):
             found = _PROSE_DETECT.search(text)
@@ -1129,17 +1285,23 @@ def _times_from_timeline(fields: dict[str, Any], timeline: list[dict[str, Any]])
     """The incident's start, end and detection from markers in the timeline ("OUTAGE
     BEGINS", "alert fired"...), where the page gives no When section."""
 
-    def first(markers: tuple[str, ...], entries: list[dict[str, Any]]) -> dt.datetime | None:
+    def first(
+        markers: tuple[str, ...], name: str, entries: list[dict[str, Any]]
+    ) -> dt.datetime | None:
         for entry in entries:
             text = _fold(entry["text"])
             if any(marker in text for marker in markers):
                 return entry["occurred_at"]
+        for entry in entries:
+            text = _fold(entry["text"])
+            if any(re.search(pattern, text) for pattern in _MARKER_PATTERNS[name]):
+                return entry["occurred_at"]
         return None
 
     found = {
-        "started_at": first(_START_MARKERS, timeline),
-        "ended_at": first(_END_MARKERS, list(reversed(timeline))),
-        "detected_at": first(_DETECT_MARKERS, timeline),
+        "started_at": first(_START_MARKERS, "started_at", timeline),
+        "ended_at": first(_END_MARKERS, "ended_at", list(reversed(timeline))),
+        "detected_at": first(_DETECT_MARKERS, "detected_at", timeline),
     }
     for name, value in found.items():
         if value is not None and name not in fields:
@@ -1369,6 +1531,13 @@ def _table_actions(tables: list[wikidoc.Table], reading: _Reading) -> list[dict[
             if not title:
                 continue
             action = _new_action(len(actions) + 1, title, line)
+            # A column Fixproof has no field for (Priority, Notes, Sprint): kept in the
+            # action's description, never dropped.
+            action["_lines"] += [
+                f"{_plain(table.header[i])}: {cell}"
+                for i, cell in enumerate(cells)
+                if i < len(columns) and columns[i] is None and _plain(cell)
+            ]
             ticket = row.get("ticket", "")
             word = re.match(r"^\s*(?:\*\*|__)?(TODO|DONE|WIP|OPEN|CLOSED)\b", ticket, re.I)
             if word:
@@ -1395,6 +1564,15 @@ _DUE_IN_TEXT = re.compile(
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$")
+# "(due 2024-06-14)", "(échéance : 22/03/2024)": a due date aside, without an owner.
+_DUE_ASIDE = re.compile(
+    r"\s*\(\s*(?:due|échéance|echeance|by|avant le|pour le)\s*:?\s*"
+    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\s+[^\W\d_]+\.?(?:\s+\d{4})?"
+    r"|[^\W\d_]+\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})\s*\)",
+    re.IGNORECASE,
+)
+# A mention ending the item or standing before its links: "@mchen", "@a.kowalski".
+_HANDLE = re.compile(r"(?<![\w.])(?P<handle>@[A-Za-z0-9][\w.-]*[\w])(?=\s*(?:$|[(\[~]|https?:))")
 
 
 def _bullet_actions(
@@ -1436,10 +1614,19 @@ def _bullet_actions(
             due_in = _DUE_IN_TEXT.search(found.group("more") or "")
             due = due_in.group("date") if due_in else ""
             text = (text[: found.start()] + text[found.end() :]).strip()
-        link = _LINK.search(text)
-        url = link.group("url") if link else ""
+        due_aside = _DUE_ASIDE.search(text)
+        if due_aside and not due:
+            due = due_aside.group("date")
+            text = (text[: due_aside.start()] + text[due_aside.end() :]).strip()
+        link = _LINK.search(text) or _URL.search(text)
+        url = (link.groupdict().get("url") or link.group(0)) if link else ""
         if link:
             text = (text[: link.start()] + text[link.end() :]).strip()
+        handle = _HANDLE.search(text)
+        if handle and not owner:
+            # GitLab and GitHub assign with a mention: "Bound the cache @mchen".
+            owner = handle.group("handle")
+            text = (text[: handle.start()] + text[handle.end() :]).strip()
         parts = [p.strip() for p in re.split(r"\s+[—–]\s+", text)]
         title, rest = parts[0], parts[1:]
         for part in rest:
@@ -1643,8 +1830,11 @@ def parse_severity(value: str, line: int | None, reading: _Reading) -> Severity 
     m = re.fullmatch(r"(?:sev)?\s*([1-4])", text, re.IGNORECASE)
     if m:
         return Severity(f"sev{m.group(1)}")
-    m = re.search(r"\bsev\s*-?\s*([0-4])\b", text, re.IGNORECASE)
-    p = re.search(r"\bp\s*([0-3])\b", text, re.IGNORECASE)
+    # "Sev 2", "SEV-2", "S1", GitLab's ~"severity::2", "Severity 3 - minor".
+    m = re.search(
+        r"\b(?:sev|severity|severite|s)\s*(?:-|::?)?\s*([0-4])\b", _fold(text), re.IGNORECASE
+    )
+    p = re.search(r"\b(?:p|priority|priorite)\s*(?:-|::?)?\s*([0-3])\b", _fold(text), re.I)
     found: Severity | None = None
     if m:
         found = Severity(f"sev{max(1, int(m.group(1)))}")
@@ -1821,7 +2011,19 @@ def parse(
     if "timeline" in by_key:
         # A bare "12:05" happened on the incident's day; the Date section is the
         # day the page was written, usually the day after.
-        timeline, notes = _parse_timeline(by_key["timeline"], _day_of(fields) or day, reading, day)
+        incident_day, day_note = _day_of(fields), ""
+        named = _prose_day(by_key["summary"].text, day) if "summary" in by_key else None
+        if incident_day is None and named is not None and named != day:
+            # "Last night, on March 4th" on a page written the 5th: the timeline's bare
+            # times are on the 4th.
+            incident_day = named
+            day_note = (
+                f"The timeline's times have no date: {named.isoformat()}, the day the summary "
+                "names, taken as theirs."
+            )
+        timeline, notes = _parse_timeline(
+            by_key["timeline"], incident_day or day, reading, day, day_note
+        )
         parsed.timeline = timeline
         if notes:
             parsed.extra_sections.append(
@@ -1896,7 +2098,7 @@ def _read_title(
 
 def _day_of(fields: dict[str, Any]) -> dt.date | None:
     started = fields.get("started_at")
-    return timezone.localtime(started).date() if started else None
+    return started.date() if started else None
 
 
 def describe(parsed: ParsedPostMortem) -> str:

@@ -35,6 +35,9 @@ class Document:
     front_matter: dict[str, Any] = field(default_factory=dict)
     front_matter_lines: tuple[int, int] | None = None  # first and last line, the --- included
     headings: list[tuple[int, int, str]] = field(default_factory=list)  # (line, level, text)
+    # The other lines of a heading: a setext heading's text lines above the first and its
+    # ===/--- underline.
+    heading_rest: set[int] = field(default_factory=set)
     code_lines: set[int] = field(default_factory=set)
     tables: list[Table] = field(default_factory=list)
 
@@ -80,6 +83,9 @@ def read(lines: list[str]) -> Document:
             inline = tokens[i + 1]
             document.headings.append(
                 (token.map[0] + 1 + offset, int(token.tag[1]), inline.content.strip())
+            )
+            document.heading_rest.update(
+                range(token.map[0] + 2 + offset, token.map[1] + 1 + offset)
             )
         elif token.type in ("fence", "code_block") and token.map:
             document.code_lines.update(range(token.map[0] + 1 + offset, token.map[1] + 1 + offset))
