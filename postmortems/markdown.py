@@ -565,6 +565,7 @@ def _split_sections(
     starts: dict[int, tuple[int, str, str]] = {}  # line -> (level, heading, first text)
     for n, lvl, text, rest in headings:
         starts[n] = (lvl, text, rest)
+    markup: set[int] = set()
     for table in doc.tables:
         # "| Severity | SEV1 |" rows of a table above the first section: one field a row.
         rows = [(table.line, table.header), *table.rows]
@@ -576,9 +577,12 @@ def _split_sections(
             if len(cells) == 2 and (number != table.line or section_key(cells[0]) is not None):
                 starts[number] = (99, _plain(cells[0]), _plain(cells[1]))
         skip.update(n for n in range(table.line, table.end + 1) if n not in starts)
+        if table.line not in starts and _fold(" ".join(map(_plain, table.header))) in _KV_HEADERS:
+            # "| Field | Value |" or an empty header, and the rule under it: markup.
+            markup.update((table.line, table.line + 1))
     # Lines whose text went into a field: an HTML table's markup around its rows, a
     # definition's ': value'.
-    consumed = _html_fields(lines, first_section, starts) | doc.heading_rest
+    consumed = _html_fields(lines, first_section, starts) | doc.heading_rest | markup
     skip |= consumed
     for number, line in enumerate(lines, start=1):
         if number in skip or number in table_lines or number in heading_lines:
@@ -646,6 +650,12 @@ def _split_sections(
         # Text between the title and the first section: kept, never dropped.
         sections.insert(0, Section(None, "", preamble[0][0], preamble))
     return title, sections
+
+
+_KV_HEADERS = {
+    "", "field value", "key value", "property value", "champ valeur", "cle valeur",
+    "propriete valeur", "attribute value", "item value", "information valeur",
+}  # fmt: skip
 
 
 def _html_fields(
@@ -753,9 +763,13 @@ def _unit_after(rest: str) -> str:
     words = re.findall(r"[^\W\d_][\w-]*", rest[:60])
     if not words or not re.match(r"^\s*[^\W\d_]", rest) or _fold(words[0]) in _STOP_WORDS:
         return ""
-    if len(words) > 1 and not words[0].endswith("s") and words[1].endswith("s"):
-        if _fold(words[1]) not in _STOP_WORDS:
-            return f"{words[0]} {words[1]}"
+    # "dashboard tabs", "month-end close jobs": the noun the first words qualify.
+    if not words[0].endswith("s"):
+        for k in (1, 2):
+            if len(words) <= k or _fold(words[k]) in _STOP_WORDS:
+                break
+            if words[k].endswith("s"):
+                return " ".join(words[: k + 1])
     return words[0]
 
 
@@ -940,6 +954,19 @@ def parse_datetime(raw: str, line: int, what: str, day: dt.date | None) -> dt.da
         try:
             return timezone.make_aware(dt.datetime.strptime(text, fmt), tz)
         except ValueError:
+            pass
+    # As a timeline writes it: "March 3rd, 2024 2:51 PM PDT", "14/03/2024 14h05",
+    # "2024-05-14 09:05 UTC", "2 décembre 09:00".
+    m = _TIMELINE_LINE.match(text)
+    if (
+        m
+        and not m.group("text").strip()
+        and (not m.group("month") or _fold(m.group("month")) in _MONTHS)
+        and (not m.group("month2") or _fold(m.group("month2")) in _MONTHS)
+    ):
+        try:
+            return _entry_time(m, day, line, day)
+        except (MarkdownError, ValueError):
             pass
     raise MarkdownError(
         f"{what} '{text}' is not a time (expected 2026-03-13 12:02 or 12:02).", line
@@ -1394,11 +1421,24 @@ _LINK = re.compile(r"\[(?P<text>[^\]]*)\]\((?P<url>https?://[^)\s]+)\)")
 _URL = re.compile(r"https?://[^\s)>\]|]+")
 # What a title says about an action's kind, when the page does not say.
 _KIND_HINTS = (
-    (ActionKind.DETECT, r"alert|monitor|dashboard|detect|surveill|supervis|metric|sonde|probe"),
-    (ActionKind.PROCESS, r"runbook|process|procedure|review|train|document|communicat|playbook"),
+    (
+        ActionKind.DETECT,
+        r"alert|monitor|dashboard|detect|surveill|supervis|metric|sonde|probe|tableau de bord",
+    ),
+    (
+        ActionKind.PROCESS,
+        r"runbook|process|procedure|review|train|document|communicat|playbook|revue|relecture"
+        r"|formation|former |astreinte",
+    ),
     (ActionKind.INVESTIGATE, r"investigat|analy|understand|find out|enqu|comprendre|root cause"),
-    (ActionKind.PREVENT, r"prevent|test|validat|lint|guard|check|empech|eviter|canary"),
-    (ActionKind.MITIGATE, r"limit|timeout|pool|rate|cache|scale|capacit|throttl|circuit|retry"),
+    (
+        ActionKind.PREVENT,
+        r"prevent|test|validat|lint|guard|check|empech|eviter|canary|interdire|exiger|bloquer",
+    ),
+    (
+        ActionKind.MITIGATE,
+        r"limit|timeout|pool|rate|cache|scale|capacit|throttl|circuit|retry|plafonn|reduire",
+    ),
 )
 _TASK = re.compile(r"^\[(?P<mark>[ xX])\]\s+")
 
@@ -1560,7 +1600,9 @@ _OWNER_IN_TEXT = re.compile(
 )
 _DUE_IN_TEXT = re.compile(
     r"\b(?:due|échéance|echeance|by|avant le|pour le)\s*:?\s*"
-    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\s+[^\W\d_]+\.?(?:\s+\d{4})?)",
+    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\s+[^\W\d_]+\.?(?:\s+\d{4})?"
+    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?"
+    r"(?:,?\s+\d{4})?)",
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$")
@@ -1573,6 +1615,14 @@ _DUE_ASIDE = re.compile(
 )
 # A mention ending the item or standing before its links: "@mchen", "@a.kowalski".
 _HANDLE = re.compile(r"(?<![\w.])(?P<handle>@[A-Za-z0-9][\w.-]*[\w])(?=\s*(?:$|[(\[~]|https?:))")
+
+
+def _is_date(text: str) -> bool:
+    try:
+        parse_date(text, 0, "Due date")
+    except MarkdownError:
+        return False
+    return True
 
 
 def _bullet_actions(
@@ -1615,7 +1665,7 @@ def _bullet_actions(
             due = due_in.group("date") if due_in else ""
             text = (text[: found.start()] + text[found.end() :]).strip()
         due_aside = _DUE_ASIDE.search(text)
-        if due_aside and not due:
+        if due_aside and not due and _is_date(due_aside.group("date")):
             due = due_aside.group("date")
             text = (text[: due_aside.start()] + text[due_aside.end() :]).strip()
         link = _LINK.search(text) or _URL.search(text)
@@ -1629,8 +1679,10 @@ def _bullet_actions(
             text = (text[: handle.start()] + text[handle.end() :]).strip()
         parts = [p.strip() for p in re.split(r"\s+[—–]\s+", text)]
         title, rest = parts[0], parts[1:]
+        leftover: list[str] = []
         for part in rest:
-            for piece in [q.strip() for q in part.split(",")]:
+            # "due March 22nd, 2024" is one piece: a comma before a year splits nothing.
+            for piece in [q.strip() for q in re.split(r",(?!\s*\d{4}\b)", part)]:
                 due_in = _DUE_IN_TEXT.fullmatch(piece) or _DUE_IN_TEXT.match(piece)
                 if due_in:
                     due = due_in.group("date")
@@ -1638,9 +1690,13 @@ def _bullet_actions(
                     _fold(piece), list(ACTION_STATUS_BY_WORD), n=1, cutoff=0.8
                 ):
                     status = piece
-                elif _EMAIL.match(piece) or piece.startswith("@") or not owner:
-                    owner = owner or piece
+                elif (_EMAIL.match(piece) or piece.startswith("@") or not owner) and not owner:
+                    owner = piece
+                elif piece:
+                    # Neither a date, a status nor the owner: kept, never dropped.
+                    leftover.append(piece)
         action = _new_action(len(actions) + 1, _plain(title).strip(" -—:"), number)
+        action["_lines"] += leftover
         _action_kind(action, kind_word, reading, number)
         if task:
             action["status"] = ActionStatus.DONE if task.group("mark") != " " else ActionStatus.TODO
