@@ -63,8 +63,8 @@ def replayed_triggers(policy: Policy, table: TableInfo) -> list[TriggerInfo]:
 
 def reload_reason(policy: Policy, table: TableInfo) -> str | None:
     """Why the table must be masked by reloading its rows, or None when one rewriting ALTER
-    does: a recomputed column, or a masked column that a generated column reads or that
-    partitions the table."""
+    does: a recomputed column, or a masked column that a generated column reads, that
+    partitions the table, or of a table in an inheritance tree."""
     rules = policy.table(table.schema, table.name)
     if rules is None or rules.truncate:
         return None
@@ -79,4 +79,8 @@ def reload_reason(policy: Policy, table: TableInfo) -> str | None:
             return f"{table.qualified}.{column.name} is read by a generated column"
         if column.partition_key:
             return f"{table.qualified}.{column.name} is part of the partition key"
+        if table.inheritance:
+            # ALTER ... TYPE on a parent rewrites its children's rows with the parent's
+            # rule, and is refused on a column a child inherits.
+            return f"{table.qualified} is a parent or a child of INHERITS"
     return None

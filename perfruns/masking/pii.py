@@ -495,8 +495,8 @@ def _sample(
     conn: psycopg.Connection, *, table: TableInfo, columns: list[ColumnInfo], sample_size: int
 ) -> list[tuple[Any, ...]]:
     cols = sql.SQL(", ").join(_sampled_value(column) for column in columns)
-    head = sql.SQL("SELECT {} FROM {} LIMIT {}").format(
-        cols, table.identifier, sql.Literal(sample_size)
+    head = sql.SQL("SELECT {} FROM {}{} LIMIT {}").format(
+        cols, table.only, table.identifier, sql.Literal(sample_size)
     )
     with conn.cursor() as cur:
         if table.estimated_rows > BIG_TABLE_ROWS * sample_size:
@@ -504,8 +504,12 @@ def _sample(
             # biased towards the oldest rows the way the table's head would be.
             percent = min(100.0, 100.0 * 4 * sample_size / table.estimated_rows)
             rows = cur.execute(
-                sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) LIMIT {}").format(
-                    cols, table.identifier, sql.Literal(percent), sql.Literal(sample_size)
+                sql.SQL("SELECT {} FROM {}{} TABLESAMPLE SYSTEM ({}) LIMIT {}").format(
+                    cols,
+                    table.only,
+                    table.identifier,
+                    sql.Literal(percent),
+                    sql.Literal(sample_size),
                 )
             ).fetchall()
             if len(rows) >= sample_size // 2:

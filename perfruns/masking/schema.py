@@ -109,10 +109,18 @@ class TableInfo:
     estimated_rows: float = -1.0
     triggers: tuple[TriggerInfo, ...] = ()  # the ones that compute columns, in firing order
     kind: str = "r"  # pg_class.relkind: r plain, p partitioned, m materialized view
+    inheritance: bool = False  # a parent or a child of INHERITS (not of partitioning)
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def only(self) -> sql.SQL:
+        """What reads or empties the table's own rows: ONLY, but for a partitioned table,
+        whose rows are all in its partitions. An inheritance parent's SELECT would read its
+        children's rows too, which have their own policy."""
+        return sql.SQL("") if self.kind == "p" else sql.SQL("ONLY ")
 
     @property
     def identifier(self) -> sql.Identifier:
@@ -174,7 +182,9 @@ def category_of(*, typname: str, typcategory: str) -> str:
 # Extension members are excluded through pg_depend (deptype 'e'): a table created by
 # CREATE EXTENSION is restored by the extension itself, not by our policy.
 _TABLES = """
-SELECT c.oid, n.nspname, c.relname, c.reltuples, c.relkind::text
+SELECT c.oid, n.nspname, c.relname, c.reltuples, c.relkind::text,
+       c.relkind = 'r'
+       AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = ANY(%(kinds)s)
@@ -464,7 +474,7 @@ def introspect(conn: psycopg.Connection, *, matviews: bool = False) -> Schema:
             cur.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]  # type: ignore[index]
         )
     result: dict[str, TableInfo] = {}
-    for oid, nspname, relname, reltuples, relkind in tables:
+    for oid, nspname, relname, reltuples, relkind, inheritance in tables:
         sets = sorted(unique_sets.get(oid, set()))
         info = TableInfo(
             schema=nspname,
@@ -477,6 +487,7 @@ def introspect(conn: psycopg.Connection, *, matviews: bool = False) -> Schema:
             estimated_rows=float(reltuples),
             triggers=tuple(triggers.get(oid, ())),
             kind=relkind,
+            inheritance=inheritance,
         )
         result[info.qualified] = info
     return Schema(tables=result, large_objects=large_objects)

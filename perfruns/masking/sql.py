@@ -162,7 +162,7 @@ def reload_sql(*, table: TablePolicy, info: TableInfo, policy: Policy) -> sql.Co
     """
     dropped = _dropped(policy, info)
     kept = [c for c in info.columns if c not in dropped and not c.generated]
-    only = sql.SQL("") if info.kind == "p" else sql.SQL("ONLY ")
+    only = info.only
     inner: list[sql.Composable] = []
     outer: list[sql.Composable] = []
     for column in kept:

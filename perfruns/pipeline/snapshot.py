@@ -209,8 +209,8 @@ def sample_originals(
     for info, column, key, rule in _sample_targets(policy, schema):
         expr = _value_expr(column, key)
         rows = conn.execute(
-            sql.SQL("SELECT DISTINCT {e} FROM {t} WHERE {e} IS NOT NULL LIMIT {n}").format(
-                e=expr, t=info.identifier, n=sql.Literal(SAMPLES_PER_COLUMN)
+            sql.SQL("SELECT DISTINCT {e} FROM {o}{t} WHERE {e} IS NOT NULL LIMIT {n}").format(
+                e=expr, o=info.only, t=info.identifier, n=sql.Literal(SAMPLES_PER_COLUMN)
             )
         ).fetchall()
         values = [r[0] for r in rows]
@@ -591,7 +591,7 @@ def _copy_sample(
     columns = sql.SQL(", ").join(
         sql.Identifier(column.name) for column in info.columns if not column.generated
     )
-    only = sql.SQL("") if info.kind == "p" else sql.SQL("ONLY ")
+    only = info.only
     read = sql.SQL("COPY (SELECT {c} FROM {o}{t} LIMIT {n}) TO STDOUT").format(
         c=columns, o=only, t=info.identifier, n=sql.Literal(rows)
     )
@@ -635,7 +635,7 @@ def _probe_columns(conn: psycopg.Connection, rules: TablePolicy, info: TableInfo
             long=length,
             v=value,
             t=column_type(column),
-            o=sql.SQL("") if info.kind == "p" else sql.SQL("ONLY "),
+            o=info.only,
             table=info.identifier,
         )
         where = _where(rules, column.name)
@@ -686,7 +686,10 @@ def _probe_table(
             continue
         columns = [sql.Identifier(name) for name in key]
         duplicate = conn.execute(
-            sql.SQL("SELECT 1 FROM {t} WHERE {nn} GROUP BY {c} HAVING count(*) > 1 LIMIT 1").format(
+            sql.SQL(
+                "SELECT 1 FROM {o}{t} WHERE {nn} GROUP BY {c} HAVING count(*) > 1 LIMIT 1"
+            ).format(
+                o=info.only,
                 t=info.identifier,
                 nn=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in columns),
                 c=sql.SQL(", ").join(columns),
@@ -778,8 +781,8 @@ def verify_masked(
         expr = _value_expr(sample["column"], sample["key"])
         left = one_value(
             conn.execute(
-                sql.SQL("SELECT count(*) FROM {t} WHERE {e} = ANY(%s)").format(
-                    t=info.identifier, e=expr
+                sql.SQL("SELECT count(*) FROM {o}{t} WHERE {e} = ANY(%s)").format(
+                    o=info.only, t=info.identifier, e=expr
                 ),
                 [sample["values"]],
             )
@@ -805,7 +808,11 @@ def verify_masked(
     )
     rows = {
         name: int(
-            one_value(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(info.identifier)))
+            one_value(
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}{}").format(info.only, info.identifier)
+                )
+            )
         )
         for name, info in sorted(masked_schema.tables.items())
     }
