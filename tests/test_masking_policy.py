@@ -477,10 +477,10 @@ def test_it_reports_a_foreign_key_whose_two_ends_would_stop_matching(schema):
     assert problems == [
         "public.invitations.user_id references public.users.id (hash) but is not masked: give"
         " both the same hash or fake on columns of the same type and width, or the foreign key"
-        " breaks.",
+        " breaks (policy line 3).",
         "public.sessions.user_id references public.users.id (hash) but is constant: give"
         " both the same hash or fake on columns of the same type and width, or the foreign key"
-        " breaks.",
+        " breaks (policy line 4).",
     ]
     both = "tables:\n  users: {id: hash}\n  sessions: truncate\n  invitations: {user_id: hash}\n"
     assert _problems(both, schema) == []

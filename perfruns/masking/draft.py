@@ -65,6 +65,8 @@ def _fits(column: ColumnInfo, needed: int) -> bool:
 
 
 def _text_suggestion(kinds: list[str], *, column: ColumnInfo, table: TableInfo) -> Any:
+    if "prose" in kinds and not table.in_any_unique(column.name):
+        return {"fake": "text"}  # free text with e-mails inside: as long as the original
     for kind, fake in _FAKES:
         if kind in kinds and _fits(column, MIN_LENGTH.get(fake, MIN_LENGTH["mapped"])):
             return {"fake": fake}
@@ -89,13 +91,26 @@ def _json_key_suggestion(key: str) -> Any:
     return "hash"
 
 
+def _json_mask_suggestion(paths: list[list[str]]) -> dict[str, Any]:
+    """A json_mask reaching each path: a nested key is masked by a json_mask of its parent."""
+    fields: dict[str, Any] = {}
+    for path in paths:
+        node = fields
+        for parent in path[:-1]:
+            node = node.setdefault(parent, {"json_mask": {}})["json_mask"]
+        node[path[-1]] = _json_key_suggestion(path[-1])
+    return {"json_mask": fields}
+
+
 def suggestion(finding: Finding, *, column: ColumnInfo, table: TableInfo) -> Any:
     """A strategy for a flagged column, as policy data; `review` where nothing fits."""
     kinds = finding.kinds
     kind = column.type_class
     if kind == "json":
-        if finding.json_keys:
-            return {"json_mask": {key: _json_key_suggestion(key) for key in finding.json_keys}}
+        if finding.json_paths and not finding.json_out_of_reach:
+            return _json_mask_suggestion(finding.json_paths)
+        # Personal data that no json_mask can name (inside arrays, under keys that say
+        # nothing): the whole document goes.
         return None if not column.not_null else {"constant": {}}
     if finding.undecided:
         return {"review": "the scan cannot read these values: null, constant or hash them"}

@@ -22,6 +22,7 @@ import binascii
 import ipaddress
 import json
 import re
+import unicodedata
 import urllib.parse
 import zlib
 from collections import Counter
@@ -182,6 +183,11 @@ class Finding:
     reasons: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # "email", "name", "ip"... for drafts
     json_keys: list[str] = field(default_factory=list)  # suspect keys inside json values
+    # Where those keys are, from the top of each document through objects: what a json_mask
+    # can name. `json_out_of_reach`: personal data a json_mask of those paths would leave
+    # (a suspect key inside an array, a detected value or key under no suspect key).
+    json_paths: list[list[str]] = field(default_factory=list)
+    json_out_of_reach: bool = False
     undecided: bool = False  # the scan cannot read the values: the policy must decide
 
     def as_dict(self) -> dict[str, Any]:
@@ -191,6 +197,8 @@ class Finding:
             "reasons": list(self.reasons),
             "kinds": list(self.kinds),
             "json_keys": list(self.json_keys),
+            "json_paths": [list(path) for path in self.json_paths],
+            "json_out_of_reach": self.json_out_of_reach,
             "undecided": self.undecided,
         }
 
@@ -199,7 +207,11 @@ class Finding:
 
 
 def name_words(name: str) -> list[str]:
-    """Words of an identifier: 'firstName' and 'first_name' -> ['first', 'name']."""
+    """Words of an identifier: 'firstName' and 'first_name' -> ['first', 'name'];
+    'Prénom' -> ['prenom'] (accents go: 'pr' and 'nom' would read as a family name)."""
+    name = "".join(
+        char for char in unicodedata.normalize("NFKD", name) if not unicodedata.combining(char)
+    )
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     return [word for word in re.split(r"[^a-z0-9]+", spaced.lower()) if word]
 
@@ -325,6 +337,17 @@ def detect(text: str) -> set[str]:
     What one detector recognized is blanked before the next looks: the digits of an
     IBAN or an e-mail address are not also a card or a phone number.
     """
+    return _detect(text)[0]
+
+
+# Words left once what the detectors found is blanked: a value with this many is free
+# text with personal data inside (a ticket's body), not the data itself.
+_WORD = re.compile(r"[^\W\d_]{2,}")
+PROSE_WORDS = 3
+
+
+def _detect(text: str) -> tuple[set[str], str]:
+    """detect(), and the text with what it found blanked."""
     found = set()
     checks = (
         ("email", _EMAIL, lambda m: True),
@@ -339,6 +362,24 @@ def detect(text: str) -> set[str]:
         if spans:
             found.add(kind)
             text = _blank(text, spans)
+    return found, text
+
+
+def pii_tokens(text: str) -> set[str]:
+    """The e-mail addresses, IBANs and card numbers inside a text, lowercased: what must
+    not be found anywhere in a masked column whose masking keeps part of each value (a
+    document, an array). Not phones or IP addresses: a shape fake permutes phones among
+    themselves, so another row's original legitimately comes out."""
+    found: set[str] = set()
+    checks = (
+        (_EMAIL, lambda m: True),
+        (_IBAN, lambda m: _has_iban(m.group())),
+        (_CARD, lambda m: _card(m.group())),
+    )
+    for pattern, valid in checks:
+        matches = [m for m in pattern.finditer(text) if valid(m)]
+        found.update(m.group().lower() for m in matches)
+        text = _blank(text, [m.span() for m in matches])
     return found
 
 
@@ -370,6 +411,39 @@ def _json_leaves(value: Any, keys: set[str]) -> list[str]:
     if value is None or isinstance(value, bool):
         return []
     return [str(value)]
+
+
+def json_reach(value: Any) -> tuple[set[tuple[str, ...]], bool]:
+    """(paths of the keys that name personal data, reached from the top through objects
+    only; whether the document holds personal data a json_mask of those paths leaves:
+    a suspect key inside an array, or a value or key the detectors flag under no suspect
+    key). A suspect key's whole value is what the path masks: nothing under it is looked
+    at."""
+    paths: set[tuple[str, ...]] = set()
+    outside: list[str] = []
+    out_of_reach = False
+
+    def walk(node: Any, path: tuple[str, ...], in_array: bool) -> None:
+        nonlocal out_of_reach
+        if isinstance(node, dict):
+            for key, item in node.items():
+                key = str(key)
+                if name_kinds(key):
+                    if in_array:
+                        out_of_reach = True
+                    else:
+                        paths.add((*path, key))
+                        continue
+                outside.append(key)
+                walk(item, (*path, key), in_array)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path, True)
+        elif node is not None and not isinstance(node, bool):
+            outside.append(str(node))
+
+    walk(value, (), False)
+    return paths, out_of_reach or any(detect(text) for text in outside)
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -549,6 +623,21 @@ def _judge_numbers(
     return reasons, kinds
 
 
+def _json_reach_of(values: list[Any]) -> tuple[list[list[str]], bool]:
+    """json_reach over the sampled documents of a json column."""
+    paths: set[tuple[str, ...]] = set()
+    out_of_reach = False
+    for value in values:
+        try:
+            document = json.loads(value) if isinstance(value, str) else None
+        except (ValueError, RecursionError):
+            continue
+        found, outside = json_reach(document)
+        paths |= found
+        out_of_reach = out_of_reach or outside
+    return [list(path) for path in sorted(paths)], out_of_reach
+
+
 def _judge_column(
     column: ColumnInfo, values: list[Any], *, name_hits: set[str]
 ) -> tuple[list[str], list[str], list[str], bool]:
@@ -561,7 +650,7 @@ def _judge_column(
         return reasons, kinds, [], False
     hits: Counter[str] = Counter()
     key_counts: Counter[str] = Counter()
-    unreadable = 0
+    unreadable = flagged = prose = 0
     for value in present:
         keys: set[str] = set()
         texts = value_texts(value, column, keys)
@@ -570,8 +659,12 @@ def _judge_column(
             continue
         key_counts.update(key for key in keys if name_kinds(key))
         found: set[str] = set()
-        for text in texts:
-            found |= detect(text)
+        for i, text in enumerate(texts):
+            kinds_found, rest = _detect(text)
+            found |= kinds_found
+            if i == 0 and kinds_found and column.type_class == "text":
+                flagged += 1
+                prose += len(_WORD.findall(rest)) >= PROSE_WORDS
         hits.update(found)
     reasons, kinds = [], []
     for detector in DETECTORS:
@@ -579,6 +672,9 @@ def _judge_column(
         if _enough(count, len(present)):
             reasons.append(f"{count} of {len(present)} sampled values {_LOOKS_LIKE[detector]}")
             kinds.append(detector)
+    if kinds and flagged and prose * 2 >= flagged:
+        # For a draft: a fake of the whole value's kind would not keep its shape.
+        kinds.insert(0, "prose")
     suspect_keys = sorted(key_counts)
     if suspect_keys:
         where = {"json": "JSON", "xml": "XML", "hstore": "hstore"}.get(column.type_class, "")
@@ -612,13 +708,22 @@ def _name_finding(table: TableInfo, column: ColumnInfo) -> tuple[Finding | None,
         hits = [(word, kind) for word, kind in hits if kind == "birth"]
     elif not _name_counts(column):
         hits = []
-    if not hits:
+    # A composite value prints without its fields' names: ("1 rue X",Paris,75001).
+    fields = [(name, name_kinds(name, table=table.name)) for name in column.fields]
+    fields = [(name, found) for name, found in fields if found]
+    if not hits and not fields:
         return None, kinds
     finding = Finding(table=table.qualified, column=column.name)
     for word, kind in hits:
         finding.reasons.append(f"name contains '{word}'")
         if kind not in finding.kinds:
             finding.kinds.append(kind)
+    if fields:
+        finding.reasons.append(
+            "its type's fields name personal data: " + ", ".join(name for name, _ in fields)
+        )
+        for _, found in fields:
+            finding.kinds.extend(kind for _, kind in found if kind not in finding.kinds)
     return finding, kinds
 
 
@@ -679,6 +784,10 @@ def scan(
                 finding.kinds.extend(kind for kind in kinds if kind not in finding.kinds)
                 finding.json_keys.extend(keys)
                 finding.undecided = finding.undecided or undecided
+                if column.type_class == "json":
+                    finding.json_paths, finding.json_out_of_reach = _json_reach_of(
+                        [row[i] for row in rows]
+                    )
         findings.extend(found[name] for name in sorted(found))
     return sorted(findings, key=lambda f: (f.table, f.column))
 

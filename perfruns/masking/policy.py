@@ -766,10 +766,12 @@ def _foreign_key_problems(policy: Policy, schema: Schema) -> list[str]:
                     continue
                 child_what = child_rule.describe() if child_rule else "not masked"
                 parent_what = parent_rule.describe() if parent_rule else "not masked"
+                lined = child_rule if child_rule is not None and child_rule.line else parent_rule
                 problems.append(
                     f"{table.qualified}.{column} references {parent.qualified}.{parent_column}"
                     f" ({parent_what}) but is {child_what}: give both the same hash or fake "
-                    f"on columns of the same type and width, or the foreign key breaks."
+                    f"on columns of the same type and width, or the foreign key breaks"
+                    f"{_at(lined) if lined is not None else ''}."
                 )
     return problems
 

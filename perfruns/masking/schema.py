@@ -68,6 +68,7 @@ class ColumnInfo:
     generated_from: tuple[str, ...] = ()  # the columns a generated column reads
     derived_by: tuple[str, ...] = ()  # triggers of its table that assign it
     read_by_views: tuple[str, ...] = ()  # views and materialized views reading it
+    fields: tuple[str, ...] = ()  # a composite type's attributes (of its elements, an array's)
 
     @property
     def derived(self) -> bool:
@@ -232,6 +233,12 @@ SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
          WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND a.attgenerated <> ''
            AND s.attnum <> a.attnum
          ORDER BY s.attnum
+       ),
+       ARRAY(
+         SELECT f.attname FROM pg_attribute f
+         WHERE f.attrelid = coalesce(nullif(bt.typrelid, 0), et.typrelid)
+           AND f.attnum > 0 AND NOT f.attisdropped
+         ORDER BY f.attnum
        )
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
@@ -418,7 +425,7 @@ def introspect(conn: psycopg.Connection, *, matviews: bool = False) -> Schema:
         for row in rows:
             (relid, name, type_, not_null, generated, typname, typcat, typmod, etn, etc) = row[:10]
             coll_schema, coll_name, storage, compression, feeds_generated, part_key = row[10:16]
-            typtype, etyptype, generated_from = row[16:]
+            typtype, etyptype, generated_from, fields = row[16:]
             max_length = None
             if typname in ("varchar", "bpchar") and typmod is not None and typmod > 4:
                 max_length = typmod - 4  # VARHDRSZ: varchar(n) stores n + 4
@@ -448,6 +455,7 @@ def introspect(conn: psycopg.Connection, *, matviews: bool = False) -> Schema:
                     generated_from=tuple(generated_from or ()),
                     derived_by=tuple(derived.get((relid, name), ())),
                     read_by_views=tuple(readers.get((relid, name), ())),
+                    fields=tuple(fields or ()),
                 )
             )
         primary: dict[int, tuple[str, ...]] = {

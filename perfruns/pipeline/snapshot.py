@@ -44,8 +44,8 @@ from perfruns.masking import functions as masking_functions
 from perfruns.masking import sql as masking_sql
 from perfruns.masking import twins as masking_twins
 from perfruns.masking.expressions import column_expression, column_type
+from perfruns.masking.pii import MAX_VALUE, pii_tokens, scan
 from perfruns.masking.pii import report as pii_report
-from perfruns.masking.pii import scan
 from perfruns.masking.policy import (
     SHAPE_FAKES,
     Policy,
@@ -227,6 +227,83 @@ def sample_originals(
     return samples
 
 
+# Rules that keep part of each value: what they leave is searched for original e-mail
+# addresses, IBANs and card numbers (pii_tokens), anywhere inside the masked value.
+_PARTIAL = ("json_mask", "json_drop", "mask")
+# Rows of a partially masked column whose tokens are looked for in the masked copy.
+TOKEN_ROWS = 200
+
+
+def _partial_columns(rules: TablePolicy, info: TableInfo) -> list[tuple[str, Strategy]]:
+    """Columns whose masking keeps part of each value: a document masked key by key, a
+    string masked but for its ends, an array masked element by element."""
+    found = []
+    for name, rule in rules.columns.items():
+        column = info.column(name)
+        if column is None or rules.truncate:
+            continue
+        whole = rule.kind in ("keep", "review", "null", "constant", "recompute", "drop")
+        if rule.kind in _PARTIAL or (column.is_array and not whole):
+            found.append((name, rule))
+    return found
+
+
+def _column_tokens(conn: psycopg.Connection, info: TableInfo, column: str) -> list[str]:
+    rows = conn.execute(
+        sql.SQL("SELECT left({c}::text, {m}) FROM {o}{t} WHERE {c} IS NOT NULL LIMIT {n}").format(
+            c=sql.Identifier(column),
+            m=sql.Literal(MAX_VALUE),
+            o=info.only,
+            t=info.identifier,
+            n=sql.Literal(TOKEN_ROWS),
+        )
+    ).fetchall()
+    tokens: set[str] = set()
+    for (text,) in rows:
+        tokens |= pii_tokens(text)
+    return sorted(tokens)[: SAMPLES_PER_COLUMN * 4]
+
+
+def _rows_holding(conn: psycopg.Connection, info: TableInfo, column: str, tokens: list[str]) -> int:
+    """Rows whose column, as text, still holds one of `tokens` (lowercased) anywhere."""
+    return int(
+        one_value(
+            conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {o}{t} WHERE EXISTS (SELECT 1 FROM unnest(%s::text[])"
+                    " AS token(v) WHERE strpos(lower({c}::text), token.v) > 0)"
+                ).format(o=info.only, t=info.identifier, c=sql.Identifier(column)),
+                [tokens],
+            )
+        )
+    )
+
+
+def sample_tokens(
+    conn: psycopg.Connection, *, policy: Policy, schema: Schema
+) -> list[dict[str, Any]]:
+    """The e-mail addresses, IBANs and card numbers found in a sample of each partially
+    masked column (`inside`: looked for anywhere inside the masked values)."""
+    samples = []
+    for name, rules in policy.tables.items():
+        info = schema.tables.get(name)
+        if info is None:
+            continue
+        for column, _rule in _partial_columns(rules, info):
+            tokens = _column_tokens(conn, info, column)
+            if tokens:
+                samples.append(
+                    {
+                        "table": info.qualified,
+                        "column": column,
+                        "key": None,
+                        "values": tokens,
+                        "inside": True,
+                    }
+                )
+    return samples
+
+
 def check_source(*, dsn: str, policy_text: str) -> tuple[Policy, Schema, list[dict[str, Any]]]:
     policy = parse_policy(policy_text)
     with connect_source(dsn) as conn:
@@ -238,6 +315,7 @@ def check_source(*, dsn: str, policy_text: str) -> tuple[Policy, Schema, list[di
         if findings:
             raise PiiRejected(findings)
         samples = sample_originals(conn, policy=policy, schema=schema)
+        samples += sample_tokens(conn, policy=policy, schema=schema)
     return policy, schema, samples
 
 
@@ -703,6 +781,37 @@ def _probe_table(
     return problems
 
 
+def _probe_leftovers(
+    conn: psycopg.Connection,
+    rules: TablePolicy,
+    info: TableInfo,
+    tokens: dict[tuple[str, str], list[str]],
+) -> list[str]:
+    """One problem per partially masked column whose masked sample rows still hold an
+    e-mail address, IBAN or card number of the originals."""
+    problems = []
+    for column, rule in _partial_columns(rules, info):
+        found = tokens.get((info.qualified, column))
+        if not found:
+            continue
+        left = _rows_holding(conn, info, column, found)
+        if not left:
+            continue
+        if rule.kind in ("json_mask", "json_drop"):
+            how = (
+                "it reaches only the keys it names, from the top of each document (not keys "
+                "nested in arrays, nor values under other keys): name every path that holds "
+                "them, or null the column"
+            )
+        else:
+            how = "mask them whole (fake, hash or null)"
+        problems.append(
+            f"{_where(rules, column)}: {rule.describe()} leaves original e-mail addresses, "
+            f"IBANs or card numbers in {left} masked sample row(s); {how}."
+        )
+    return problems
+
+
 def probe_masking(
     *,
     source_dsn: str,
@@ -713,8 +822,10 @@ def probe_masking(
     work_dir: Path,
     timeout: float,
     rows: int = PROBE_ROWS,
-) -> list[str]:
-    """Every constraint a sample of the masked rows breaks, before anything is dumped.
+) -> None:
+    """Raise PolicyInvalid listing every constraint a sample of the masked rows breaks,
+    before anything is dumped; or else every partially masked column whose masked sample
+    still holds original e-mail addresses, IBANs or card numbers.
 
     The source's pre-data schema (types, domains, tables with their CHECKs and NOT NULLs)
     is restored into the probe database, the first `rows` rows of each masked table are
@@ -724,10 +835,11 @@ def probe_masking(
     policy line."""
     masked = _masked_rules(policy, schema)
     if not masked:
-        return []
+        return
     schema_dump = work_dir / "probe-schema.dump"
     pg_dump(conninfo=source_dsn, target=schema_dump, timeout=timeout, pre_data=True)
     problems: list[str] = []
+    leftovers: list[str] = []
 
     def between() -> None:
         with (
@@ -741,11 +853,19 @@ def probe_masking(
                 _copy_sample(source, conn, info, rows)
             for statement in masking_sql.map_sql(policy=policy, schema=schema):
                 conn.execute(statement)
+            tokens = {
+                (info.qualified, column): _column_tokens(conn, info, column)
+                for rules, info in masked
+                for column, _rule in _partial_columns(rules, info)
+            }
             for rules, info in masked:
                 problems.extend(_probe_columns(conn, rules, info))
             if not problems:
                 for rules, info in masked:
                     problems.extend(_probe_table(conn, rules, info, policy))
+            if not problems:
+                for rules, info in masked:
+                    leftovers.extend(_probe_leftovers(conn, rules, info, tokens))
 
     try:
         restore_dump(
@@ -753,7 +873,16 @@ def probe_masking(
         )
     finally:
         schema_dump.unlink(missing_ok=True)
-    return list(dict.fromkeys(problems))
+    if problems:
+        raise PolicyInvalid(
+            list(dict.fromkeys(problems)),
+            lead="The masked values would break the copy's constraints; nothing was dumped",
+        )
+    if leftovers:
+        raise PolicyInvalid(
+            leftovers,
+            lead="The masking would leave personal data in the copy; nothing was dumped",
+        )
 
 
 # ---------------------------------------------------------------- verifying
@@ -778,6 +907,17 @@ def verify_masked(
     checks: list[dict[str, Any]] = []
     for sample in samples:
         info = schema.tables[sample["table"]]
+        if sample.get("inside"):
+            left = _rows_holding(conn, info, sample["column"], sample["values"])
+            checks.append(
+                {
+                    "name": f"no original e-mail, IBAN or card number inside "
+                    f"{sample['table']}.{sample['column']}",
+                    "ok": left == 0,
+                    "detail": f"{len(sample['values'])} sampled originals, found in {left} row(s)",
+                }
+            )
+            continue
         expr = _value_expr(sample["column"], sample["key"])
         left = one_value(
             conn.execute(
@@ -904,7 +1044,7 @@ def produce_snapshot(
         cluster.start()
         stage("probing the masking")
         create_database(cluster.conninfo("postgres"), "probe")
-        problems = probe_masking(
+        probe_masking(
             source_dsn=source_dsn,
             probe_conninfo=cluster.conninfo("probe"),
             policy=policy,
@@ -913,11 +1053,6 @@ def produce_snapshot(
             work_dir=raw.parent,
             timeout=max(60.0, deadline - time.monotonic()),
         )
-        if problems:
-            raise PolicyInvalid(
-                problems,
-                lead="The masked values would break the copy's constraints; nothing was dumped",
-            )
         drop_database(cluster.conninfo("postgres"), "probe")
         stage("dumping the source")
         dropped_blobs = policy.large_objects is not None and policy.large_objects.kind == "drop"
