@@ -305,10 +305,49 @@ _FIELD_WORDS = {
     "ticket_url": ["ticket", "bug", "issue", "jira", "lien"],
     "done_at": ["done at", "done on", "fait le", "termine le"],
     "category": ["category", "categorie"],
-    "started_at": ["started", "start", "debut", "started at"],
-    "ended_at": ["ended", "end", "fin", "ended at"],
-    "detected_at": ["detected", "detected at", "detecte", "detection"],
-    "resolved_at": ["resolved", "resolved at", "resolu", "resolution"],
+    "started_at": [
+        "started",
+        "start",
+        "debut",
+        "started at",
+        "start time",
+        "incident start",
+        "impact start",
+        "debut de l incident",
+        "debut de l impact",
+        "heure de debut",
+    ],
+    "ended_at": [
+        "ended",
+        "end",
+        "fin",
+        "ended at",
+        "end time",
+        "incident end",
+        "impact end",
+        "fin de l incident",
+        "fin de l impact",
+        "heure de fin",
+    ],
+    "detected_at": [
+        "detected",
+        "detected at",
+        "detecte",
+        "detection",
+        "detection time",
+        "heure de detection",
+        "first alert",
+    ],
+    "resolved_at": [
+        "resolved",
+        "resolved at",
+        "resolu",
+        "resolution",
+        "mitigated",
+        "mitigated at",
+        "attenue",
+        "retablissement",
+    ],
 }
 FIELD_BY_WORD = {_fold(w): k for k, ws in _FIELD_WORDS.items() for w in ws}
 
@@ -826,8 +865,18 @@ def _parse_impacts(section: Section) -> list[dict[str, Any]]:
         if not stripped:
             continue
         bullet = _BULLET.match(line)
+        heading = re.match(r"^#{1,6}\s+(?P<text>.+?)\s*#*$", stripped)
         if bullet:
             impacts.append(parse_impact(bullet.group("text"), window, number))
+        elif heading:
+            # "#### Customer impact" above its figures: their window, as "Customers:" is.
+            window = _check_length(
+                _plain(heading.group("text")).rstrip(" :"),
+                ImpactFigure,
+                "window",
+                "The impact window",
+                number,
+            )
         elif stripped.endswith(":"):
             window = _check_length(
                 stripped[:-1].strip(), ImpactFigure, "window", "The impact window", number
@@ -1129,9 +1178,16 @@ def _entry_time(
 
 _TIMELINE_HEADER = re.compile(
     r"^\s*\|?\s*(?:\*\*)?(?:time|timestamp|heure|horaire|date|when|quand)\b[^|]*\|"
-    r"\s*(?:\*\*)?(?:event|events|evenement|evenements|what happened|description|action|"
-    r"details?|ce qui s est passe|quoi|fait)\b",
+    r"(?:\s*(?:time|heure|hour|horaire)\b[^|]*\|)?\s*(?:\*\*)?"
+    r"(?:event|events|evenement|evenements|what happened|description|action|details?"
+    r"|ce qui s est passe|quoi|fait)\b",
     re.IGNORECASE,
+)
+
+
+_DATE_TIME_CELLS = re.compile(
+    r"^\s*\|\s*(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})\s*\|"
+    r"\s*(?P<time>\d{1,2}[:h]\d{2}(?::\d{2})?(?:\s*[ap]\.?m\.?)?(?:\s*[A-Z]{1,4})?)\s*\|"
 )
 
 
@@ -1164,6 +1220,8 @@ def _parse_timeline(
             if dated and (found := _timeline_day(dated.group(0))):
                 day, day_note = found, ""
             continue
+        # "| 2024-11-29 | 09:40 | deploy |": a table giving the day and the time apart.
+        line = _DATE_TIME_CELLS.sub(r"| \g<date> \g<time> |", line, count=1)
         m = _TIMELINE_LINE.match(line)
         if (
             m
@@ -1369,17 +1427,25 @@ def _when_range(line: str, number: int, day: dt.date | None) -> dict[str, Any] |
     return values
 
 
-def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
+def _parse_when(
+    section: Section, day: dt.date | None, reading: _Reading
+) -> tuple[dict[str, Any], list[str]]:
+    """The incident's times, and the lines that hold none ("Duration: 2 h 35 min"), kept
+    as text; a line with a time the reader cannot place is refused."""
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
+    kept: list[str] = []
     anchor = day
     content = section.content_lines()
     if len(content) == 1 and (found := _when_range(content[0][1], content[0][0], day)):
-        return found
+        return found, []
     for number, line in content:
         m = _FIELD_LINE.match(line)
         name = FIELD_BY_WORD.get(_fold(m.group("name"))) if m else None
         if m is None or name not in ("started_at", "ended_at", "detected_at", "resolved_at"):
+            if not re.search(_CLOCK, line) and not reading.strict:
+                kept.append(line)
+                continue
             raise MarkdownError(
                 "Expected 'Started:', 'Detected:', 'Resolved:' or 'Ended:' with a time.", number
             )
@@ -1387,8 +1453,8 @@ def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
         lines[name] = number
         if name == "started_at":
             # "Detected: 12:10" below a full start time is on the incident's day,
-            # not on the Date the page was written.
-            anchor = timezone.localtime(values[name]).date()
+            # not on the Date the page was written (in the zone it is written in).
+            anchor = values[name].date()
     # The database holds this rule too (postmortem_ends_after_start), but there
     # it would surface as an IntegrityError with no line to point the author to.
     if "started_at" in values and "ended_at" in values:
@@ -1399,7 +1465,11 @@ def _parse_when(section: Section, day: dt.date | None) -> dict[str, Any]:
                 f"{_format_datetime(values['started_at'])}.",
                 lines["ended_at"],
             )
-    return values
+    if kept:
+        reading.guess(
+            f"{len(kept)} line(s) of '{section.heading}' hold no time: kept as text.", section.line
+        )
+    return values, kept
 
 
 _ACTION_COLUMNS = {
@@ -1881,7 +1951,8 @@ _PRIORITY = {"0": Severity.SEV1, "1": Severity.SEV2, "2": Severity.SEV3, "3": Se
 
 
 def parse_severity(value: str, line: int | None, reading: _Reading) -> Severity | None:
-    """SEV1-4 (SEV0 is SEV1), P0-P3, or a word (critical, majeur...)."""
+    """SEV1-4 (SEV0 is SEV1), P0-P3, or a word (critical, majeur...); None when the value
+    says none of them."""
     text = value.strip().replace("*", "")
     m = re.fullmatch(r"(?:sev)?\s*([1-4])", text, re.IGNORECASE)
     if m:
@@ -1900,13 +1971,6 @@ def parse_severity(value: str, line: int | None, reading: _Reading) -> Severity 
         words = _fold(text).split()
         found = next((_SEVERITY_WORDS[w] for w in words if w in _SEVERITY_WORDS), None)
     if found is None:
-        reading.problems.append(
-            MarkdownError(
-                f"Severity '{value.strip()}' is not one of SEV1-SEV4, P0-P3, critical, major, "
-                "minor, low (or critique, majeur, mineur, faible).",
-                line,
-            )
-        )
         return None
     reading.guess(
         f"Severity '{value.strip()}' read as {found.label}.",
@@ -2027,10 +2091,13 @@ def parse(
             reading=reading,
         )
         if status is None:
-            reading.problems.append(
-                MarkdownError(
-                    f"Status '{value}' is not one of Draft, In review, Published.", number
-                )
+            _keep_unread(
+                parsed,
+                reading,
+                by_key["status"],
+                f"Status '{value}' is not one of Draft, In review, Published.",
+                "imported as Draft",
+                number,
             )
         else:
             fields["status"] = status
@@ -2039,6 +2106,16 @@ def parse(
         severity = parse_severity(value, number, reading)
         if severity is not None:
             fields["severity"] = severity
+        else:
+            _keep_unread(
+                parsed,
+                reading,
+                by_key["severity"],
+                f"Severity '{value.strip()}' is not one of SEV1-SEV4, P0-P3, critical, major, "
+                "minor, low (or critique, majeur, mineur, faible).",
+                f"imported as {Severity.SEV3.label}",
+                number,
+            )
     if "team" in by_key:
         number, value = _single_value(by_key["team"], "Team")
         parsed.team_name = reading.attempt(_check_length, value, Team, "name", "The team", number)
@@ -2047,7 +2124,16 @@ def parse(
             reading.attempt(_names_in, by_key["services"], "services", "The service") or []
         )
     if "when" in by_key:
-        fields.update(reading.attempt(_parse_when, by_key["when"], day) or {})
+        times, kept = reading.attempt(_parse_when, by_key["when"], day, reading) or ({}, [])
+        fields.update(times)
+        if kept:
+            parsed.extra_sections.append(
+                {
+                    "heading": by_key["when"].heading + " (notes)",
+                    "body": "\n".join(kept),
+                    "position": SECTIONS.index("when") + 1,
+                }
+            )
     for key in ("summary", "trigger", "resolution", "detection", "lessons_learned"):
         if key in by_key:
             fields[key] = by_key[key].text
@@ -2104,6 +2190,30 @@ def parse(
     if reading.problems:
         raise MarkdownError.of(reading.problems)
     return parsed
+
+
+def _keep_unread(
+    parsed: ParsedPostMortem,
+    reading: _Reading,
+    section: Section,
+    problem: str,
+    instead: str,
+    line: int,
+) -> None:
+    """A one-line field whose value the reader does not know ("Status: Resolved", the
+    incident's state rather than the page's): refused under strict, else noted and kept
+    as text under '<heading> (as written)' so that nothing the author wrote is lost."""
+    if reading.strict:
+        reading.problems.append(MarkdownError(problem, line))
+        return
+    reading.guess(f"{problem.rstrip('.')}: {instead}; the page's word is kept as text.", line)
+    parsed.extra_sections.append(
+        {
+            "heading": f"{section.heading} (as written)",
+            "body": section.text,
+            "position": SECTIONS.index(section.key or "title") + 1,
+        }
+    )
 
 
 def _read_title(

@@ -381,6 +381,96 @@ def test_a_title_given_with_the_file_names_a_page_whose_heading_is_generic():
     )
 
 
+@pytest.mark.parametrize(
+    ("heading", "key"),
+    [
+        ("2. Chronologie", "timeline"),
+        ("IV. Impact", "impacts"),
+        ("How'd We Do?", "lessons_learned"),
+        ("Timeline (UTC)", "timeline"),
+        ("📉 Impact", "impacts"),
+        ("**Priorité**", "severity"),
+        # What an export writes beside a field is never that field again.
+        ("Root Causes (notes)", None),
+        ("Status (as written)", None),
+    ],
+)
+def test_a_heading_names_its_section_whatever_its_numbering_emoji_or_final_mark(heading, key):
+    assert markdown.section_key(heading) == key
+
+
+def test_fields_written_as_properties_definitions_or_an_html_table_are_read():
+    page = (
+        "Pool saturation\n===============\n\nSeverity:: SEV-2\n\nStatus\n: In review\n\n"
+        "<table>\n<tr><th>Field</th><th>Value</th></tr>\n"
+        "<tr><td>Date</td><td>2024-10-08</td></tr>\n<tr><td>Pager</td><td>#search</td></tr>\n"
+        "</table>\n\nSummary\n-------\n\nThe pool was full.\n"
+    )
+    parsed = markdown.parse(page)
+    assert parsed.title == "Pool saturation"
+    assert parsed.fields["severity"] == Severity.SEV2
+    assert parsed.fields["status"] == PostMortemStatus.IN_REVIEW
+    assert parsed.fields["written_on"] == dt.date(2024, 10, 8)
+    assert parsed.fields["summary"] == "The pool was full."
+    # The row with no field is kept; the markup and the setext underlines are not text.
+    assert [(s["heading"], s["body"]) for s in parsed.extra_sections] == [("Pager", "#search")]
+
+
+def test_a_status_or_severity_it_does_not_know_is_kept_as_text_and_said_unless_strict():
+    page = "# Basket slowdown\n\n**Status:** Resolved\n**Severity:** customer-facing\n\n"
+    page += "## Summary\n\nSlow basket.\n"
+    parsed = markdown.parse(page)
+    assert "status" not in parsed.fields and "severity" not in parsed.fields
+    assert [(s["heading"], s["body"]) for s in parsed.extra_sections] == [
+        ("Status (as written)", "Resolved"),
+        ("Severity (as written)", "customer-facing"),
+    ]
+    assert parsed.notes[0] == (
+        "Line 3: Status 'Resolved' is not one of Draft, In review, Published: imported as "
+        "Draft; the page's word is kept as text."
+    )
+    with pytest.raises(markdown.MarkdownError) as exc:
+        markdown.parse(page, strict=True)
+    assert [p.line for p in exc.value.problems] == [3, 4]
+
+
+def test_bare_timeline_times_take_the_day_the_summary_names_and_say_so():
+    page = (
+        "# Slow order search\n\nDate: March 5th, 2024\n\n## Summary\n\n"
+        "Order search was slow on March 4th, 2024.\n\n## Timeline\n\nAll times are PST.\n\n"
+        "- 11:50 PM - autovacuum ANALYZE finishes\n- 11:58 PM - incident declared\n"
+    )
+    parsed = markdown.parse(page)
+    pst = dt.timezone(dt.timedelta(hours=-8))
+    assert [e["occurred_at"] for e in parsed.timeline] == [
+        dt.datetime(2024, 3, 4, 23, 50, tzinfo=pst),
+        dt.datetime(2024, 3, 4, 23, 58, tzinfo=pst),
+    ]
+    assert parsed.fields["detected_at"] == dt.datetime(2024, 3, 4, 23, 58, tzinfo=pst)
+    assert any("2024-03-04, the day the summary names" in note for note in parsed.notes)
+
+
+def test_a_task_list_item_gives_its_mention_link_due_date_and_keeps_the_rest():
+    page = (
+        "# Catalog OOM\n\n## Summary\n\nOOM kills.\n\n## Corrective actions\n\n"
+        "- [x] Bound the image cache @mchen https://gitlab.example.com/catalog/-/issues/812\n"
+        "- [ ] Add a soak test (due 2024-06-14) — Ana — needs a bigger runner\n"
+    )
+    first, second = markdown.parse(page).actions
+    assert (first["title"], first["owner_name"], first["status"]) == (
+        "Bound the image cache",
+        "@mchen",
+        ActionStatus.DONE,
+    )
+    assert first["ticket_url"] == "https://gitlab.example.com/catalog/-/issues/812"
+    assert (second["title"], second["owner_name"], second["due_date"]) == (
+        "Add a soak test",
+        "Ana",
+        dt.date(2024, 6, 14),
+    )
+    assert second["description"] == "needs a bigger runner"
+
+
 # ---------------------------------------------------------------- export
 
 
