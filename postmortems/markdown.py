@@ -161,7 +161,9 @@ _SECTION_ALIASES = {
     ],
     "timeline": [
         "timeline", "chronologie", "timeline (all times utc)", "detailed timeline",
-        "deroule", "deroulement", "sequence of events", "chronology",
+        "deroule", "deroulement", "sequence of events", "chronology", "incident timeline",
+        "timeline of events", "deroule de l incident", "deroulement de l incident",
+        "chronologie de l incident", "chronologie des evenements",
     ],
     "actions": [
         "actions", "action items", "action item", "plan d action", "actions correctives",
