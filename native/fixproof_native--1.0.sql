@@ -18,3 +18,9 @@ CREATE FUNCTION fixproof_shape(key bytea, v text, domain text, keep integer, lea
 RETURNS text
 AS 'MODULE_PATHNAME', 'fixproof_shape'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- The fake the map (a table of grp, orig, fake) holds for v in group grp; NULL if none.
+-- Reads the group once per transaction (perfruns/masking/functions.py's `mapped`).
+CREATE FUNCTION fixproof_mapped(map regclass, grp text, v text) RETURNS text
+AS 'MODULE_PATHNAME', 'fixproof_mapped'
+LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;

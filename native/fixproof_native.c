@@ -10,6 +10,8 @@
  *       -- "8f3a:0c1d:...": `groups` pairs of bytes from byte `start`, as the fake IPs show
  *   fixproof_shape(key bytea, v text, domain text, keep int, lead bool) RETURNS text
  *       -- the shape-keeping fake (phones, postcodes, codes), as the SQL helper `shape`
+ *   fixproof_mapped(map regclass, grp text, v text) RETURNS text
+ *       -- the fake the map holds for v in its group, as the SQL helper `mapped`
  *
  * The key's inner and outer digest states are computed once per query (cached in
  * fn_extra while the key stays the same); each call copies them, hashes the message and
@@ -20,9 +22,13 @@
 
 #include <openssl/evp.h>
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 PG_MODULE_MAGIC;
@@ -339,4 +345,170 @@ fixproof_shape(PG_FUNCTION_ARGS)
 		out[pos[j]] = (char) (base + val[j]);
 	}
 	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * The map of the mapped fakes, read once per transaction and group.
+ *
+ * The SQL `mapped` looks each value up with a query of its own: about 10 us a row, most
+ * of the rewrite of a table with two name columns. Here a group's (original, fake) pairs
+ * are read once, sorted, and each row is a binary search. The pairs live in the
+ * transaction's memory and are forgotten when it ends (a callback) or when a command of
+ * the same transaction may have changed the map (its command id moved on); the masking
+ * builds the map in transactions of its own before any table reads it.
+ */
+typedef struct MapPair
+{
+	const char *orig;
+	int			orig_len;
+	text	   *fake;			/* NULL: the map holds no fake for it */
+} MapPair;
+
+typedef struct MapGroup
+{
+	Oid			relid;
+	CommandId	cid;
+	char	   *grp;
+	int			grp_len;
+	int64		n;
+	MapPair    *pairs;
+	struct MapGroup *next;
+} MapGroup;
+
+static MapGroup *map_groups = NULL;
+static bool map_callback_registered = false;
+
+static void
+forget_map_groups(XactEvent event, void *arg)
+{
+	map_groups = NULL;
+}
+
+static int
+compare_bytes(const char *a, int a_len, const char *b, int b_len)
+{
+	int			c = memcmp(a, b, Min(a_len, b_len));
+
+	if (c != 0)
+		return c;
+	return (a_len > b_len) - (a_len < b_len);
+}
+
+static int
+compare_pairs(const void *a, const void *b)
+{
+	const MapPair *x = (const MapPair *) a;
+	const MapPair *y = (const MapPair *) b;
+
+	return compare_bytes(x->orig, x->orig_len, y->orig, y->orig_len);
+}
+
+static MapGroup *
+load_map_group(Oid relid, text *grp)
+{
+	char	   *relname = get_rel_name(relid);
+	char	   *nspname;
+	char	   *query;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	MemoryContext old;
+	MapGroup   *group;
+	uint64		rows;
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("fixproof_mapped: no relation with OID %u", relid)));
+	nspname = get_namespace_name(get_rel_namespace(relid));
+	query = psprintf("SELECT orig, fake FROM %s WHERE grp = $1",
+					 quote_qualified_identifier(nspname, relname));
+	values[0] = PointerGetDatum(grp);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "fixproof_mapped: SPI_connect failed");
+	if (SPI_execute_with_args(query, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "fixproof_mapped: reading the map failed");
+	rows = SPI_processed;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	group = palloc0(sizeof(MapGroup));
+	group->relid = relid;
+	group->cid = GetCurrentCommandId(false);
+	group->grp_len = VARSIZE_ANY_EXHDR(grp);
+	group->grp = palloc(group->grp_len + 1);
+	memcpy(group->grp, VARDATA_ANY(grp), group->grp_len);
+	group->n = (int64) rows;
+	group->pairs = palloc_extended(sizeof(MapPair) * Max(rows, 1), MCXT_ALLOC_HUGE);
+	for (uint64 i = 0; i < rows; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		orig = SPI_getbinval(tuple, desc, 1, &isnull);
+		Datum		fake;
+		text	   *copy;
+
+		/* orig is NOT NULL in the map. Copies: SPI's rows go with SPI_finish. */
+		copy = (text *) PG_DETOAST_DATUM_COPY(orig);
+		group->pairs[i].orig = VARDATA_ANY(copy);
+		group->pairs[i].orig_len = VARSIZE_ANY_EXHDR(copy);
+		fake = SPI_getbinval(tuple, desc, 2, &isnull);
+		group->pairs[i].fake = isnull ? NULL : (text *) PG_DETOAST_DATUM_COPY(fake);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	qsort(group->pairs, rows, sizeof(MapPair), compare_pairs);
+	return group;
+}
+
+PG_FUNCTION_INFO_V1(fixproof_mapped);
+
+Datum
+fixproof_mapped(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	text	   *grp = PG_GETARG_TEXT_PP(1);
+	text	   *value = PG_GETARG_TEXT_PP(2);
+	const char *v = VARDATA_ANY(value);
+	int			v_len = VARSIZE_ANY_EXHDR(value);
+	int			grp_len = VARSIZE_ANY_EXHDR(grp);
+	CommandId	cid = GetCurrentCommandId(false);
+	MapGroup   *group;
+	int64		low = 0;
+	int64		high;
+
+	if (!map_callback_registered)
+	{
+		RegisterXactCallback(forget_map_groups, NULL);
+		map_callback_registered = true;
+	}
+	for (group = map_groups; group != NULL; group = group->next)
+		if (group->relid == relid && group->grp_len == grp_len &&
+			memcmp(group->grp, VARDATA_ANY(grp), grp_len) == 0)
+			break;
+	if (group != NULL && group->cid != cid)
+		map_groups = group = NULL;	/* the map may have changed: read every group again */
+	if (group == NULL)
+	{
+		group = load_map_group(relid, grp);
+		group->next = map_groups;
+		map_groups = group;
+	}
+	high = group->n - 1;
+	while (low <= high)
+	{
+		int64		mid = low + (high - low) / 2;
+		MapPair    *pair = &group->pairs[mid];
+		int			c = compare_bytes(pair->orig, pair->orig_len, v, v_len);
+
+		if (c == 0)
+		{
+			if (pair->fake == NULL)
+				PG_RETURN_NULL();
+			PG_RETURN_TEXT_P(pg_detoast_datum_copy((struct varlena *) pair->fake));
+		}
+		if (c < 0)
+			low = mid + 1;
+		else
+			high = mid - 1;
+	}
+	PG_RETURN_NULL();
 }

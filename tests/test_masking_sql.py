@@ -74,12 +74,18 @@ def _hmac(message: str, *, key: bytes = KEY) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
-def _apply(conn: psycopg.Connection, policy_text: str, *, schema: Schema | None = None) -> None:
+def _apply(
+    conn: psycopg.Connection,
+    policy_text: str,
+    *,
+    schema: Schema | None = None,
+    native: bool = False,
+) -> None:
     """What the pipeline does: helpers, truncates/filters/clean-up/rewrites, drop helpers."""
     policy = parse_policy(policy_text)
     schema = schema or introspect(conn)
     assert validate(policy, schema) == []
-    conn.execute(functions_sql(key=KEY))
+    conn.execute(functions_sql(key=KEY, native=native))
     for statement in plan_sql(policy=policy, schema=schema):
         conn.execute(statement)
     conn.execute(DROP_FUNCTIONS)
@@ -954,6 +960,50 @@ def test_the_native_shape_gives_the_fakes_of_the_sql_one(db):
     # Not the identity: of the 128 fakes, only those with nothing to replace (empty, "-",
     # all kept or leading zeros) are their value: 30 of them.
     assert sum(fake == value for value, fake in native) == 30
+
+
+def test_the_native_map_lookup_gives_the_fakes_of_the_sql_one_in_columns_and_arrays(new_db):
+    people = """
+        CREATE TABLE people (id int PRIMARY KEY, last_name text, first_name varchar(20),
+                             aliases text[]);
+        INSERT INTO people SELECT i, 'Surname' || (i % 700), (ARRAY['Zoë', 'Bruno', ''])[1 + i % 3],
+                                  ARRAY['Surname' || (i % 7), NULL, 'Zoë']
+          FROM generate_series(1, 3000) i;
+        INSERT INTO people VALUES (3001, NULL, NULL, NULL), (3002, 'Dupont', 'Élodie', '{}');
+    """
+    policy = (
+        "tables: {people: {last_name: {fake: last_name}, first_name: {fake: first_name},"
+        " aliases: {fake: last_name}}}"
+    )
+    masked = []
+    for native in (True, False):
+        with _connect(new_db()) as conn:
+            conn.execute(people)
+            _apply(conn, policy, native=native)
+            masked.append(conn.execute("SELECT * FROM people ORDER BY id").fetchall())
+
+    assert masked[0] == masked[1]
+    assert masked[0][0][1] != "Surname1" and masked[0][-1][1] != "Dupont"
+    assert masked[0][-2] == (3001, None, None, None)
+    # In an array as in a column, the same name gets the same fake (ids 1 and 8: Surname1).
+    assert masked[0][0][3][1] is None and masked[0][0][3][0] == masked[0][7][3][0]
+    assert masked[0][0][3][0] == masked[0][0][1]
+
+
+def test_the_native_map_lookup_reads_a_map_changed_earlier_in_its_transaction(db):
+    db.execute(functions_sql(key=KEY, native=True))
+
+    def fake(value: str) -> str | None:
+        return db.execute("SELECT fixproof_mask.mapped('g', %s)", [value]).fetchone()[0]
+
+    with db.transaction():
+        db.execute("INSERT INTO fixproof_mask.map (grp, orig, fake) VALUES ('g', 'a', 'x')")
+        assert fake("a") == "x" and fake("b") is None
+        db.execute("UPDATE fixproof_mask.map SET fake = 'y' WHERE orig = 'a'")
+        db.execute("INSERT INTO fixproof_mask.map (grp, orig, fake) VALUES ('g', 'b', 'z')")
+        assert fake("a") == "y" and fake("b") == "z"
+    db.execute("UPDATE fixproof_mask.map SET fake = 'w' WHERE orig = 'a'")
+    assert fake("a") == "w"
 
 
 def test_the_native_hex_groups_refuse_bytes_out_of_range(db):
