@@ -641,6 +641,11 @@ def _split_sections(
         if meta and number < first_section and section_key(meta.group("name")) in _ONE_LINE_KEYS:
             starts[number] = (99, meta.group("name").strip(), meta.group("rest"))
             continue
+        if meta and number < first_section and starts.get(number - 1, (0,))[0] == 99:
+            # "Owner: Alice" under "Date: …" in one header block (a Notion or Google Docs
+            # page): a field of its own, kept as text, never glued to the value above.
+            starts[number] = (99, meta.group("name").strip(), meta.group("rest"))
+            continue
         definition = _DEFINITION.match(line)
         name = lines[number - 2].strip() if number >= 2 else ""
         if (
