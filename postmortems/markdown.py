@@ -549,6 +549,7 @@ def _check_markdown(text: str) -> list[str]:
 _BOLD_FIELD = re.compile(
     r"^\s*(?:[-*+]\s+)?\*\*(?P<name>[^*\n]{2,40}?)\s*:?\s*\*\*\s*:?\s*(?P<rest>.*)$"
 )
+_WHOLE_BOLD = re.compile(r"^\s*(?:\*\*|__)(?P<text>[^*_\s][^*_]{2,198}?)(?:\*\*|__)\s*$")
 # `Gravité : critique` before the first section: a one-line field.
 # `Severity:: SEV-2` (Dokuwiki, Obsidian and Logseq properties) too.
 _META_LINE = re.compile(r"^\s*(?:[-*+]\s+)?(?P<name>[^:*#|<\n]{2,30}?)\s*::?\s*(?P<rest>\S.*)$")
@@ -600,6 +601,22 @@ def _split_sections(
     if headings and section_key(headings[0][2]) is None:
         title = (headings[0][0], headings[0][2])
         headings = headings[1:]
+    if title is None:
+        # A page without headings (a Google Docs or Word export) whose first line is all
+        # bold names the incident there: "**Incident report: search API memory leak**".
+        first = next(
+            ((n, text) for n, text in enumerate(lines, start=1) if text.strip() and n not in skip),
+            None,
+        )
+        whole = _WHOLE_BOLD.match(first[1]) if first else None
+        if (
+            first
+            and whole
+            and first[0] < min((n for n, *_ in headings), default=len(lines) + 1)
+            and section_key(whole.group("text")) is None
+        ):
+            title = (first[0], whole.group("text").strip())
+            skip.add(first[0])
     base = min((lvl for _, lvl, _, _ in headings), default=99)
     first_section = min((n for n, *_ in headings), default=len(lines) + 1)
     heading_lines = {n for n, *_ in headings}
@@ -1043,7 +1060,7 @@ _TZ = (
 # then what happened; bold around the time allowed (**06:27 UTC**:).
 _TIMELINE_LINE = re.compile(
     r"^\s*(?:[-*+]\s+|\|\s*)?(?:\*\*|__)?\s*"
-    r"(?:(?P<iso>\d{4}-\d{2}-\d{2})[ T,]*|(?P<dmy>\d{1,2}/\d{1,2}/\d{4})[ ,]*"
+    r"(?:(?P<iso>\d{4}-\d{2}-\d{2})[ T,]*|(?P<dmy>\d{1,2}/\d{1,2}(?:/\d{4})?)[ ,]*(?:à\s+)?"
     r"|(?P<day>\d{1,2})(?:er)?\s+(?P<month>[^\W\d_]{3,10})\.?(?:\s+(?P<year>\d{4}))?"
     r"[ ,]*(?:à\s+)?"
     r"|(?P<month2>[^\W\d_]{3,10})\.?\s+(?P<day2>\d{1,2})(?:st|nd|rd|th)?,?(?:\s+(?P<year2>\d{4}))?"
@@ -1144,6 +1161,27 @@ def _dated(
     return found
 
 
+def _day_month(text: str, reference: dt.date | None, line: int) -> dt.date:
+    """21/10/2015, or 02/06 with the page's year as _dated takes it (day first, as in
+    French and most of the world)."""
+    numbers = [int(part) for part in text.split("/")]
+    try:
+        if len(numbers) == 3:
+            return dt.date(numbers[2], numbers[1], numbers[0])
+        if reference is None:
+            raise MarkdownError(
+                f"Timeline date '{text}' has no year, and the post-mortem has no Date to take "
+                "it from.",
+                line,
+            )
+        found = dt.date(reference.year, numbers[1], numbers[0])
+    except ValueError:
+        raise MarkdownError(f"Timeline date '{text}' is not a day/month date.", line) from None
+    if found > reference + dt.timedelta(days=1):
+        found = found.replace(year=reference.year - 1)
+    return found
+
+
 def _entry_time(
     m: re.Match[str],
     day: dt.date | None,
@@ -1154,7 +1192,7 @@ def _entry_time(
     if m.group("iso"):
         day = dt.date.fromisoformat(m.group("iso"))
     elif m.group("dmy"):
-        day = dt.datetime.strptime(m.group("dmy"), "%d/%m/%Y").date()
+        day = _day_month(m.group("dmy"), reference or day, line)
     elif m.group("day"):
         day = _dated(m.group("day"), m.group("month"), m.group("year"), reference or day, line)
     elif m.group("day2"):
@@ -1702,6 +1740,12 @@ def _is_date(text: str) -> bool:
     return True
 
 
+def _status_word(piece: str) -> bool:
+    return _fold(piece) in ACTION_STATUS_BY_WORD or bool(
+        difflib.get_close_matches(_fold(piece), list(ACTION_STATUS_BY_WORD), n=1, cutoff=0.8)
+    )
+
+
 def _bullet_actions(
     section: Section, reading: _Reading
 ) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
@@ -1754,19 +1798,27 @@ def _bullet_actions(
             # GitLab and GitHub assign with a mention: "Bound the cache @mchen".
             owner = handle.group("handle")
             text = (text[: handle.start()] + text[handle.end() :]).strip()
+        aside = re.search(r"\s*\((?P<inner>[^()]{2,80})\)\s*$", text)
+        said: list[str] = []
+        if aside and any(
+            _status_word(piece) or _is_date(piece)
+            for piece in (q.strip() for q in aside.group("inner").split(","))
+        ):
+            # "Limit the cache (Julie Roux, done)": the owner, status or due date aside.
+            said, text = [aside.group("inner")], text[: aside.start()].strip()
         parts = [p.strip() for p in re.split(r"\s+[—–]\s+", text)]
-        title, rest = parts[0], parts[1:]
+        title, rest = parts[0], parts[1:] + said
         leftover: list[str] = []
         for part in rest:
             # "due March 22nd, 2024" is one piece: a comma before a year splits nothing.
-            for piece in [q.strip() for q in re.split(r",(?!\s*\d{4}\b)", part)]:
+            for piece in [q.strip() for q in re.split(r",(?!\s*\d{4}(?![-/\d]))", part)]:
                 due_in = _DUE_IN_TEXT.fullmatch(piece) or _DUE_IN_TEXT.match(piece)
                 if due_in:
                     due = due_in.group("date")
-                elif _fold(piece) in ACTION_STATUS_BY_WORD or difflib.get_close_matches(
-                    _fold(piece), list(ACTION_STATUS_BY_WORD), n=1, cutoff=0.8
-                ):
+                elif _status_word(piece):
                     status = piece
+                elif said and not due and _is_date(piece):
+                    due = piece
                 elif (_EMAIL.match(piece) or piece.startswith("@") or not owner) and not owner:
                     owner = piece
                 elif piece:

@@ -607,3 +607,30 @@ def test_importing_the_export_gives_the_same_content_field_by_field(db, name, la
     assert second.keys() == first.keys()
     for key in first:
         assert second[key] == first[key], key
+
+
+def test_a_bullet_actions_aside_gives_its_owner_and_status_only_when_it_names_one():
+    page = (
+        "# Cache leak\n\n**Date:** 2025-06-03\n\n## Actions\n\n"
+        "- Limit the facet cache (Julie Roux, done)\n"
+        "- Bound the chart cache (LRU, 200 entries)\n"
+        "- Alert on the memory slope (Marc Petit, todo, 2025-07-01)\n"
+    )
+
+    first, second, third = markdown.parse(page).actions
+
+    assert (first["title"], first["owner_name"], first["status"]) == (
+        "Limit the facet cache", "Julie Roux", ActionStatus.DONE,
+    )  # fmt: skip
+    assert second["title"] == "Bound the chart cache (LRU, 200 entries)"
+    assert third["owner_name"] == "Marc Petit" and third["due_date"] == dt.date(2025, 7, 1)
+
+
+def test_a_timeline_day_and_month_without_a_year_take_the_pages_and_an_impossible_one_is_named():
+    page = "# Leak\n\n**Date:** 3 juin 2025\n\n## Chronologie\n\n* {} 08h10 : alerte\n"
+
+    entry = markdown.parse(page.format("02/06")).timeline[0]
+
+    assert entry["occurred_at"].date() == dt.date(2025, 6, 2)
+    with pytest.raises(markdown.MarkdownError, match="'31/02' is not a day/month date"):
+        markdown.parse(page.format("31/02"))
