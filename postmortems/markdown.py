@@ -881,10 +881,33 @@ def parse_impact(text: str, window: str, line: int | None = None) -> dict[str, A
     return {"label": label, "value": value, "value_before": before, "unit": unit, "window": window}
 
 
+def _joined_lines(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Lines with a wrapped sentence put back on one: an item's indented next line, or a
+    next line that starts in lower case ("…went from 40 ms\n  to 1,2 s"), goes on to the
+    line above, unless a blank line, a bullet, a heading or a "Window:" line parts them."""
+    joined: list[tuple[int, str]] = []
+    for number, line in lines:
+        stripped = line.strip()
+        above = joined[-1][1].strip() if joined else ""
+        if (
+            stripped
+            and above
+            and not _BULLET.match(line)
+            and not stripped.startswith("#")
+            and not above.endswith(":")
+            and not above.startswith("#")
+            and (stripped[0].islower() or (line[:1].isspace() and bool(_BULLET.match(above))))
+        ):
+            joined[-1] = (joined[-1][0], joined[-1][1].rstrip() + " " + stripped)
+            continue
+        joined.append((number, line))
+    return joined
+
+
 def _parse_impacts(section: Section) -> list[dict[str, Any]]:
     impacts: list[dict[str, Any]] = []
     window = ""
-    for number, line in section.lines:
+    for number, line in _joined_lines(section.lines):
         stripped = line.strip()
         if not stripped:
             continue

@@ -634,3 +634,21 @@ def test_a_timeline_day_and_month_without_a_year_take_the_pages_and_an_impossibl
     assert entry["occurred_at"].date() == dt.date(2025, 6, 2)
     with pytest.raises(markdown.MarkdownError, match="'31/02' is not a day/month date"):
         markdown.parse(page.format("31/02"))
+
+
+def test_an_impact_wrapped_over_two_lines_is_one_impact_with_its_figures():
+    page = (
+        "# Orders API slow\n\n**Date:** 2025-03-04\n\n## Impact\n\n"
+        "- p95 latency of the orders API went from 180 ms\n  to 4.2 s during the import\n"
+        "- 1,200 orders delayed\n\n"
+        "Les paiements ont été ralentis de 300 ms\nà 2,1 s pendant 40 minutes.\n"
+    )
+
+    impacts = markdown.parse(page).impacts
+
+    assert [(i["value_before"], i["value"], i["unit"]) for i in impacts] == [
+        (Decimal("0.18"), Decimal("4.2"), "s"),
+        (None, Decimal("1200"), "orders"),
+        (Decimal("0.3"), Decimal("2.1"), "s"),
+    ]
+    assert impacts[0]["label"].endswith("to 4.2 s during the import")
