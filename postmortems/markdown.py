@@ -1087,6 +1087,8 @@ _TIMELINE_LINE = re.compile(
     r"|(?P<day>\d{1,2})(?:er)?\s+(?P<month>[^\W\d_]{3,10})\.?(?:\s+(?P<year>\d{4}))?"
     r"[ ,]*(?:à\s+)?"
     r"|(?P<month2>[^\W\d_]{3,10})\.?\s+(?P<day2>\d{1,2})(?:st|nd|rd|th)?,?(?:\s+(?P<year2>\d{4}))?"
+    r"[ ,]*(?:at\s+)?"
+    r"|(?P<year3>\d{4})\s+(?P<month3>[^\W\d_]{3,10})\.?\s+(?P<day3>\d{1,2})(?:st|nd|rd|th)?,?"
     r"[ ,]*(?:at\s+)?)?"
     r"(?P<hour>\d{1,2})\s*[:h]\s*(?P<minute>\d{2})(?::\d{2}(?:\.\d+)?)?\s*(?P<ampm>[ap]\.?m\.?)?"
     r"\s*" + _TZ + r"?\b\s*(?:\*\*|__)?\s*(?:[—–:|-]+\s*)?(?P<text>.*)$",
@@ -1220,6 +1222,8 @@ def _entry_time(
         day = _dated(m.group("day"), m.group("month"), m.group("year"), reference or day, line)
     elif m.group("day2"):
         day = _dated(m.group("day2"), m.group("month2"), m.group("year2"), reference or day, line)
+    elif m.group("day3"):
+        day = _dated(m.group("day3"), m.group("month3"), m.group("year3"), reference or day, line)
     if day is None:
         raise MarkdownError(
             f"Timeline time '{m.group('hour')}:{m.group('minute')}' has no date, and the "
@@ -1290,16 +1294,18 @@ def _parse_timeline(
             continue
         # "| 2024-11-29 | 09:40 | deploy |": a table giving the day and the time apart.
         line = _DATE_TIME_CELLS.sub(r"| \g<date> \g<time> |", line, count=1)
-        m = _TIMELINE_LINE.match(line)
+        # "### 2018 October 21 22:52 UTC" over the paragraphs that tell what happened then.
+        m = _TIMELINE_LINE.match(re.sub(r"^\s*#{1,6}\s+", "", line))
         if (
             m
             and (not m.group("month") or _fold(m.group("month")) in _MONTHS)
             and (not m.group("month2") or _fold(m.group("month2")) in _MONTHS)
+            and (not m.group("month3") or _fold(m.group("month3")) in _MONTHS)
         ):
             when = reading.attempt(_entry_time, m, day, number, reference, default_zone)
             if when is None:
                 continue
-            dated_entry = any(m.group(g) for g in ("iso", "dmy", "day", "day2"))
+            dated_entry = any(m.group(g) for g in ("iso", "dmy", "day", "day2", "day3"))
             if day_note and not dated_entry:
                 reading.guess(day_note, number)
             day_note = ""
@@ -1310,8 +1316,10 @@ def _parse_timeline(
             text = re.sub(r"\s*\|\s*", " — ", text)
             entries.append({"occurred_at": when, "text": text})
         elif entries:
-            # A continuation line belongs to the entry above it.
-            entries[-1]["text"] += "\n" + line.strip()
+            # A continuation line belongs to the entry above it (its only text, under a
+            # heading that is just the time).
+            text = entries[-1]["text"]
+            entries[-1]["text"] = f"{text}\n{line.strip()}" if text else line.strip()
         elif reading.strict:
             reading.problems.append(
                 MarkdownError(
