@@ -2206,6 +2206,12 @@ def parse(
                 f"imported as {Severity.SEV3.label}",
                 number,
             )
+    elif not reading.strict:
+        # Said, never silent: the default stands in for a severity the page never gives.
+        reading.notes.append(
+            f"No severity on the page: imported as {Severity.SEV3.label}, the default; set "
+            "it on the post-mortem if it was worse."
+        )
     if "team" in by_key:
         number, value = _single_value(by_key["team"], "Team")
         parsed.team_name = reading.attempt(_check_length, value, Team, "name", "The team", number)

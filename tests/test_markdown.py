@@ -175,7 +175,9 @@ def test_the_wiki_sample_reads_into_every_classic_section():
     assert parsed.fields["started_at"] == at(2026, 3, 13, 12, 2)
     assert parsed.fields["ended_at"] == at(2026, 3, 13, 12, 40)
     assert parsed.notes == [
-        "The incident's start and end are read from the summary: between 12:02 and 12:40 ."
+        "No severity on the page: imported as SEV3, the default; set it on the post-mortem if "
+        "it was worse.",
+        "The incident's start and end are read from the summary: between 12:02 and 12:40 .",
     ]
 
 
