@@ -1133,6 +1133,8 @@ _MARKER_PATTERNS = {
     ),
     "detected_at": (
         r"\balerts?\b.{0,40}\b(?:fire[sd]?|firing|trigger(?:s|ed)?|went off|goes off|pages?d?)\b",
+        # "Alert: billing error rate > 5 %", "PagerDuty alert for …": an entry that is one.
+        r"^(?:[a-z]+\s+)?alerts?\b",
         r"\bpage[sd]?\s+(?:the\s+)?on\s?call\b|\bincident (?:declared|opened)\b",
         r"\bastreinte\s+(?:est\s+)?(?:alertee|appelee|prevenue)\b|\bincident declare\b",
     ),
@@ -1252,7 +1254,8 @@ _TIMELINE_HEADER = re.compile(
     r"^\s*\|?\s*(?:\*\*)?(?:time|timestamp|heure|horaire|date|when|quand)\b[^|]*\|"
     r"(?:\s*(?:time|heure|hour|horaire)\b[^|]*\|)?\s*(?:\*\*)?"
     r"(?:event|events|evenement|evenements|what happened|description|action|details?"
-    r"|ce qui s est passe|quoi|fait)\b",
+    r"|ce qui s est passe|quoi|fait|activity|activite|update|updates|notes?|comment"
+    r"|message|observation|step|etape|entry)\b",
     re.IGNORECASE,
 )
 
