@@ -13,6 +13,11 @@ CREATE FUNCTION fixproof_hex_groups(h bytea, start integer, groups integer) RETU
 AS 'MODULE_PATHNAME', 'fixproof_hex_groups'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- Four bytes from `start` as an IPv4 address in 240.0.0.0/4 (reserved: never a real host).
+CREATE FUNCTION fixproof_ip4(h bytea, start integer) RETURNS text
+AS 'MODULE_PATHNAME', 'fixproof_ip4'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
 -- The shape-keeping fake of a value (perfruns/masking/functions.py's `shape`), keyed.
 CREATE FUNCTION fixproof_shape(key bytea, v text, domain text, keep integer, lead boolean)
 RETURNS text

@@ -8,6 +8,8 @@
  *   fixproof_hmac_sha256(key bytea, message text) RETURNS bytea   -- its bytes
  *   fixproof_hex_groups(h bytea, start int, groups int) RETURNS text
  *       -- "8f3a:0c1d:...": `groups` pairs of bytes from byte `start`, as the fake IPs show
+ *   fixproof_ip4(h bytea, start int) RETURNS text
+ *       -- "247.12.0.201": the fake IPv4 address of bytes `start` to `start` + 3, in 240/4
  *   fixproof_shape(key bytea, v text, domain text, keep int, lead bool) RETURNS text
  *       -- the shape-keeping fake (phones, postcodes, codes), as the SQL helper `shape`
  *   fixproof_mapped(map regclass, grp text, v text) RETURNS text
@@ -168,6 +170,25 @@ fixproof_hmac_sha256(PG_FUNCTION_ARGS)
 				 (unsigned char *) VARDATA(result));
 	SET_VARSIZE(result, VARHDRSZ + DIGEST);
 	PG_RETURN_BYTEA_P(result);
+}
+
+PG_FUNCTION_INFO_V1(fixproof_ip4);
+
+Datum
+fixproof_ip4(PG_FUNCTION_ARGS)
+{
+	bytea	   *h = PG_GETARG_BYTEA_PP(0);
+	int32		start = PG_GETARG_INT32(1);
+	const unsigned char *bytes = (const unsigned char *) VARDATA_ANY(h);
+	char		out[16];
+
+	if (start < 0 || start + 4 > VARSIZE_ANY_EXHDR(h))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("fixproof_ip4: bytes %d to %d are out of the digest", start, start + 3)));
+	snprintf(out, sizeof(out), "%d.%d.%d.%d", 240 + bytes[start] % 16, bytes[start + 1],
+			 bytes[start + 2], bytes[start + 3]);
+	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 
 PG_FUNCTION_INFO_V1(fixproof_hex_groups);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import subprocess
@@ -313,11 +314,15 @@ def test_it_masks_a_200k_row_table_in_one_statement(db):
     db.execute(statement)
     assert _filenode(db, "big") != before
     row = db.execute(
-        "SELECT count(*), count(DISTINCT email), count(DISTINCT phone), count(DISTINCT ip),"
-        " count(DISTINCT ref), count(*) FILTER (WHERE email LIKE 'user%'),"
-        " count(*) FILTER (WHERE payload->>'ip' LIKE '192.168.%') FROM big"
+        "SELECT count(*), count(DISTINCT email), count(DISTINCT phone), count(DISTINCT ref),"
+        " count(*) FILTER (WHERE email LIKE 'user%'),"
+        " count(*) FILTER (WHERE payload->>'ip' LIKE '192.168.%'),"
+        " count(*) FILTER (WHERE family(ip) = 4 AND ip << '240.0.0.0/4'),"
+        " count(DISTINCT ip) FROM big"
     ).fetchone()
-    assert row == (200000, 200000, 200000, 200000, 200000, 0, 0)
+    assert row[:7] == (200000, 200000, 200000, 200000, 0, 0, 200000)
+    # IPv4 fakes are 2^28: 200,000 of them meet about n^2 / 2^29 = 75 times (birthdays).
+    assert 200000 - 300 < row[7] < 200000
 
 
 def test_it_inlines_the_masking_functions_into_the_statement(db):
@@ -465,7 +470,8 @@ def test_it_drops_and_masks_keys_inside_jsonb_and_leaves_the_rest(db):
     )
     rows = {row[0]: row[1:] for row in db.execute("SELECT id, payload, raw FROM events")}
     first = rows[1][0]
-    assert first["ip"].startswith("2001:db8::") and first["n"] == 1
+    assert ipaddress.ip_address(first["ip"]) in ipaddress.ip_network("240.0.0.0/4")
+    assert first["n"] == 1
     assert first["email"] == _hmac("hash:a@b.io").hex()
     assert first["name"] == "Someone"
     assert first["address"] == {"city": "Leeds"}
@@ -877,14 +883,49 @@ def test_it_loads_each_hmac_once_and_leaves_the_rewrite_none_to_compute():
     assert rewrite.endswith("SET LOGGED")
 
 
-def test_its_fake_ip_keeps_the_documented_format(db):
+def test_its_fake_ip_keeps_the_documented_format_and_the_family_of_the_original(db):
     db.execute(functions_sql(key=KEY))
-    for value in ["10.0.0.1", " 192.168.1.20 ", "2001:DB8::1"]:
-        query = "SELECT fixproof_mask.fake_ip(%s, 10485760, false)"
-        fake = db.execute(query, [value]).fetchone()[0]
-        digest = _hmac(f"ip:{value.strip().lower()}")[8:16].hex()
-        groups = ":".join(digest[i : i + 4] for i in range(0, 16, 4))
-        assert fake == f"2001:db8::{groups}"
+    query = "SELECT fixproof_mask.fake_ip(%s, 10485760, %s)"
+    for value in ["10.0.0.1", " 192.168.1.20 ", "10.1.0.0/16", "2001:DB8::1"]:
+        digest = _hmac(f"ip:{value.strip().lower()}")
+        groups = ":".join(digest[8:16].hex()[i : i + 4] for i in range(0, 16, 4))
+        fake, unique_fake = (db.execute(query, [value, u]).fetchone()[0] for u in (False, True))
+        if ":" in value:
+            assert fake == unique_fake == f"2001:db8::{groups}"
+        else:
+            # IPv4 in 240.0.0.0/4, reserved; a unique column's keeps 64 bits of the digest.
+            assert fake == f"{240 + digest[8] % 16}.{digest[9]}.{digest[10]}.{digest[11]}"
+            assert unique_fake == f"2001:db8::{groups}"
+
+
+def test_a_fake_ipv4_fits_a_varchar_15_an_inet_checked_for_family_4_and_a_cidr(db):
+    db.execute(
+        """
+        CREATE TABLE hits (id int PRIMARY KEY, ip varchar(15), addr inet CHECK (family(addr) = 4),
+                           net cidr, payload jsonb);
+        INSERT INTO hits SELECT i, '10.0.' || (i % 250) || '.' || (i / 250),
+                                ('192.168.' || (i % 250) || '.7')::inet,
+                                ('10.' || (i % 250) || '.0.0/16')::cidr,
+                                jsonb_build_object('ip', '172.16.0.' || (i % 250),
+                                                   'v6', '2001:db8::' || i)
+          FROM generate_series(1, 500) i;
+        """
+    )
+    before = db.execute("SELECT ip, addr::text, net::text FROM hits ORDER BY id").fetchall()
+
+    _apply(
+        db,
+        "tables: {hits: {ip: {fake: ip}, addr: {fake: ip}, net: {fake: ip},"
+        " payload: {json_mask: {ip: {fake: ip}, v6: {fake: ip}}}}}",
+    )
+
+    rows = db.execute(
+        "SELECT ip, addr::text, net::text, payload->>'ip', payload->>'v6' FROM hits ORDER BY id"
+    ).fetchall()
+    v4 = re.compile(r"2(4\d|5[0-5])\.\d{1,3}\.\d{1,3}\.\d{1,3}(/32)?")
+    assert all(v4.fullmatch(value) for row in rows for value in row[:4])
+    assert all(row[4].startswith("2001:db8::") for row in rows)
+    assert not {v for row in before for v in row} & {v for row in rows for v in row}
 
 
 # --- the native HMAC (native/fixproof_native.c, installed by `make native`) -----------------

@@ -171,11 +171,11 @@ def test_a_row_filter_subsets_the_data_and_leaves_no_dead_tuples(data_dir, dump_
 
 @pytest.fixture
 def full_snapshot_disk(data_dir):
-    """The snapshots folder on a 64 kB tmpfs: writing the dump fills the disk."""
+    """The snapshots folder on an 8 kB tmpfs: writing the dump fills the disk."""
     target = data_dir / "snapshots"
     target.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(target)],
+        ["mount", "-t", "tmpfs", "-o", "size=8k,mode=0700", "tmpfs", str(target)],
         capture_output=True,
         timeout=30,
     )

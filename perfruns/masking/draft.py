@@ -70,7 +70,8 @@ def _text_suggestion(kinds: list[str], *, column: ColumnInfo, table: TableInfo) 
     for kind, fake in _FAKES:
         if kind in kinds and _fits(column, MIN_LENGTH.get(fake, MIN_LENGTH["mapped"])):
             return {"fake": fake}
-    if "ip" in kinds and _fits(column, MIN_LENGTH["ip"]):
+    ip_length = MIN_LENGTH["ip" if table.in_any_unique(column.name) else "ip4"]
+    if "ip" in kinds and _fits(column, ip_length):
         return {"fake": "ip"}
     if _SHAPED & set(kinds):
         return {"fake": "code"}

@@ -131,6 +131,11 @@ def _digest_fake(
         ),
         type_=sql.SQL("bytea"),
     )
+    if kind == "ip":
+        # The fake keeps the original's family: mk_ip_of reads the value as well.
+        return sql.SQL("{}({}, {}, {}, {})").format(
+            helper("mk_ip_of"), value, digest, length, unique
+        )
     return sql.SQL("{}({}, {}, {})").format(helper(f"mk_{kind}"), digest, length, unique)
 
 

@@ -192,6 +192,26 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
         "text",
         "'2001:db8::' || {ip_groups}(h)",
     ),
+    # An IPv4 address (a cidr prints its /n) keeps its family: an IPv4 fake, in 240.0.0.0/4
+    # (reserved, never a host), fits a varchar(15) or a CHECK (family(ip) = 4). 2^28 fakes
+    # only: a unique column keeps the IPv6 fake, whose 2^64 keep distinct values distinct.
+    # An IPv6 address always holds a colon, an IPv4 one never (strpos: a regex costs more).
+    ("is_ip4", "v text", "boolean", "strpos(v, ':') = 0"),
+    (
+        # Bytes 8-11 as 240.0.0.0 plus their low 28 bits: h is read once, so the planner
+        # inlines it (a parameter read four times, with an HMAC for argument, is not).
+        "ip4_of",
+        "h bytea",
+        "text",
+        "host('240.0.0.0'::inet + (('x' || encode(substring(h FROM 9 FOR 4), 'hex'))::bit(32)"
+        "::bigint & 268435455))",
+    ),
+    (
+        "mk_ip_of",
+        "v text, h bytea, n integer, uniq boolean",
+        "text",
+        "CASE WHEN {is_ip4}(v) AND NOT uniq THEN {ip4_of}(h) ELSE {mk_ip}(h, n, uniq) END",
+    ),
     (
         # A starter word and two runs of consecutive words: three looks into the digest
         # instead of ten, because once inlined every look computes the HMAC again. The
@@ -208,8 +228,8 @@ _DEFINITIONS: tuple[tuple[str, str, str, str], ...] = (
             FAKE_FUNCTIONS[kind],
             "v text, n integer, uniq boolean",
             "text",
-            f"{{mk_{kind}}}({{hmac_text}}('{kind}', {{{NORMALIZER.get(kind, 'norm_name')}}}(v)),"
-            " n, uniq)",
+            ("{mk_ip_of}(v, " if kind == "ip" else f"{{mk_{kind}}}(")
+            + f"{{hmac_text}}('{kind}', {{{NORMALIZER.get(kind, 'norm_name')}}}(v)), n, uniq)",
         )
         for kind in FAKE_FUNCTIONS
     ),
@@ -589,6 +609,7 @@ _NATIVE_BODIES = {
     "hmac": "{native}({key}, m)",
     "hmac_text": "{native}({key}, domain || ':' || v)",
     "ip_groups": "{native_groups}(h, 8, 4)",
+    "ip4_of": "{native_ip4}(h, 8)",
     # The PL/pgSQL `shape` spends about 11 µs a value in its loops; the C one, value for
     # value the same, a fraction of that (bench/restore_anonymize.py masks phones with it).
     "shape": "{native_shape}({key}, v, domain, keep, lead)",
@@ -624,6 +645,7 @@ def functions_sql(*, key: bytes, native: bool = False) -> sql.Composed:
         native_groups=sql.Identifier(HELPER_SCHEMA, "fixproof_hex_groups"),
         native_shape=sql.Identifier(HELPER_SCHEMA, "fixproof_shape"),
         native_mapped=sql.Identifier(HELPER_SCHEMA, "fixproof_mapped"),
+        native_ip4=sql.Identifier(HELPER_SCHEMA, "fixproof_ip4"),
         map_table=sql.Literal(f"{HELPER_SCHEMA}.map"),
         key=sql.Literal(key),
         opad=sql.Literal(opad),

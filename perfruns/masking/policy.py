@@ -66,6 +66,7 @@ MAX_SHIFT_DAYS = 36500
 MIN_LENGTH = {
     "email": 34,  # 1 letter + "." + 16 hex + "@example.invalid"
     "ip": 29,  # "2001:db8::" + 4 groups of 4 hex digits
+    "ip4": 15,  # "255.255.255.255": an IPv4 original's fake, but in a unique column
     "hash": 16,  # 16 hex digits = 64 bits
     "unique_text": 18,  # 1 letter + " " + 16 hex
     "mapped": 4,  # room enough for the map to find distinct fakes
@@ -543,6 +544,10 @@ def _at(rule: Strategy | TablePolicy) -> str:
 def _length_needed(rule: Strategy, *, table: TableInfo, column: ColumnInfo) -> int:
     if rule.kind == "hash":
         return MIN_LENGTH["hash"]
+    if rule.kind == "fake" and rule.fake == "ip" and not table.in_any_unique(column.name):
+        # IPv4 originals get IPv4 fakes; an IPv6 original's longer fake is the probe's to
+        # check against the sampled rows.
+        return MIN_LENGTH["ip4"]
     if rule.kind == "fake" and rule.fake in MIN_LENGTH:
         return MIN_LENGTH[rule.fake]
     if rule.kind == "fake" and rule.fake in MAPPED_FAKES:
