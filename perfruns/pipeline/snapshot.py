@@ -269,9 +269,12 @@ def _rows_holding(conn: psycopg.Connection, info: TableInfo, column: str, tokens
     return int(
         one_value(
             conn.execute(
+                # Each row's text lowered once, not once per token (OFFSET 0 keeps the
+                # planner from pulling the subquery up into the EXISTS).
                 sql.SQL(
-                    "SELECT count(*) FROM {o}{t} WHERE EXISTS (SELECT 1 FROM unnest(%s::text[])"
-                    " AS token(v) WHERE strpos(lower({c}::text), token.v) > 0)"
+                    "SELECT count(*) FROM (SELECT lower({c}::text) AS v FROM {o}{t} OFFSET 0)"
+                    " AS row_ WHERE EXISTS (SELECT 1 FROM unnest(%s::text[]) AS token(v)"
+                    " WHERE strpos(row_.v, token.v) > 0)"
                 ).format(o=info.only, t=info.identifier, c=sql.Identifier(column)),
                 [tokens],
             )
