@@ -2286,9 +2286,30 @@ def parse(
                     "position": SECTIONS.index("actions"),
                 }
             )
+    ambiguous = next(
+        (m for m in _SLASH_DATE.finditer(text) if m.group(1) != m.group(2)
+         and int(m.group(1)) <= 12 and int(m.group(2)) <= 12),
+        None,
+    )  # fmt: skip
+    if ambiguous and not reading.strict:
+        # 03/04/2024 is 3 April in most of the world and March 4 in the United States.
+        day, month = int(ambiguous.group(1)), int(ambiguous.group(2))
+        reading.notes.append(
+            f"Dates such as {ambiguous.group(0)} are read day first ({day} "
+            f"{_MONTH_NAMES_EN[month - 1]}, not {_MONTH_NAMES_EN[day - 1]} {month}): check "
+            "them if the page was written month first."
+        )
     if reading.problems:
         raise MarkdownError.of(reading.problems)
     return parsed
+
+
+# A day and a month with a year, or with a time after them ("02/06 08h10"): not "3/4 pods".
+_SLASH_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/\d{4}\b|(?=\s+\d{1,2}[:h]\d{2}))")
+_MONTH_NAMES_EN = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)  # fmt: skip
 
 
 def _keep_unread(

@@ -654,3 +654,16 @@ def test_an_impact_wrapped_over_two_lines_is_one_impact_with_its_figures():
         (Decimal("0.3"), Decimal("2.1"), "s"),
     ]
     assert impacts[0]["label"].endswith("to 4.2 s during the import")
+
+
+def test_a_page_dated_03_04_2024_is_read_day_first_and_says_so():
+    page = "# Pool exhausted\n\n**Date:** 03/04/2024\n\n## Summary\n\n3/4 pods restarted.\n"
+
+    parsed = markdown.parse(page)
+
+    assert parsed.fields["written_on"] == dt.date(2024, 4, 3)
+    assert parsed.notes[-1] == (
+        "Dates such as 03/04/2024 are read day first (3 April, not March 4): check them if "
+        "the page was written month first."
+    )
+    assert not any("3/4" in note for note in markdown.parse(page.replace("03/04", "13/04")).notes)
