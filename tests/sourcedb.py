@@ -106,3 +106,22 @@ def drop_source(name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+def take_snapshot(source):
+    """Request a snapshot of `source` and run it here, as a worker would."""
+    from perfruns.services import snapshots
+
+    snapshot = snapshots.snapshot_request(source=source, actor=None)
+    return snapshots.snapshot_run(snapshot_id=snapshot.pk)
+
+
+def source_saver(name: str, dsn_env: str):
+    """save(policy_yaml): the dump source `name`, its DSN in $`dsn_env`, with that policy."""
+    from perfruns.services import sources
+
+    def save(policy: str):
+        source, _ = sources.source_save(name=name, dsn_env=dsn_env, policy_yaml=policy)
+        return source
+
+    return save

@@ -22,10 +22,9 @@ from perfruns.masking.draft import draft_policy
 from perfruns.masking.pii import scan
 from perfruns.masking.policy import Policy, parse_policy, validate
 from perfruns.masking.schema import introspect
-from perfruns.models import Snapshot, SnapshotStatus
+from perfruns.models import SnapshotStatus
 from perfruns.pipeline import snapshot as pipeline
 from perfruns.pipeline.pgtools import find_binary
-from perfruns.services import snapshots, sources
 from tests import sourcedb
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -133,19 +132,10 @@ def tricky_db() -> Iterator[str]:
 @pytest.fixture
 def tricky_source(tricky_db, monkeypatch):
     monkeypatch.setenv("FIXPROOF_TRICKY_DSN", sourcedb.server_conninfo(tricky_db))
-
-    def save(policy: str):
-        source, _ = sources.source_save(
-            name="tricky", dsn_env="FIXPROOF_TRICKY_DSN", policy_yaml=policy
-        )
-        return source
-
-    return save
+    return sourcedb.source_saver("tricky", "FIXPROOF_TRICKY_DSN")
 
 
-def take(source) -> Snapshot:
-    snapshot = snapshots.snapshot_request(source=source, actor=None)
-    return snapshots.snapshot_run(snapshot_id=snapshot.pk)
+take = sourcedb.take_snapshot
 
 
 def drafted(dbname: str) -> str:

@@ -21,7 +21,6 @@ from perfruns.masking.schema import introspect
 from perfruns.models import Snapshot, SnapshotStatus
 from perfruns.pipeline import snapshot as pipeline
 from perfruns.pipeline.pgtools import find_binary
-from perfruns.services import snapshots, sources
 from tests import sourcedb
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -155,19 +154,10 @@ def real_db() -> Iterator[str]:
 @pytest.fixture
 def real_source(real_db, monkeypatch):
     monkeypatch.setenv("FIXPROOF_REAL_DSN", sourcedb.server_conninfo(real_db))
-
-    def save(policy: str):
-        source, _ = sources.source_save(
-            name="real", dsn_env="FIXPROOF_REAL_DSN", policy_yaml=policy
-        )
-        return source
-
-    return save
+    return sourcedb.source_saver("real", "FIXPROOF_REAL_DSN")
 
 
-def take(source) -> Snapshot:
-    snapshot = snapshots.snapshot_request(source=source, actor=None)
-    return snapshots.snapshot_run(snapshot_id=snapshot.pk)
+take = sourcedb.take_snapshot
 
 
 def rows(dbname: str, query: str) -> list[tuple]:

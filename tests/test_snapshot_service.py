@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from perfruns.models import Snapshot, SnapshotStatus
+from perfruns.models import SnapshotStatus
 from perfruns.pipeline.pgtools import find_binary
 from perfruns.services import common, snapshots
 from tests import sourcedb
@@ -17,9 +17,7 @@ from tests import sourcedb
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def take(source) -> Snapshot:
-    snapshot = snapshots.snapshot_request(source=source, actor=None)
-    return snapshots.snapshot_run(snapshot_id=snapshot.pk)
+take = sourcedb.take_snapshot
 
 
 def source_values(source_db: str, query: str) -> list[str]:
