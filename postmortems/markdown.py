@@ -120,7 +120,8 @@ _SECTION_ALIASES = {
     ],
     "authors": [
         "authors", "author", "auteurs", "auteur", "auteur(s)", "redacteurs", "author(s)",
-        "written by", "prepared by", "redige par", "redaction", "postmortem owner",
+        "written by", "prepared by", "redige par", "redaction", "postmortem owner", "redacteur",
+        "redactrice", "posted by",
         "post mortem owner",
     ],
     "status": ["status", "statut", "etat"],
@@ -169,6 +170,10 @@ _SECTION_ALIASES = {
         "actions", "action items", "action item", "plan d action", "actions correctives",
         "follow ups", "follow-ups", "followups", "follow up", "next steps", "corrective actions",
         "remediation items", "to do", "todo", "suites", "actions a mener", "plan d actions",
+        "what we re doing about it", "what we are doing about it", "what we re doing",
+        "what we are doing", "what we will do", "what we re changing", "what we are changing",
+        "how we re fixing it", "preventing recurrence", "prevention", "mesures correctives",
+        "ce que nous faisons", "ce que nous allons faire", "prochaines etapes",
     ],
     "lessons_learned": [
         "lessons learned", "lessons learnt", "lessons", "lecons apprises", "enseignements",
@@ -650,8 +655,14 @@ def _split_sections(
         if bold and bold_key and (bold_key not in _ONE_LINE_KEYS or number < first_section):
             starts[number] = (99, bold.group("name").strip(), bold.group("rest"))
             continue
-        if bold and number < first_section and re.match(r"^\s*[-*+]\s", line):
-            # "- **Incident commander:** Rafael": a field of the header list, kept as text.
+        if (
+            bold
+            and number < first_section
+            and (re.match(r"^\s*[-*+]\s", line) or starts.get(number - 1, (0,))[0] == 99)
+        ):
+            # "- **Incident commander:** Rafael", or "**Rédacteur :** Claire" under
+            # "**Statut :** Publié": a field of the header, kept as text, never glued to
+            # the value above.
             starts[number] = (99, bold.group("name").strip(), bold.group("rest"))
             continue
         meta = _META_LINE.match(line)
@@ -1090,7 +1101,8 @@ _TIMELINE_LINE = re.compile(
     r"[ ,]*(?:at\s+)?"
     r"|(?P<year3>\d{4})\s+(?P<month3>[^\W\d_]{3,10})\.?\s+(?P<day3>\d{1,2})(?:st|nd|rd|th)?,?"
     r"[ ,]*(?:at\s+)?)?"
-    r"(?P<hour>\d{1,2})\s*[:h]\s*(?P<minute>\d{2})(?::\d{2}(?:\.\d+)?)?\s*(?P<ampm>[ap]\.?m\.?)?"
+    r"(?P<hour>\d{1,2})\s*(?:[:h]|\.(?=\d{2}\s*[ap]\.?m\b))\s*(?P<minute>\d{2})(?::\d{2}(?:\.\d+)?)?"
+    r"\s*(?P<ampm>[ap]\.?m\b\.?)?"
     r"\s*" + _TZ + r"?\b\s*(?:\*\*|__)?\s*(?:[—–:|-]+\s*)?(?P<text>.*)$",
     re.IGNORECASE,
 )
@@ -1124,12 +1136,14 @@ _MARKER_PATTERNS = {
     "started_at": (
         r"\b(?:outage|incident|impact|degradation|panne)\s+(?:begins|began|starts|started)\b",
         r"\b(?:premiers?|first)\s+(?:erreurs?|errors?|timeouts?)\b",
+        r"^debut (?:de la |de l |des |du )?(?:degradation|lenteurs?|erreurs?|ralentissement)\b",
     ),
     "ended_at": (
         r"\b(?:incident|outage|impact)\s+(?:mitigated|closed|over|ended|resolved)\b",
         r"\b(?:service|latency|error rate|errors?)\b.{0,30}\bback to (?:normal|baseline)\b",
         r"\ball clear\b|\bfin de l incident\b|\bincident clos\b|\bservice restaure\b",
         r"\bretour a la normale\b",
+        r"\b(?:service|api|site|app|latency|traffic)\s+(?:recovers|recovered|is restored)\b",
     ),
     "detected_at": (
         r"\balerts?\b.{0,40}\b(?:fire[sd]?|firing|trigger(?:s|ed)?|went off|goes off|pages?d?)\b",
@@ -1278,9 +1292,23 @@ def _parse_timeline(
     guess to note when a bare time takes `day`."""
     entries: list[dict[str, Any]] = []
     before: list[str] = []
-    default_zone = ""
+    # "Timeline (all times CET)": the heading gives the zone of the entries below.
+    zone_in_heading = re.search(r"\(([^)]*)\)", section.heading)
+    in_heading = (
+        re.search(r"\b" + _TZ + r"\b", zone_in_heading.group(1)) if zone_in_heading else None
+    )
+    default_zone = in_heading.group("tz") if in_heading else ""
+    relative = _RelativeTimes(section, reference or day, reading)
     for number, line in section.content_lines():
         if _TABLE_RULE.match(line) and "|" in line:
+            continue
+        if relative.anchor(line, number, default_zone):
+            # Kept as text with the lines before the first entry.
+            before.append(line)
+            continue
+        if (entry := relative.entry(line, number)) is not None:
+            if entry:
+                entries.append(entry)
             continue
         heading = _DAY_LINE.match(line)
         if heading and (found := _timeline_day(heading.group("day"), reference or day)):
@@ -1312,6 +1340,19 @@ def _parse_timeline(
             if day_note and not dated_entry:
                 reading.guess(day_note, number)
             day_note = ""
+            if not dated_entry and entries and when < entries[-1]["occurred_at"]:
+                # "23:55" then "00:30" with no day between them: the night went on. Only
+                # from evening to morning: a timeline written newest first stays as is.
+                later = when + dt.timedelta(days=1)
+                if entries[-1]["occurred_at"].hour >= 18 and when.hour < 12:
+                    reading.guess(
+                        f"Timeline time '{m.group('hour')}:{m.group('minute')}' comes before "
+                        f"the entry above it: read as the next day, {later.date().isoformat()}.",
+                        number,
+                        f"Timeline time '{m.group('hour')}:{m.group('minute')}' comes before "
+                        "the entry above it: give its day (e.g. a '**2024-11-06**' line).",
+                    )
+                    when = later
             # A bare time below a dated entry is on that entry's day, as written (a
             # "5:40 PM PST" is still that day in Los Angeles).
             day = when.date()
@@ -1338,6 +1379,64 @@ def _parse_timeline(
             f"{len(before)} line(s) of the timeline have no time: kept as text.", section.line
         )
     return entries, "\n".join(before)
+
+
+_RELATIVE = re.compile(
+    r"^\s*(?:[-*+]\s+|\|\s*)?(?:\*\*|__)?\s*T\s*(?P<sign>[+-])\s*(?P<amount>\d+(?:[.,]\d+)?)"
+    r"(?:\s*(?P<unit>min(?:utes?)?|mn|m|h(?:ours?|eures?)?|s(?:ec(?:onds?)?)?|d(?:ays?)?|j(?:ours?)?)"
+    r"(?:\s*(?P<more>\d{1,2})\s*(?:min|mn|m)?)?)?\b\s*(?:\*\*|__)?\s*(?:[—–:|-]+\s*)?(?P<text>.*)$",
+    re.IGNORECASE,
+)
+_RELATIVE_ANCHOR = re.compile(
+    r"\bT\s*(?:\+\s*0|0)\b\s*(?:=|:|is|est|at|à|was)\s*(?P<when>[^)\n]+)", re.I
+)
+_RELATIVE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "j": 86400}
+
+
+class _RelativeTimes:
+    """'T+0', 'T+12 min', 'T+1h30' entries, timed from the moment the page gives T+0
+    ('T+0 = 2024-09-18 10:00 UTC'), else from the incident's start."""
+
+    def __init__(self, section: Section, day: dt.date | None, reading: _Reading) -> None:
+        self.day, self.reading, self.section = day, reading, section
+        self.start: dt.datetime | None = None
+
+    def anchor(self, line: str, number: int, zone: str) -> bool:
+        """Read T+0 from a line that gives it; True when the line says only that ('T+0 =
+        2024-09-18 10:00 UTC'), no entry of its own."""
+        m = _RELATIVE_ANCHOR.search(line)
+        found = (
+            _TIMELINE_LINE.match(re.sub(r"[).,;]+$", "", m.group("when").strip())) if m else None
+        )
+        if m is None or found is None:
+            return False
+        self.start = self.reading.attempt(_entry_time, found, self.day, number, self.day, zone)
+        return not line[: m.start()].strip(" -*+|(_") and not found.group("text").strip()
+
+    def entry(self, line: str, number: int) -> dict[str, Any] | None:
+        """The entry a 'T+12 min' line gives; {} when it cannot be timed (a problem)."""
+        m = _RELATIVE.match(line)
+        if m is None:
+            return None
+        if self.start is None:
+            self.reading.problems.append(
+                MarkdownError(
+                    f"Timeline time 'T{m.group('sign')}{m.group('amount')}' is relative, and "
+                    "the page does not say when T+0 was: write e.g. 'T+0 = 2024-09-18 10:00 "
+                    "UTC' above the timeline.",
+                    number,
+                )
+            )
+            return {}
+        unit = _fold(m.group("unit") or "min")[0]
+        seconds = float(m.group("amount").replace(",", ".")) * _RELATIVE_UNITS[unit]
+        if m.group("more"):
+            seconds += int(m.group("more")) * 60
+        sign = -1 if m.group("sign") == "-" else 1
+        return {
+            "occurred_at": self.start + sign * dt.timedelta(seconds=seconds),
+            "text": m.group("text").strip(),
+        }
 
 
 _PROSE_DAY = re.compile(
@@ -1691,8 +1790,44 @@ def _action_ticket(action: dict[str, Any], value: str, reading: _Reading, line: 
 _NO_DATE = {"", "-", "--", "—", "–", "n/a", "na", "tbd", "tbc", "none", "aucune", "?", "a definir"}
 
 
+_DAY_MONTH_ONLY = re.compile(
+    r"^(?P<d>\d{1,2})[/.](?P<m>\d{1,2})$|^(?P<d2>\d{1,2})(?:er|st|nd|rd|th)?\s+(?P<m2>[^\W\d_]{3,10})\.?$"
+    r"|^(?P<m3>[^\W\d_]{3,10})\.?\s+(?P<d3>\d{1,2})(?:st|nd|rd|th)?$"
+)
+
+
+def _due_without_year(text: str, reading: _Reading, line: int) -> dt.date | None:
+    """'15/03', '15 mars', 'March 15': a due date comes after the incident, so the year is
+    the page's, or the next when that day had already passed well before it."""
+    m = _DAY_MONTH_ONLY.match(text.strip())
+    if m is None or reading.day is None:
+        return None
+    if m.group("d"):
+        day_of_month, month = int(m.group("d")), int(m.group("m"))
+    else:
+        name = m.group("m2") or m.group("m3")
+        if _fold(name) not in _MONTHS:
+            return None
+        day_of_month, month = int(m.group("d2") or m.group("d3")), _MONTHS[_fold(name)]
+    try:
+        found = dt.date(reading.day.year, month, day_of_month)
+    except ValueError:
+        return None
+    if found < reading.day - dt.timedelta(days=31):
+        found = found.replace(year=found.year + 1)
+    reading.guess(
+        f"Due date '{text.strip()}' has no year: read as {found.isoformat()}.",
+        line,
+        f"Due date '{text.strip()}' has no year (expected e.g. 14 March 2026).",
+    )
+    return found
+
+
 def _due(action: dict[str, Any], value: str, reading: _Reading, line: int) -> None:
     if _fold(_plain(value)) in _NO_DATE or not _plain(value).strip("—–- "):
+        return
+    if reading.day is not None and (found := _due_without_year(_plain(value), reading, line)):
+        action["due_date"] = found
         return
     action["due_date"] = reading.attempt(parse_date, _plain(value), line, "Due date")
 
@@ -1749,7 +1884,8 @@ _OWNER_IN_TEXT = re.compile(
 )
 _DUE_IN_TEXT = re.compile(
     r"\b(?:due|échéance|echeance|by|avant le|pour le)\s*:?\s*"
-    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\s+[^\W\d_]+\.?(?:\s+\d{4})?"
+    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}(?:/\d{4})?"
+    r"|\d{1,2}(?:st|nd|rd|th|er)?\s+[^\W\d_]+\.?(?:\s+\d{4})?"
     r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?"
     r"(?:,?\s+\d{4})?)",
     re.IGNORECASE,
@@ -1758,7 +1894,8 @@ _EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$")
 # "(due 2024-06-14)", "(échéance : 22/03/2024)": a due date aside, without an owner.
 _DUE_ASIDE = re.compile(
     r"\s*\(\s*(?:due|échéance|echeance|by|avant le|pour le)\s*:?\s*"
-    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\s+[^\W\d_]+\.?(?:\s+\d{4})?"
+    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}(?:/\d{4})?"
+    r"|\d{1,2}(?:st|nd|rd|th|er)?\s+[^\W\d_]+\.?(?:\s+\d{4})?"
     r"|[^\W\d_]+\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})\s*\)",
     re.IGNORECASE,
 )
@@ -1982,6 +2119,8 @@ class _Reading:
         self.strict = strict
         self.problems: list[MarkdownError] = []
         self.notes: list[str] = []
+        # The page's date, once read: the year of a due date written without one.
+        self.day: dt.date | None = None
 
     def guess(self, note: str, line: int | None, refusal: str | None = None) -> None:
         """A guess the page's author should know about; under strict, `refusal` (or the
@@ -2169,6 +2308,7 @@ def parse(
         day = reading.attempt(parse_date, value, number, "Date")
         if day is not None:
             fields["written_on"] = day
+            reading.day = day
     if "authors" in by_key:
         parsed.author_names = (
             reading.attempt(_names_in, by_key["authors"], "external_authors", "The author") or []
@@ -2293,10 +2433,10 @@ def parse(
     )  # fmt: skip
     if ambiguous and not reading.strict:
         # 03/04/2024 is 3 April in most of the world and March 4 in the United States.
-        day, month = int(ambiguous.group(1)), int(ambiguous.group(2))
+        dd, mm = int(ambiguous.group(1)), int(ambiguous.group(2))
         reading.notes.append(
-            f"Dates such as {ambiguous.group(0)} are read day first ({day} "
-            f"{_MONTH_NAMES_EN[month - 1]}, not {_MONTH_NAMES_EN[day - 1]} {month}): check "
+            f"Dates such as {ambiguous.group(0)} are read day first ({dd} "
+            f"{_MONTH_NAMES_EN[mm - 1]}, not {_MONTH_NAMES_EN[dd - 1]} {mm}): check "
             "them if the page was written month first."
         )
     if reading.problems:

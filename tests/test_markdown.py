@@ -667,3 +667,65 @@ def test_a_page_dated_03_04_2024_is_read_day_first_and_says_so():
         "the page was written month first."
     )
     assert not any("3/4" in note for note in markdown.parse(page.replace("03/04", "13/04")).notes)
+
+
+def test_a_due_date_without_a_year_takes_the_pages_or_the_next_and_says_so():
+    page = (
+        "# Slow invoices\n\n**Date:** 12/12/2024\n\n## Plan d'action\n\n"
+        "| Action | Porteur | Échéance | État |\n|---|---|---|---|\n"
+        "| Paginer | Claire | 20/12 | Fait |\n| Indexer | Hugo | 15/01 | À faire |\n"
+    )
+
+    parsed = markdown.parse(page)
+
+    assert [a["due_date"] for a in parsed.actions] == [dt.date(2024, 12, 20), dt.date(2025, 1, 15)]
+    assert "Line 10: Due date '15/01' has no year: read as 2025-01-15." in parsed.notes
+    with pytest.raises(markdown.MarkdownError) as exc:
+        markdown.parse(page, strict=True)
+    assert "Due date '20/12' has no year (expected e.g. 14 March 2026)." in str(exc.value)
+
+
+def test_a_timeline_past_midnight_moves_to_the_next_day_but_one_newest_first_does_not():
+    page = (
+        "# Batch overran\n\nDate: 2024-11-05\n\n## Timeline (all times CET)\n\n"
+        "- 23:10 — batch starts\n- 00:30 — alert: batch above 1 h\n- 08:20 — batch killed\n"
+    )
+
+    parsed = markdown.parse(page)
+
+    assert [e["occurred_at"].isoformat() for e in parsed.timeline] == [
+        "2024-11-05T23:10:00+01:00",
+        "2024-11-06T00:30:00+01:00",
+        "2024-11-06T08:20:00+01:00",
+    ]
+    assert any("read as the next day, 2024-11-06" in note for note in parsed.notes)
+    newest_first = page.replace("- 23:10 — batch starts\n", "").replace(
+        "- 00:30", "- 15:00 — batch killed\n- 14:30"
+    )
+    times = [e["occurred_at"].day for e in markdown.parse(newest_first).timeline]
+    assert times == [5, 5, 5]
+
+
+def test_relative_timeline_times_need_the_moment_of_t_plus_0():
+    page = (
+        "# CDN purge\n\nDate: 2024-09-18\n\n## Timeline\n\n"
+        "T+0 = 2024-09-18 10:00 UTC.\n\n- T+0: purge issued\n- T+12 min: rate limit on\n"
+        "- T+1h30: hit ratio back\n"
+    )
+
+    timeline = markdown.parse(page).timeline
+
+    assert [e["occurred_at"].strftime("%H:%M") for e in timeline] == ["10:00", "10:12", "11:30"]
+    with pytest.raises(markdown.MarkdownError) as exc:
+        markdown.parse(page.replace("T+0 = 2024-09-18 10:00 UTC.\n", ""))
+    assert "Timeline time 'T+12' is relative, and the page does not say when T+0 was" in str(
+        exc.value
+    )
+
+
+def test_a_british_timeline_reads_2_15pm():
+    page = "# Basket slow\n\nDate: 3rd March 2024\n\n## Timeline\n\n- 2.15pm — email sent\n"
+
+    (entry,) = markdown.parse(page).timeline
+
+    assert entry["occurred_at"].strftime("%Y-%m-%d %H:%M") == "2024-03-03 14:15"
