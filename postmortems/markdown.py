@@ -563,6 +563,7 @@ _DEFINITION = re.compile(r"^:\s+(?P<rest>\S.*)$")
 _HTML_TABLE = re.compile(r"<table\b.*?</table>", re.IGNORECASE | re.DOTALL)
 _HTML_ROW = re.compile(r"<tr\b[^>]*>(?P<cells>.*?)</tr>", re.IGNORECASE | re.DOTALL)
 _HTML_CELL = re.compile(r"<t(?P<tag>[dh])\b[^>]*>(?P<text>.*?)</t[dh]>", re.IGNORECASE | re.DOTALL)
+_TIME_FIELDS = ("started_at", "ended_at", "detected_at", "resolved_at")
 _ONE_LINE_KEYS = ("title", "date", "status", "severity", "team", "authors", "services")
 
 
@@ -572,9 +573,16 @@ def _front_matter_sections(doc: wikidoc.Document) -> list[Section]:
         return []
     sections = []
     line = doc.front_matter_lines[0] + 1
-    for name, value in doc.front_matter.items():
-        key = section_key(name)
-        if key is None or value in (None, ""):
+    times: list[tuple[int, str]] = []
+    items = list(doc.front_matter.items())
+    for name, value in items:
+        if isinstance(value, dict):
+            # "incident: {started: …, resolved: …}", "meta: {severity: …}": the nested keys
+            # are read as if they stood at the top.
+            items += [(str(k), v) for k, v in value.items() if not isinstance(v, dict)]
+            continue
+        key = section_key(str(name))
+        if value in (None, ""):
             continue
         if isinstance(value, list):
             text = ", ".join(str(v) for v in value)
@@ -582,7 +590,14 @@ def _front_matter_sections(doc: wikidoc.Document) -> list[Section]:
             text = value.isoformat()
         else:
             text = str(value)
-        sections.append(Section(key, name, line, [(line, text)], front_matter=True))
+        if key is None and FIELD_BY_WORD.get(_fold(str(name))) in _TIME_FIELDS:
+            # "started: 2024-04-22 08:40 UTC": one line of the incident's times.
+            times.append((line, f"{name}: {text}"))
+            continue
+        if key is not None:
+            sections.append(Section(key, str(name), line, [(line, text)], front_matter=True))
+    if times and not any(s.key == "when" for s in sections):
+        sections.append(Section("when", "When", line, times, front_matter=True))
     return sections
 
 
@@ -873,6 +888,11 @@ def parse_impact(text: str, window: str, line: int | None = None) -> dict[str, A
         value = after
         if first is not None and unit_before in _SECONDS and unit in _SECONDS:
             before = (first * _SECONDS[unit_before] / _SECONDS[unit]).normalize()
+            if before.as_tuple().exponent < -4 and value is not None:  # type: ignore[operator]
+                # "from 2 s to 40 min": 0.0333… min would be rounded where it is stored;
+                # 2400 s after 2 s is exact.
+                value = (value * _SECONDS[unit] / _SECONDS[unit_before]).normalize()
+                before, unit = first, unit_before
         elif first is not None and unit_before == unit:
             before = first
     elif m:
@@ -1504,16 +1524,26 @@ def _at(day: dt.date, clock: str, zone: str | None) -> dt.datetime:
 
 
 def _times_from_prose(
-    fields: dict[str, Any], by_key: dict[str, Section], reference: dt.date | None, reading: _Reading
+    fields: dict[str, Any],
+    by_key: dict[str, Section],
+    reference: dt.date | None,
+    reading: _Reading,
+    lead: str = "",
 ) -> None:
     """'On 13 March between 12:02 and 12:40' in the summary, 'paged the on-call at 14:54'
     in the detection: the incident's times when no When section or timeline gave them."""
     if reading.strict:
         return
     summary = by_key["summary"].text if "summary" in by_key else ""
+    summary = f"{lead}\n\n{summary}" if lead else summary
     detection = by_key["detection"].text if "detection" in by_key else ""
     day = _prose_day(summary, reference)
     span = _PROSE_RANGE.search(summary)
+    if span:
+        # "On 14 February, between 09:12 and 10:47": the day told with the range, not the
+        # date of a byline above it ("Posted on 16 February").
+        paragraph = summary[max(0, summary.rfind("\n\n", 0, span.start())) : span.end()]
+        day = _prose_day(paragraph, reference) or day
     if "started_at" not in fields and span and (day or span.group("d1")):
         try:
             first_day = _prose_day(span.group("d1"), None) if span.group("d1") else day
@@ -1542,6 +1572,50 @@ def _times_from_prose(
                     continue
                 reading.notes.append(f"The detection time is read from: '{found.group(0)}'.")
                 break
+
+
+# "p99 latency went from 350 ms to 9.8 s", "18% of requests failed": a figure told in a
+# sentence of the summary.
+_PROSE_FIGURE = re.compile(
+    r"(?:\bfrom\s+|\bde\s+)"
+    + _FIGURE
+    + r"\s*(?:%|ms|s|min|h)\s+(?:to|à)\s+"
+    + _FIGURE
+    + r"\s*(?:%|ms|s|min|h)\b|"
+    + _FIGURE
+    + r"\s*%\s+(?:of|des|de)\s+[^\W\d_]",
+    re.IGNORECASE,
+)
+
+
+def _impacts_from_prose(text: str, reading: _Reading) -> list[dict[str, Any]]:
+    """The figures a page without an Impact section tells in its opening prose, each a
+    guess that is noted; one a clause ('18% timed out and p99 went from 350 ms to 9.8 s'
+    is two), the same figure told twice kept once."""
+    impacts: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    prose = re.sub(r"[*_`]", "", text)
+    for sentence in re.split(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)", prose):
+        for clause in re.split(r";|,?\s+(?:and|et|while|alors que)\s+(?=[^,]*\d)", sentence):
+            clause = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", clause).strip().rstrip(".")
+            if not _PROSE_FIGURE.search(clause) or len(clause) > 200:
+                continue
+            impact = reading.attempt(parse_impact, clause, "")
+            if impact is None or impact["value"] is None:
+                continue
+            same = (impact["value"], impact["unit"], impact["value_before"])
+            if same in seen:
+                continue
+            seen.add(same)
+            impacts.append(impact)
+    if impacts:
+        reading.guess(
+            f"The page has no Impact section: {len(impacts)} impact(s) read from its prose ("
+            + "; ".join(f"'{i['label']}'" for i in impacts)
+            + ").",
+            None,
+        )
+    return impacts
 
 
 def _times_from_timeline(fields: dict[str, Any], timeline: list[dict[str, Any]]) -> None:
@@ -1878,7 +1952,7 @@ def _table_actions(tables: list[wikidoc.Table], reading: _Reading) -> list[dict[
 
 
 _OWNER_IN_TEXT = re.compile(
-    r"\(\s*(?:owner|responsable|assignee|porteur|qui)\s*:\s*(?P<name>[^,)]+?)\s*(?:,(?P<more>[^)]*))?\)"
+    r"\(\s*(?P<pre>[^(),:]{2,30},\s*)?(?:owner|responsable|assignee|porteur|qui)\s*:\s*(?P<name>[^,)]+?)\s*(?:,(?P<more>[^)]*))?\)"
     r"|\(\s*(?P<handle>@[\w.-]+)\s*\)",
     re.IGNORECASE,
 )
@@ -1917,6 +1991,12 @@ def _status_word(piece: str) -> bool:
     )
 
 
+# "Ines Garcia", "Jean-Marc de la Tour": two to four words, the first and last capitalised.
+_PERSON = re.compile(
+    r"[A-ZÀ-Ý][a-zà-ÿ'-]+(?:\s+(?:de|du|la|le|van|von|der)?\s*[A-ZÀ-Ý][a-zà-ÿ'-]+){1,3}"
+)
+
+
 def _bullet_actions(
     section: Section, reading: _Reading
 ) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
@@ -1951,11 +2031,19 @@ def _bullet_actions(
             kind_word, text = tagged.group("kind"), text[tagged.end() :]
         owner = due = status = ""
         found = _OWNER_IN_TEXT.search(text)
+        pre = found.group("pre").strip(" ,") if found and found.group("pre") else ""
+        if found and pre and not (_status_word(pre) or _fold(pre) in ACTION_KIND_BY_WORD):
+            found = None
         if found:
             owner = found.group("name") or found.group("handle") or ""
             due_in = _DUE_IN_TEXT.search(found.group("more") or "")
             due = due_in.group("date") if due_in else ""
             text = (text[: found.start()] + text[found.end() :]).strip()
+            # "(Prevent, owner: Ana Silva)": the kind or the status before the owner.
+            if _fold(pre) in ACTION_KIND_BY_WORD and not kind_word:
+                kind_word = pre
+            elif pre:
+                status = pre
         due_aside = _DUE_ASIDE.search(text)
         if due_aside and not due and _is_date(due_aside.group("date")):
             due = due_aside.group("date")
@@ -1977,6 +2065,14 @@ def _bullet_actions(
         ):
             # "Limit the cache (Julie Roux, done)": the owner, status or due date aside.
             said, text = [aside.group("inner")], text[: aside.start()].strip()
+        elif aside and not owner and _PERSON.fullmatch(aside.group("inner").strip()):
+            # "Restore concurrency (Ines Garcia)": a person's name alone in brackets.
+            owner, text = aside.group("inner").strip(), text[: aside.start()].strip()
+            reading.guess(
+                f"Action {len(actions) + 1}: '{owner}' in brackets after its title read as "
+                "its owner.",
+                number,
+            )
         parts = [p.strip() for p in re.split(r"\s+[—–]\s+", text)]
         title, rest = parts[0], parts[1:] + said
         leftover: list[str] = []
@@ -2009,6 +2105,13 @@ def _bullet_actions(
         if due:
             _due(action, due, reading, number)
         actions.append(action)
+    if actions and not reading.strict:
+        # Said, never silent: a list is read by guessing which words are the owner, the
+        # status and the due date (--strict refuses it).
+        reading.notes.append(
+            f"Line {actions[0]['_line']}: {len(actions)} action(s) read from a list: check "
+            "their owner, status and due date."
+        )
     return actions, before
 
 
@@ -2105,8 +2208,12 @@ def _names_in(section: Section, name: str, what: str) -> list[str]:
     return names
 
 
+_THEMATIC_BREAK = re.compile(r"^\s*([-*_])(?:\s*\1){2,}\s*$")
+
+
 def _single_value(section: Section, what: str) -> tuple[int, str]:
-    lines = section.content_lines()
+    # A '---' rule under a header table's last row closes the header, no part of the value.
+    lines = [(n, t) for n, t in section.content_lines() if not _THEMATIC_BREAK.match(t)]
     if not lines:
         raise MarkdownError(f"The {what} section is empty.", section.line)
     return lines[0][0], " ".join(t.strip() for _, t in lines)
@@ -2415,7 +2522,14 @@ def parse(
                 }
             )
         _times_from_timeline(fields, timeline)
-    _times_from_prose(fields, by_key, day, reading)
+    # A blog-style write-up opens with the paragraph that says when and how bad: read it
+    # with the summary.
+    lead = next((s.text for s in sections if s.key is None and not s.heading), "")
+    _times_from_prose(fields, by_key, day, reading, lead)
+    if "impacts" not in by_key and not reading.strict:
+        parsed.impacts = _impacts_from_prose(
+            "\n\n".join(t for t in (lead, fields.get("summary", "")) if t), reading
+        )
     if "actions" in by_key:
         parsed.actions, before = _parse_actions(by_key["actions"], doc, reading)
         if any(t.strip() for _, t in before):

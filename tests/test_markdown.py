@@ -729,3 +729,32 @@ def test_a_british_timeline_reads_2_15pm():
     (entry,) = markdown.parse(page).timeline
 
     assert entry["occurred_at"].strftime("%Y-%m-%d %H:%M") == "2024-03-03 14:15"
+
+
+def test_a_write_up_without_an_impact_section_gives_the_figures_of_its_prose_and_says_so():
+    page = (
+        "# Slow API\n\nOn 14 February 2024, between 09:12 and 10:47 UTC, about 18% of requests "
+        "timed out and p99 latency went from 350 ms to 9.8 s.\n\n## What happened\n\n"
+        "p99 latency went from 350 ms to 9.8 s after a deploy.\n"
+    )
+
+    parsed = markdown.parse(page)
+
+    assert [(i["value"], i["unit"], i["value_before"]) for i in parsed.impacts] == [
+        (Decimal("18"), "%", None),
+        (Decimal("9.8"), "s", Decimal("0.35")),
+    ]
+    assert parsed.fields["started_at"].isoformat() == "2024-02-14T09:12:00+00:00"
+    assert any("2 impact(s) read from its prose" in note for note in parsed.notes)
+
+
+def test_nested_front_matter_gives_the_incidents_times():
+    page = (
+        "---\ntitle: Webhook backlog\ndate: 2024-04-22\nincident:\n  started: 2024-04-22 08:40 "
+        "UTC\n  detected: 2024-04-22 08:52 UTC\n---\n\n## Summary\n\nLagged.\n"
+    )
+
+    fields = markdown.parse(page).fields
+
+    assert fields["started_at"].isoformat() == "2024-04-22T08:40:00+00:00"
+    assert fields["detected_at"].isoformat() == "2024-04-22T08:52:00+00:00"
