@@ -21,6 +21,7 @@ import datetime as dt
 import difflib
 import re
 import unicodedata
+import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -140,7 +141,8 @@ _SECTION_ALIASES = {
     ],
     "summary": [
         "summary", "resume", "synthese", "executive summary", "overview", "tl;dr", "tldr",
-        "what happened", "ce qui s est passe", "description", "incident summary",
+        "what happened", "ce qui s est passe", "description", "incident summary", "issue",
+        "the issue", "problem", "probleme", "le probleme", "incident description",
     ],
     "impacts": [
         "impacts", "impact", "impact overview", "customer impact", "user impact",
@@ -153,7 +155,7 @@ _SECTION_ALIASES = {
     ],
     "trigger": ["trigger", "declencheur", "element declencheur", "triggers"],
     "resolution": [
-        "resolution", "resolution and recovery", "recovery", "remediation", "fix",
+        "resolution", "resolution and recovery", "recovery", "fix",
         "resolution et retablissement", "retablissement",
     ],
     "detection": [
@@ -170,6 +172,7 @@ _SECTION_ALIASES = {
         "actions", "action items", "action item", "plan d action", "actions correctives",
         "follow ups", "follow-ups", "followups", "follow up", "next steps", "corrective actions",
         "remediation items", "to do", "todo", "suites", "actions a mener", "plan d actions",
+        "remediation", "remediations", "remediation steps", "follow up actions",
         "what we re doing about it", "what we are doing about it", "what we re doing",
         "what we are doing", "what we will do", "what we re changing", "what we are changing",
         "how we re fixing it", "preventing recurrence", "prevention", "mesures correctives",
@@ -253,7 +256,19 @@ POSTMORTEM_STATUS_WORD = {
 }
 
 _ACTION_STATUS_WORDS = {
-    ActionStatus.TODO: ["to do", "todo", "a faire", "open", "ouvert", "not started", "planned"],
+    ActionStatus.TODO: [
+        "to do",
+        "todo",
+        "a faire",
+        "open",
+        "ouvert",
+        "not started",
+        "planned",
+        "prevu",
+        "planifie",
+        "scheduled",
+        "backlog",
+    ],
     ActionStatus.TO_DEBATE: [
         "to debate",
         "a debattre",
@@ -892,6 +907,7 @@ def parse_impact(text: str, window: str, line: int | None = None) -> dict[str, A
                 # "from 2 s to 40 min": 0.0333… min would be rounded where it is stored;
                 # 2400 s after 2 s is exact.
                 value = (value * _SECONDS[unit] / _SECONDS[unit_before]).normalize()
+                value = value.quantize(Decimal(1)) if value == value.to_integral() else value
                 before, unit = first, unit_before
         elif first is not None and unit_before == unit:
             before = first
@@ -1272,6 +1288,10 @@ def _entry_time(
     if hour > 23 or int(m.group("minute")) > 59:
         raise MarkdownError(f"Timeline time '{m.group(0).strip()[:20]}' is not a time.", line)
     naive = dt.datetime.combine(day, dt.time(hour, int(m.group("minute"))))
+    if not m.group("tz") and "/" in default_zone:
+        # "Chronologie (heure de Paris)": the zone's offset on that day, summer or winter.
+        naive = dt.datetime.combine(day, dt.time(hour, int(m.group("minute"))))
+        return timezone.make_aware(naive, zoneinfo.ZoneInfo(default_zone))
     tz_name = (m.group("tz") or default_zone).lower()
     if tz_name in _TIME_ZONES:
         tz: dt.tzinfo = dt.timezone(dt.timedelta(minutes=_TIME_ZONES[tz_name]))
@@ -1318,6 +1338,13 @@ def _parse_timeline(
         re.search(r"\b" + _TZ + r"\b", zone_in_heading.group(1)) if zone_in_heading else None
     )
     default_zone = in_heading.group("tz") if in_heading else ""
+    if zone_in_heading and not default_zone:
+        named = _fold(zone_in_heading.group(1))
+        region = re.search(r"\b[A-Z][a-z]+/[A-Z][A-Za-z_]+\b", zone_in_heading.group(1))
+        if region and region.group(0) in zoneinfo.available_timezones():
+            default_zone = region.group(0)
+        elif re.search(r"\bparis\b|heure francaise|french time", named):
+            default_zone = "Europe/Paris"
     relative = _RelativeTimes(section, reference or day, reading)
     for number, line in section.content_lines():
         if _TABLE_RULE.match(line) and "|" in line:
@@ -2082,6 +2109,12 @@ def _bullet_actions(
                 due_in = _DUE_IN_TEXT.fullmatch(piece) or _DUE_IN_TEXT.match(piece)
                 if due_in:
                     due = due_in.group("date")
+                elif named := re.match(
+                    r"^(?:owner|responsable|porteur|assignee|assigned to|qui)\s*:?\s+(?P<n>.+)$",
+                    piece,
+                    re.IGNORECASE,
+                ):
+                    owner = named.group("n")
                 elif _status_word(piece):
                     status = piece
                 elif said and not due and _is_date(piece):

@@ -758,3 +758,14 @@ def test_nested_front_matter_gives_the_incidents_times():
 
     assert fields["started_at"].isoformat() == "2024-04-22T08:40:00+00:00"
     assert fields["detected_at"].isoformat() == "2024-04-22T08:52:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("day", "offset"), [("2024-04-17", "+02:00"), ("2024-01-17", "+01:00")], ids=["été", "hiver"]
+)
+def test_a_timeline_in_paris_time_takes_the_offset_of_its_day(day, offset):
+    page = f"# Sessions\n\nDate : {day}\n\n## Chronologie (heure de Paris)\n\n- 21h40 — début\n"
+
+    (entry,) = markdown.parse(page).timeline
+
+    assert entry["occurred_at"].isoformat() == f"{day}T21:40:00{offset}"
