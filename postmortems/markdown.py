@@ -975,6 +975,10 @@ def _parse_impacts(section: Section) -> list[dict[str, Any]]:
             window = _check_length(
                 stripped[:-1].strip(), ImpactFigure, "window", "The impact window", number
             )
+        elif len(clauses := _figure_clauses(stripped)) > 1:
+            # "Between 10:02 and 11:40, 6.5% of calls failed and p95 rose from 300 ms to
+            # 7 s.": a paragraph telling two figures is two impacts.
+            impacts += [parse_impact(clause, window, number) for clause in clauses]
         else:
             impacts.append(parse_impact(stripped, window, number))
     return impacts
@@ -1615,26 +1619,43 @@ _PROSE_FIGURE = re.compile(
 )
 
 
+def _figure_clauses(text: str, *, trim: bool = False) -> list[str]:
+    """The clauses of a prose text that tell a figure, one a sentence or one a part of it
+    joined by 'and' ('18% timed out and p99 went from 350 ms to 9.8 s' is two). `trim`:
+    without the 'On 14 February, between 09:12 and 10:47,' that opens one (the text it
+    came from keeps it)."""
+    clauses = []
+    prose = re.sub(r"[*_`]", "", text)
+    for sentence in re.split(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)", prose):
+        # Never at "between 10:02 and 11:40": that "and" joins two times.
+        for clause in re.split(
+            r";|,?\s+(?:and|et|while|alors que)\s+(?!\d{1,2}[:h.]\d{2})(?=[^,]*\d)", sentence
+        ):
+            clause = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", clause).strip().rstrip(".")
+            found = _PROSE_FIGURE.search(clause)
+            cut = clause.rfind(", ", 0, found.start()) if found and trim else -1
+            if found and cut >= 0 and re.search(r"\d", clause[:cut]):
+                clause = clause[cut + 2 :]
+            if found and len(clause) <= 200:
+                clauses.append(clause)
+    return clauses
+
+
 def _impacts_from_prose(text: str, reading: _Reading) -> list[dict[str, Any]]:
     """The figures a page without an Impact section tells in its opening prose, each a
     guess that is noted; one a clause ('18% timed out and p99 went from 350 ms to 9.8 s'
     is two), the same figure told twice kept once."""
     impacts: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
-    prose = re.sub(r"[*_`]", "", text)
-    for sentence in re.split(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)])\s)", prose):
-        for clause in re.split(r";|,?\s+(?:and|et|while|alors que)\s+(?=[^,]*\d)", sentence):
-            clause = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", clause).strip().rstrip(".")
-            if not _PROSE_FIGURE.search(clause) or len(clause) > 200:
-                continue
-            impact = reading.attempt(parse_impact, clause, "")
-            if impact is None or impact["value"] is None:
-                continue
-            same = (impact["value"], impact["unit"], impact["value_before"])
-            if same in seen:
-                continue
-            seen.add(same)
-            impacts.append(impact)
+    for clause in _figure_clauses(text, trim=True):
+        impact = reading.attempt(parse_impact, clause, "")
+        if impact is None or impact["value"] is None:
+            continue
+        same = (impact["value"], impact["unit"], impact["value_before"])
+        if same in seen:
+            continue
+        seen.add(same)
+        impacts.append(impact)
     if impacts:
         reading.guess(
             f"The page has no Impact section: {len(impacts)} impact(s) read from its prose ("

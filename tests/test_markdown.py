@@ -769,3 +769,18 @@ def test_a_timeline_in_paris_time_takes_the_offset_of_its_day(day, offset):
     (entry,) = markdown.parse(page).timeline
 
     assert entry["occurred_at"].isoformat() == f"{day}T21:40:00{offset}"
+
+
+def test_an_impact_paragraph_telling_two_figures_gives_two_impacts_and_keeps_its_times():
+    page = (
+        "# Payments errors\n\n## Impact\n\nBetween 10:02 and 11:40 UTC, 6.5% of payment API "
+        "calls failed and p95 latency rose from 300 ms to 7 s.\n"
+    )
+
+    impacts = markdown.parse(page).impacts
+
+    assert [(i["value"], i["unit"], i["value_before"]) for i in impacts] == [
+        (Decimal("6.5"), "%", None),
+        (Decimal("7"), "s", Decimal("0.3")),
+    ]
+    assert impacts[0]["label"].startswith("Between 10:02 and 11:40 UTC, 6.5% of payment")
