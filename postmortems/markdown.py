@@ -1951,7 +1951,18 @@ def _due(action: dict[str, Any], value: str, reading: _Reading, line: int) -> No
     if reading.day is not None and (found := _due_without_year(_plain(value), reading, line)):
         action["due_date"] = found
         return
-    action["due_date"] = reading.attempt(parse_date, _plain(value), line, "Due date")
+    try:
+        action["due_date"] = parse_date(_plain(value), line, "Due date")
+    except MarkdownError as exc:
+        # "Q3", "fin mai", "end of sprint": a plan, not a date. Kept, and said; --strict
+        # refuses it as before.
+        reading.guess(
+            f"Action {action['number']} due date '{_plain(value)}' is not a date: kept in "
+            "its description.",
+            line,
+            exc.message,
+        )
+        action["_lines"].append(f"Due: {_plain(value)}")
 
 
 def _action_owner(action: dict[str, Any], value: str, reading: _Reading, line: int) -> None:

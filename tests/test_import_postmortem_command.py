@@ -149,7 +149,9 @@ def test_a_bad_page_lists_every_problem_with_its_line(db, tmp_path):
     path = tmp_path / "two-problems.md"
     text = (FIXTURES / "reporting-pool-exhaustion-owners.md").read_text(encoding="utf-8")
     path.write_text(
-        text.replace("Due: 2026-04-30", "Due: someday").replace("2 April 2026", "31 February 2026"),
+        text.replace("Category: code", "Category: weather").replace(
+            "2 April 2026", "31 February 2026"
+        ),
         encoding="utf-8",
     )
     with pytest.raises(CommandError) as exc:
