@@ -66,7 +66,7 @@ MAX_SHIFT_DAYS = 36500
 MIN_LENGTH = {
     "email": 34,  # 1 letter + "." + 16 hex + "@example.invalid"
     "ip": 29,  # "2001:db8::" + 4 groups of 4 hex digits
-    "ip4": 15,  # "255.255.255.255": an IPv4 original's fake, but in a unique column
+    "ip4": 15,  # "255.255.255.255": an IPv4 original's fake, outside unique columns
     "hash": 16,  # 16 hex digits = 64 bits
     "unique_text": 18,  # 1 letter + " " + 16 hex
     "mapped": 4,  # room enough for the map to find distinct fakes
