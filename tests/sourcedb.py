@@ -125,3 +125,19 @@ def source_saver(name: str, dsn_env: str):
         return source
 
     return save
+
+
+def dump_text(path: str) -> str:
+    """A dump as the SQL pg_restore would run (`pg_restore -f -`): what a search for
+    leaked values reads."""
+    import subprocess
+
+    from perfruns.pipeline.pgtools import find_binary
+
+    return subprocess.run(
+        [find_binary("pg_restore"), "-f", "-", path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout

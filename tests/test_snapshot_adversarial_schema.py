@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import subprocess
 from collections.abc import Iterator
 
 import psycopg
@@ -24,7 +23,6 @@ from perfruns.masking.policy import Policy, parse_policy, validate
 from perfruns.masking.schema import introspect
 from perfruns.models import SnapshotStatus
 from perfruns.pipeline import snapshot as pipeline
-from perfruns.pipeline.pgtools import find_binary
 from tests import sourcedb
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,14 +162,7 @@ def original_emails(dbname: str) -> set[str]:
     return found
 
 
-def dump_text(path: str) -> str:
-    return subprocess.run(
-        [find_binary("pg_restore"), "-f", "-", path],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+dump_text = sourcedb.dump_text
 
 
 def test_the_reviewed_draft_gives_a_dump_holding_no_original_e_mail_anywhere(

@@ -180,14 +180,7 @@ def restored(path: str) -> str:
     return name
 
 
-def dump_text(path: str) -> str:
-    return subprocess.run(
-        [find_binary("pg_restore"), "-f", "-", path],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+dump_text = sourcedb.dump_text
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from perfruns.models import SnapshotStatus
-from perfruns.pipeline.pgtools import find_binary
 from perfruns.services import common, snapshots
 from tests import sourcedb
 
@@ -25,15 +24,7 @@ def source_values(source_db: str, query: str) -> list[str]:
         return [row[0] for row in conn.execute(query)]
 
 
-def dump_text(path: str) -> str:
-    result = subprocess.run(
-        [find_binary("pg_restore"), "-f", "-", path],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
+dump_text = sourcedb.dump_text
 
 
 def test_it_writes_a_verified_owner_only_dump_with_its_sha256(data_dir, dump_source):
