@@ -1225,42 +1225,41 @@ def _timeline_day(text: str, reference: dt.date | None = None) -> dt.date | None
 def _dated(
     day_of_month: str, month_name: str, year: str | None, reference: dt.date | None, line: int
 ) -> dt.date:
-    """A date written without its year takes the page's: the latest such date not after
-    the page was written ("2 décembre" on a page of 24 January is last December)."""
     month = _MONTHS[_fold(month_name)]
     if year:
         return dt.date(int(year), month, int(day_of_month))
+    return _in_page_year(int(day_of_month), month, reference, f"{day_of_month} {month_name}", line)
+
+
+def _in_page_year(
+    day_of_month: int, month: int, reference: dt.date | None, written: str, line: int
+) -> dt.date:
+    """A date written without its year takes the page's: the latest such date not after
+    the page was written ("2 décembre" on a page of 24 January is last December)."""
     if reference is None:
         raise MarkdownError(
-            f"Timeline date '{day_of_month} {month_name}' has no year, and the post-mortem has "
-            "no Date to take it from.",
+            f"Timeline date '{written}' has no year, and the post-mortem has no Date to take "
+            "it from.",
             line,
         )
-    found = dt.date(reference.year, month, int(day_of_month))
+    found = dt.date(reference.year, month, day_of_month)
     if found > reference + dt.timedelta(days=1):
         found = found.replace(year=reference.year - 1)
     return found
 
 
 def _day_month(text: str, reference: dt.date | None, line: int) -> dt.date:
-    """21/10/2015, or 02/06 with the page's year as _dated takes it (day first, as in
+    """21/10/2015, or 02/06 in the page's year as _in_page_year takes it (day first, as in
     French and most of the world)."""
     numbers = [int(part) for part in text.split("/")]
     try:
         if len(numbers) == 3:
             return dt.date(numbers[2], numbers[1], numbers[0])
-        if reference is None:
-            raise MarkdownError(
-                f"Timeline date '{text}' has no year, and the post-mortem has no Date to take "
-                "it from.",
-                line,
-            )
-        found = dt.date(reference.year, numbers[1], numbers[0])
+        return _in_page_year(numbers[0], numbers[1], reference, text, line)
+    except MarkdownError:
+        raise
     except ValueError:
         raise MarkdownError(f"Timeline date '{text}' is not a day/month date.", line) from None
-    if found > reference + dt.timedelta(days=1):
-        found = found.replace(year=reference.year - 1)
-    return found
 
 
 def _entry_time(

@@ -636,6 +636,9 @@ def test_a_timeline_day_and_month_without_a_year_take_the_pages_and_an_impossibl
     assert entry["occurred_at"].date() == dt.date(2025, 6, 2)
     with pytest.raises(markdown.MarkdownError, match="'31/02' is not a day/month date"):
         markdown.parse(page.format("31/02"))
+    undated = "# Leak\n\n## Chronologie\n\n* 02/06 08h10 : alerte\n"
+    with pytest.raises(markdown.MarkdownError, match="'02/06' has no year, and the post-mortem"):
+        markdown.parse(undated)
 
 
 def test_an_impact_wrapped_over_two_lines_is_one_impact_with_its_figures():
